@@ -1,0 +1,137 @@
+"""The saved model: a folder of safetensors weights and a JSON config, written atomically, loaded exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ArtifactError
+
+FORMAT = "headstart-model/1"
+CONFIG = "config.json"
+BACKBONE = "backbone.safetensors"
+HEAD = "head.safetensors"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape a model's numbers."""
+    found = {"python": platform.python_version()}
+    for package in ("headstart", "torch", "timm", "scikit-learn", "numpy", "pillow", "onnxruntime"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def replace_dir(staged: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished folder ``staged`` to ``target``; an existing target is replaced only with ``overwrite``."""
+    if target.exists():
+        if not overwrite:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise ArtifactError(f"{str(target)!r} already exists; pass --overwrite or choose another --out")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staged, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, target)
+
+
+def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``clf`` (a fitted TransferClassifier) to the folder ``path``."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise ArtifactError(f"{str(path)!r} already exists; pass --overwrite or choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    try:
+        backbone = clf.backbone_
+        save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()},
+                  str(staged / BACKBONE))
+        save_file({"weight": torch.from_numpy(clf.head_.weight), "bias": torch.from_numpy(clf.head_.bias)},
+                  str(staged / HEAD))
+        config = {
+            "format": FORMAT,
+            "model": backbone.name,
+            "weights": backbone.weights,
+            "weights_digest": backbone.digest,
+            "strategy": clf.strategy,
+            "layers": clf.layers_,
+            "preprocess": backbone.preprocess.to_dict(),
+            "class_names": clf.classes_,
+            "classifier": clf.head_.info,
+            "params": {"classifier": clf.classifier, "C": clf.C, "seed": clf.seed, "engine": clf.engine},
+            "versions": versions(),
+            **(extra or {}),
+        }
+        (staged / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default))
+        replace_dir(staged, path, overwrite)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config of a saved model folder, with a one-line error when it is not one."""
+    path = Path(path).expanduser()
+    if not (path / CONFIG).is_file():
+        raise ArtifactError(f"{str(path)!r} is not a saved headstart model (no {CONFIG}); give the folder `fit` wrote")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{str(path / CONFIG)!r} is damaged ({exc}); fit the model again") from None
+    if config.get("format") != FORMAT:
+        raise ArtifactError(f"{str(path)!r} has format {config.get('format')!r}; this headstart reads {FORMAT}")
+    return config
+
+
+def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, engine: str = "auto",
+         progress: bool = False):
+    """Rebuild the fitted TransferClassifier saved in ``path``; its predictions equal those before saving."""
+    from safetensors.torch import load_file
+
+    from .backbones import restore_backbone
+    from .classifier import TransferClassifier
+    from .images import Preprocess
+    from .linear import LinearHead
+
+    path = Path(path).expanduser()
+    config = read_config(path)
+    try:
+        state = load_file(str(path / BACKBONE))
+        head = load_file(str(path / HEAD))
+    except Exception as exc:
+        raise ArtifactError(f"weights in {str(path)!r} are missing or damaged ({exc}); fit the model again") from None
+    backbone = restore_backbone(config["model"], state, Preprocess.from_dict(config["preprocess"]), config["weights"])
+    if backbone.digest != config["weights_digest"]:
+        raise ArtifactError(f"weights in {str(path)!r} do not match their recorded digest; fit the model again")
+    params = config.get("params", {})
+    clf = TransferClassifier(model=config["model"], weights=config["weights"], strategy=config["strategy"],
+                             layer=config["layers"], classifier=params.get("classifier", "logistic"),
+                             C=params.get("C"), cache_dir=cache_dir, engine=engine, seed=params.get("seed", 0),
+                             progress=progress)
+    clf.backbone_, clf.layers_, clf.classes_ = backbone, list(config["layers"]), list(config["class_names"])
+    clf.head_ = LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {}))
+    clf.config_ = config
+    return clf

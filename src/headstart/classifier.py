@@ -1,0 +1,175 @@
+"""TransferClassifier: the scikit-learn-style estimator that ties backbone, CNN codes and classifier together."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backbones import DEFAULT_MODEL, PENULTIMATE, create_backbone
+from .data import ImageSet, read_class_folders
+from .errors import DataError, HeadstartError
+from .features import Codes, FeatureExtractor
+from .linear import LinearHead, fit_linear
+from .metrics import classification_metrics
+
+STRATEGIES = ("feature-extractor",)
+PLANNED = ("fine-tune", "scratch", "auto")
+
+
+def parse_layers(layer: str | Sequence[str]) -> list[str]:
+    """``"blocks.5+penultimate"`` or a list: the layers whose codes are concatenated."""
+    layers = layer.split("+") if isinstance(layer, str) else list(layer)
+    layers = [name.strip() for name in layers if name.strip()]
+    if not layers:
+        raise DataError("--layer is empty; give a layer name such as 'penultimate' (see `headstart summary`)")
+    return layers
+
+
+class TransferClassifier:
+    """An image classifier built on a pretrained timm network.
+
+    >>> clf = TransferClassifier().fit("data/train")          # one subfolder per class
+    >>> clf.predict(["photo.jpg"]), clf.score("data/val")
+
+    ``strategy="feature-extractor"``: the network is frozen and its CNN codes from ``layer`` (``"penultimate"``,
+    an earlier block such as ``"blocks.5"``, or several joined by ``+``) feed a linear ``classifier``
+    (``"logistic"`` softmax regression or ``"svm"``), its ``C`` chosen by cross-validation on the training data.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None,
+                 strategy: str = "feature-extractor", layer: str | Sequence[str] = PENULTIMATE,
+                 classifier: str = "logistic", C: float | None = None, cache_dir: str | Path | None | bool = None,
+                 engine: str = "auto", batch_size: int | None = None, seed: int = 0, progress: bool = False):
+        self.model = model
+        self.weights = weights
+        self.strategy = strategy
+        self.layer = layer
+        self.classifier = classifier
+        self.C = C
+        self.cache_dir = cache_dir
+        self.engine = engine
+        self.batch_size = batch_size
+        self.seed = seed
+        self.progress = progress
+
+    # -- fitting ---------------------------------------------------------------------------------------------
+    def _check_strategy(self) -> None:
+        if self.strategy in PLANNED:
+            raise HeadstartError(f"strategy {self.strategy!r} is not available in this version yet; "
+                                 "use --strategy feature-extractor")
+        if self.strategy not in STRATEGIES:
+            raise HeadstartError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+
+    def fit(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet, y: Sequence[Any] | None = None
+            ) -> TransferClassifier:
+        """Fit on a folder of class folders, an :class:`ImageSet`, or file paths ``X`` with labels ``y``."""
+        self._check_strategy()
+        images = as_image_set(X, y)
+        started = time.perf_counter()
+        self.backbone_ = create_backbone(self.model, self.weights)
+        self.layers_ = parse_layers(self.layer)
+        self.classes_ = list(images.class_names)
+        extractor = self._extractor()
+        loaded = time.perf_counter()
+        codes = extractor.transform(images.paths)
+        extracted = time.perf_counter()
+        self.head_: LinearHead = fit_linear(codes.codes, images.labels[codes.kept], len(self.classes_),
+                                            self.classifier, self.C, self.seed)
+        finished = time.perf_counter()
+        self.fit_info_ = {
+            "n_train_images": int(len(codes.kept)),
+            "n_skipped": len(codes.skipped),
+            "skipped": [{"path": p, "reason": r} for p, r in codes.skipped],
+            "n_codes_computed": codes.extracted,
+            "codes_dim": int(codes.codes.shape[1]),
+            "classifier": self.head_.info,
+            "seconds": {"load_model": round(loaded - started, 3), "codes": round(extracted - loaded, 3),
+                        "classifier": round(finished - extracted, 3), "total": round(finished - started, 3)},
+        }
+        return self
+
+    def _extractor(self) -> FeatureExtractor:
+        if not hasattr(self, "_extractor_cache"):
+            self._extractor_cache = FeatureExtractor(self.backbone_, self.layers_, self.cache_dir, self.engine,
+                                                     self.batch_size, progress=self.progress)
+        return self._extractor_cache
+
+    # -- predicting ------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "head_"):
+            raise HeadstartError("this TransferClassifier is not fitted yet; call fit() or headstart.load()")
+
+    def codes(self, paths: Sequence[str | os.PathLike]) -> Codes:
+        """CNN codes of ``paths`` as this classifier computes them (cached)."""
+        self._check_fitted()
+        return self._extractor().transform([Path(p) for p in paths])
+
+    def predict_files(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+        """(probabilities of the usable files, their indices in ``paths``, skipped (path, reason))."""
+        codes = self.codes(paths)
+        return self.head_.predict_proba(codes.codes), codes.kept, codes.skipped
+
+    def predict_proba(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        """Class probabilities, one row per path (NaN rows for unusable files), columns in ``classes_`` order."""
+        proba, kept, skipped = self.predict_files(paths)
+        full = np.full((len(paths), len(self.classes_)), np.nan)
+        full[kept] = proba
+        self.last_skipped_ = skipped
+        return full
+
+    def predict(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        """Predicted class names (None for unusable files)."""
+        proba = self.predict_proba(paths)
+        names = np.asarray(self.classes_, dtype=object)
+        return np.where(np.isnan(proba).any(1), None, names[np.nan_to_num(proba).argmax(1)])
+
+    def evaluate(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,
+                 y: Sequence[Any] | None = None) -> dict[str, Any]:
+        """Metrics on labelled images (a folder of class folders, or paths and labels)."""
+        self._check_fitted()
+        images = as_image_set(X, y, self.classes_)
+        proba, kept, skipped = self.predict_files(images.paths)
+        result = classification_metrics(images.labels[kept], proba, self.classes_)
+        result["n_skipped"] = len(skipped)
+        result["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
+        return result
+
+    def score(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,
+              y: Sequence[Any] | None = None) -> float:
+        """Accuracy on the usable labelled images."""
+        return self.evaluate(X, y)["accuracy"]
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+        """Write the model folder (safetensors + config.json) atomically; see :func:`headstart.load`."""
+        from .artifact import save
+
+        self._check_fitted()
+        return save(self, Path(path), overwrite=overwrite, extra=extra)
+
+
+def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None = None) -> ImageSet:
+    """Accept a folder, an ImageSet, or paths with labels (class names or indices)."""
+    if isinstance(X, ImageSet):
+        return X
+    if isinstance(X, (str, os.PathLike)):
+        if y is not None:
+            raise DataError("give either a folder of class folders, or a list of paths with labels y")
+        return read_class_folders(X, class_names)
+    if y is None:
+        raise DataError("labels y are required with a list of paths")
+    paths, y = [Path(p) for p in X], list(y)
+    if len(paths) != len(y):
+        raise DataError(f"{len(paths)} paths but {len(y)} labels")
+    names = class_names or sorted({str(v) for v in y})
+    if len(names) < 2:
+        raise DataError("a classifier needs two or more classes")
+    unknown = sorted({str(v) for v in y} - set(names))
+    if unknown:
+        raise DataError(f"unknown labels: {', '.join(unknown)}")
+    return ImageSet(paths, np.asarray([names.index(str(v)) for v in y], np.int64), list(names))
+

@@ -1,0 +1,238 @@
+"""CNN codes for lists of image files: decoding overlapped with inference, the fastest runtime, and the cache."""
+
+from __future__ import annotations
+
+import collections
+import os
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import Backbone, CodesNet
+from .cache import CodeStore, default_cache_dir, file_identity, key_of, write_atomic
+from .errors import ModelError
+from .images import ImageSkipped, Preprocess
+
+ENGINES = ("auto", "onnx", "torch")
+SHARD_SIZE = 1024  # images per cache shard: a killed run loses at most this much work
+
+
+@dataclass
+class Codes:
+    """CNN codes of the usable images; ``kept`` indexes the input paths; ``skipped`` holds (path, reason)."""
+
+    codes: np.ndarray
+    kept: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    extracted: int = 0  # images run through the network (the rest came from the cache)
+
+
+def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int
+                    ) -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
+    """Yield (indices, uint8 NHWC batch, [(index, reason)] skipped), decoding ``workers`` images at a time.
+
+    Memory stays bounded: at most a few batches are decoded ahead of the consumer.
+    """
+
+    def load(i: int) -> tuple[int, np.ndarray | str]:
+        try:
+            return i, preprocess.load(paths[i])
+        except ImageSkipped as exc:
+            return i, str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="headstart-decode") as pool:
+        pending: collections.deque = collections.deque()
+        todo = iter(range(len(paths)))
+        ahead = max(2 * batch_size, 4 * workers)
+        for i in todo:
+            pending.append(pool.submit(load, i))
+            if len(pending) >= ahead:
+                break
+        index, arrays, skipped = [], [], []
+        while pending:
+            i, result = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            if isinstance(result, str):
+                skipped.append((i, result))
+            else:
+                index.append(i)
+                arrays.append(result)
+            if len(arrays) == batch_size or (not pending and (arrays or skipped)):
+                yield index, (np.stack(arrays) if arrays else None), skipped
+                index, arrays, skipped = [], [], []
+
+
+class OnnxRunner:
+    """The frozen CodesNet exported once to ONNX (cached on disk) and run by ONNX Runtime on the CPU."""
+
+    def __init__(self, backbone: Backbone, layers: list[str], cache_dir: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        key = key_of({"model": backbone.name, "weights": backbone.digest, "layers": layers,
+                      "preprocess": backbone.preprocess.to_dict(), "torch": torch.__version__, "v": 1})
+        path = cache_dir / "onnx" / f"{backbone.name}-{key}.onnx"
+        if not path.exists():
+            write_atomic(path, export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers)))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception:  # a damaged export: remove it and build again
+            path.unlink(missing_ok=True)
+            write_atomic(path, export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers)))
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {"images": batch})
+
+
+def export_onnx(net: torch.nn.Module, preprocess: Preprocess, n_outputs: int) -> bytes:
+    """Serialise ``net`` (uint8 NHWC in, float codes out) to ONNX bytes with a dynamic batch dimension."""
+    import io
+
+    height, width = preprocess.input_size
+    example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            net.eval(), (example,), dynamo=True, input_names=["images"],
+            output_names=[f"codes_{i}" for i in range(n_outputs)],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+            opset_version=18, external_data=False, verbose=False,
+        )
+        program.save(buffer, external_data=False)
+    return buffer.getvalue()
+
+
+class TorchRunner:
+    """CodesNet in eager PyTorch: channels-last and mixed precision on CUDA."""
+
+    def __init__(self, backbone: Backbone, layers: list[str], device: str):
+        self.device = torch.device(device)
+        self.net = CodesNet(backbone, layers).to(self.device).eval()
+        if self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            outputs = self.net(x)
+        return [o.float().cpu().numpy() for o in outputs]
+
+
+class FeatureExtractor:
+    """Compute (or fetch from the cache) CNN codes of ``layers`` for image files.
+
+    ``engine``: "onnx" (ONNX Runtime, the CPU default), "torch" (the default with CUDA), or "auto".
+    ``cache_dir``: None for the default location, False to disable caching.
+    """
+
+    def __init__(self, backbone: Backbone, layers: list[str], cache_dir: str | Path | None | bool = None,
+                 engine: str = "auto", batch_size: int | None = None, workers: int | None = None,
+                 progress: bool = False):
+        if engine not in ENGINES:
+            raise ModelError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        self.backbone = backbone
+        self.layers = list(layers)
+        self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
+        self.engine = ("torch" if torch.cuda.is_available() else "onnx") if engine == "auto" else engine
+        cuda = self.engine == "torch" and torch.cuda.is_available()
+        self.batch_size = batch_size or (128 if cuda else 8)
+        self.workers = workers or (os.cpu_count() or 1)
+        self.progress = progress
+        self._runner = None
+
+    def _stores(self) -> list[CodeStore] | None:
+        if self.cache_dir is None:
+            return None
+        stores = []
+        for layer in self.layers:
+            fields = {"model": self.backbone.name, "weights": self.backbone.digest, "layer": layer,
+                      "preprocess": self.backbone.preprocess.to_dict(), "v": 1}
+            stores.append(CodeStore(self.cache_dir / "codes" / f"{self.backbone.name}-{key_of(fields)}",
+                                    {**fields, "weights_source": self.backbone.weights}))
+        return stores
+
+    def runner(self):
+        """The inference runtime, created on first use (the ONNX export is cached on disk)."""
+        if self._runner is None:
+            if self.engine == "onnx":
+                if self.cache_dir is None:
+                    import tempfile
+
+                    self._tmp = tempfile.TemporaryDirectory(prefix="headstart-onnx-")
+                    self._runner = OnnxRunner(self.backbone, self.layers, Path(self._tmp.name))
+                else:
+                    self._runner = OnnxRunner(self.backbone, self.layers, self.cache_dir)
+            else:
+                self._runner = TorchRunner(self.backbone, self.layers, "cuda" if torch.cuda.is_available() else "cpu")
+        return self._runner
+
+    def transform(self, paths: list[Path]) -> Codes:
+        """Codes (the tapped layers concatenated) for every usable file in ``paths``, in order."""
+        ids = [file_identity(Path(p)) for p in paths]
+        stores = self._stores()
+        per_layer: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
+        if stores:
+            present = [i for i in ids if i is not None]
+            per_layer = [store.lookup(present) for store in stores]
+        todo = [i for i, ident in enumerate(ids)
+                if ident is not None and not all(ident in found for found in per_layer)]
+        skipped = [(str(paths[i]), "file not found") for i, ident in enumerate(ids) if ident is None]
+        bad: set[int] = set()
+        if todo:
+            self._extract([Path(paths[i]) for i in todo], [ids[i] for i in todo], per_layer, stores, skipped, bad,
+                          todo)
+        kept = [i for i, ident in enumerate(ids) if ident is not None and i not in bad]
+        if not kept:
+            width = 0
+            return Codes(np.zeros((0, width), np.float32), np.zeros(0, np.int64), skipped, len(todo))
+        codes = np.concatenate([np.stack([found[ids[i]] for i in kept]) for found in per_layer], axis=1)
+        return Codes(codes.astype(np.float32, copy=False), np.asarray(kept, np.int64), skipped, len(todo))
+
+    def _extract(self, paths: list[Path], ids: list[str], per_layer: list[dict[str, np.ndarray]],
+                 stores: list[CodeStore] | None, skipped: list[tuple[str, str]], bad: set[int],
+                 original_index: list[int]) -> None:
+        from tqdm.auto import tqdm
+
+        runner = self.runner()
+        pending_ids: list[str] = []
+        pending: list[list[np.ndarray]] = [[] for _ in self.layers]
+
+        def flush() -> None:
+            if stores and pending_ids:
+                for store, rows in zip(stores, pending):
+                    store.add(pending_ids, np.concatenate(rows))
+            pending_ids.clear()
+            for rows in pending:
+                rows.clear()
+
+        with tqdm(total=len(paths), desc="CNN codes", unit="img", disable=not self.progress, leave=False) as bar:
+            for index, batch, failed in decoded_batches(paths, self.backbone.preprocess, self.batch_size,
+                                                        self.workers):
+                for i, reason in failed:
+                    skipped.append((str(paths[i]), reason))
+                    bad.add(original_index[i])
+                if batch is not None:
+                    outputs = runner(batch)
+                    batch_ids = [ids[i] for i in index]
+                    for found, rows, out in zip(per_layer, pending, outputs):
+                        found.update(zip(batch_ids, out))
+                        rows.append(out)
+                    pending_ids.extend(batch_ids)
+                    if len(pending_ids) >= SHARD_SIZE:
+                        flush()
+                bar.update(len(index) + len(failed))
+        flush()
