@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -25,10 +26,8 @@ def versions() -> dict[str, str]:
     """Versions of the libraries that shape a model's numbers."""
     found = {"python": platform.python_version()}
     for package in ("headstart", "torch", "timm", "scikit-learn", "numpy", "pillow", "onnxruntime"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return found
 
 

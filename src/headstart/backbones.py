@@ -104,13 +104,10 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, in
         state = dict(zip(target.keys(), state.values()))
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
     mismatched = [k for k, v in state.items() if k in target and v.shape != target[k].shape]
-    if all(k.startswith(classifier) for k in mismatched):  # a head for other classes: keep ours
-        state = {k: v for k, v in state.items() if k not in mismatched}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(classifier)]
-    if missing or unexpected or any(not k.startswith(classifier) for k in mismatched):
-        bad = (missing + unexpected + mismatched)[:3]
-        raise ModelError(f"weights from {source} do not fit {type(model).__name__} (e.g. {', '.join(bad)}); "
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+    wrong = [k for k in missing + mismatched if not k.startswith(classifier)] + list(unexpected)
+    if wrong:  # a head for other classes is fine (ours is replaced anyway); anything else is the wrong model
+        raise ModelError(f"weights from {source} do not fit {type(model).__name__} (e.g. {', '.join(wrong[:3])}); "
                          "check --model matches the weights")
 
 
@@ -176,8 +173,9 @@ def create_backbone(name: str = DEFAULT_MODEL, weights: str | Path | None = None
             with _hub_offline_unless_reachable():
                 model = timm.create_model(name, pretrained=True)
         except Exception as exc:
-            raise ModelError(f"no pretrained weights for {name!r} here ({type(exc).__name__}); go online to fetch "
-                             "them from the Hugging Face hub, or pass --weights FILE (safetensors or state dict)") from None
+            raise ModelError(f"no pretrained weights for {name!r} here ({type(exc).__name__}); go online to "
+                             "fetch them from the Hugging Face hub, or pass --weights FILE (safetensors or state dict)"
+                             ) from None
         origin = f"hub:{model.pretrained_cfg.get('hf_hub_id') or name}"
     elif source == "none":
         origin = "random"

@@ -62,7 +62,7 @@ def _fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:
 def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic",
                C: float | None = None, seed: int = 0) -> LinearHead:
     """Fit a softmax regression or linear SVM on standardised ``codes``; C by cross-validation unless given."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import GridSearchCV, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -84,13 +84,22 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
     info: dict[str, Any] = {"classifier": classifier}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter at extreme C values
-        if C is None and folds is not None:
-            scoring = "neg_log_loss" if classifier == "logistic" else "accuracy"
-            search = GridSearchCV(pipeline, {param: list(C_GRID)}, cv=folds, scoring=scoring, refit=True)
+        if C is None and folds is not None and classifier == "logistic":
+            # the regularisation path with warm starts: about twice as fast as a grid search
+            scaler = StandardScaler().fit(codes)
+            search = LogisticRegressionCV(Cs=list(C_GRID), cv=folds, scoring="neg_log_loss", max_iter=2000)
+            search.fit(scaler.transform(codes), labels)
+            C = float(np.atleast_1d(search.C_)[0])
+            scores = next(iter(search.scores_.values())).mean(0)
+            info.update(cv_folds=folds.get_n_splits(), cv_metric="neg_log_loss",
+                        cv_scores={f"{c:g}": float(v) for c, v in zip(C_GRID, scores)})
+            pipeline = make_pipeline(scaler, LogisticRegression(C=C, max_iter=2000)).fit(codes, labels)
+        elif C is None and folds is not None:
+            search = GridSearchCV(pipeline, {param: list(C_GRID)}, cv=folds, scoring="accuracy", refit=True)
             search.fit(codes, labels)
             pipeline, C = search.best_estimator_, float(search.best_params_[param])
-            info.update(cv_folds=folds.get_n_splits(), cv_metric=scoring,
-                        cv_scores={f"{c:g}": float(s) for c, s in zip(C_GRID, search.cv_results_["mean_test_score"])})
+            info.update(cv_folds=folds.get_n_splits(), cv_metric="accuracy",
+                        cv_scores={f"{c:g}": float(v) for c, v in zip(C_GRID, search.cv_results_["mean_test_score"])})
         else:
             C = 1.0 if C is None else float(C)
             pipeline.set_params(**{param: C}).fit(codes, labels)

@@ -1,0 +1,249 @@
+"""The command line: parse, call the API, print human text or --json. User mistakes exit non-zero in one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import HeadstartError
+
+
+def _print_json(value: Any) -> None:
+    from .artifact import _json_default
+
+    print(json.dumps(value, indent=2, default=_json_default))
+
+
+def _skipped_lines(skipped: list[dict[str, str]], limit: int = 10) -> list[str]:
+    lines = [f"skipped {len(skipped)} file(s):"] if skipped else []
+    lines += [f"  {s['path']}: {s['reason']}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more (see --json)")
+    return lines
+
+
+def _default_out(data: Path) -> Path:
+    base = Path("runs") / (data.resolve().name or "model")
+    out, n = base, 2
+    while out.exists():
+        out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return out
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from .classifier import TransferClassifier
+    from .data import find_splits
+
+    splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
+    out = Path(args.out) if args.out else _default_out(Path(args.data))
+    if out.exists() and not args.overwrite:
+        raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
+    clf = TransferClassifier(model=args.model, weights=args.weights, strategy=args.strategy, layer=args.layer,
+                             classifier=args.classifier, C=args.C, cache_dir=args.cache_dir, engine=args.engine,
+                             batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    clf.fit(splits.train)
+    val = clf.evaluate(splits.val) if splits.val is not None else None
+    data = {"path": str(Path(args.data).resolve()), "split": splits.how, "class_names": clf.classes_,
+            "train_counts": splits.train.counts(), "val_counts": splits.val.counts() if splits.val else None}
+    result = {"out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights,
+              "strategy": clf.strategy, "layers": clf.layers_, "classifier": clf.classifier,
+              "C": clf.head_.info.get("C"), "data": data, "validation": val,
+              **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
+    clf.save(out, overwrite=args.overwrite, extra={"data": data, "validation": val, "fit": clf.fit_info_})
+    if args.json:
+        _print_json(result)
+        return
+    n_val = val["n_images"] if val else 0
+    info = clf.head_.info
+    lines = [
+        f"data: {result['n_train_images']} train / {n_val} validation images, {len(clf.classes_)} classes "
+        f"({splits.how})",
+        f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {'+'.join(clf.layers_)}, "
+        f"{result['codes_dim']}-d codes",
+        f"classifier: {clf.classifier}, C={info['C']:g}"
+        + (f" ({info['cv_folds']}-fold CV on train, {info['cv_metric']})" if "cv_folds" in info else ""),
+    ]
+    if val:
+        lines.append(f"validation: accuracy {val['accuracy']:.4f}, balanced accuracy {val['balanced_accuracy']:.4f}")
+    s = result["seconds"]
+    lines.append(f"time: {s['total']:.1f} s (codes {s['codes']:.1f} s, {result['n_codes_computed']} computed; "
+                 f"classifier {s['classifier']:.1f} s)")
+    lines += _skipped_lines(result["skipped"] + (val["skipped"] if val else []))
+    lines.append(f"saved: {out}")
+    print("\n".join(lines))
+
+
+def _load(args: argparse.Namespace):
+    from .artifact import load
+
+    return load(args.model_dir, cache_dir=args.cache_dir, engine=args.engine, progress=not args.quiet)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .data import evaluation_set
+
+    clf = _load(args)
+    result = clf.evaluate(evaluation_set(args.data, clf.classes_))
+    if args.json:
+        _print_json(result)
+        return
+    lines = [f"{result['n_images']} images: accuracy {result['accuracy']:.4f}, "
+             f"balanced accuracy {result['balanced_accuracy'] or float('nan'):.4f}",
+             f"{'class':<24}{'precision':>10}{'recall':>10}{'f1':>10}{'n':>8}"]
+    for name, m in result["per_class"].items():
+        lines.append(f"{name[:23]:<24}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>8}")
+    lines += _skipped_lines(result["skipped"])
+    print("\n".join(lines))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .data import prediction_inputs
+
+    clf = _load(args)
+    paths = prediction_inputs(args.inputs)
+    proba, kept, skipped = clf.predict_files(paths)
+    predictions = []
+    for row, i in zip(proba, kept):
+        order = row.argsort()[::-1]
+        predictions.append({"path": str(paths[i]), "label": clf.classes_[order[0]],
+                            "probabilities": {clf.classes_[j]: round(float(row[j]), 6) for j in order}})
+    skipped_list = [{"path": p, "reason": r} for p, r in skipped]
+    if args.json:
+        _print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list})
+        return
+    for p in predictions:
+        top = list(p["probabilities"].items())[: args.top]
+        print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top))
+    for line in _skipped_lines(skipped_list):
+        print(line, file=sys.stderr)
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from .backbones import create_backbone
+    from .classifier import parse_layers
+    from .summary import format_summary, summarize
+
+    if args.model_dir:
+        clf = _load(args)
+        backbone, layers, n_classes, strategy = clf.backbone_, clf.layers_, len(clf.classes_), clf.strategy
+    else:
+        backbone = create_backbone(args.model, args.weights)
+        layers, n_classes, strategy = parse_layers(args.layer), args.num_classes, args.strategy
+    codes_dim = None
+    if layers != ["penultimate"]:
+        import torch
+
+        from .backbones import CodesNet
+
+        h, w = backbone.preprocess.input_size
+        with torch.inference_mode():
+            codes_dim = sum(o.shape[1] for o in CodesNet(backbone, layers)(torch.zeros(1, h, w, 3, dtype=torch.uint8)))
+    summary = summarize(backbone, strategy, codes_dim, n_classes)
+    summary["codes_layers"] = layers
+    if args.json:
+        _print_json(summary)
+    else:
+        print(format_summary(summary))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .zoo import list_models
+
+    rows = list_models(args.pattern)
+    if args.json:
+        _print_json(rows)
+        return
+    for row in rows:
+        print(f"{row['name']:<48}{row['weights']}")
+    if not args.pattern:
+        print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backbones import DEFAULT_MODEL
+    from .features import ENGINES
+    from .linear import CLASSIFIERS
+
+    parser = argparse.ArgumentParser(prog="headstart", description="Transfer learning on image folders.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", help="where CNN codes are cached (default $HEADSTART_CACHE_DIR or "
+                                            "~/.cache/headstart)")
+    common.add_argument("--engine", default="auto", choices=ENGINES, help="runtime for the network (default auto: "
+                                                                          "onnx on CPU, torch on CUDA)")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+    fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
+    fit.add_argument("data", help="folder of class folders, or with train/ and val/ inside")
+    fit.add_argument("--val", help="a separate validation folder of class folders")
+    fit.add_argument("--val-fraction", type=float, default=0.2, help="held out when there is no val/ (default 0.2)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--model", default=DEFAULT_MODEL, help=f"any timm model name (default {DEFAULT_MODEL})")
+    fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
+    fit.add_argument("--strategy", default="feature-extractor", help="feature-extractor (default)")
+    fit.add_argument("--layer", default="penultimate", help="layer for CNN codes; join several with + "
+                                                            "(names: `headstart summary --model M`)")
+    fit.add_argument("--classifier", default="logistic", choices=CLASSIFIERS)
+    fit.add_argument("--C", type=float, help="regularisation (default: chosen by cross-validation on train)")
+    fit.add_argument("--batch-size", type=int)
+    fit.add_argument("--out", help="model folder to write (default runs/<data name>)")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    fit.add_argument("--json", action="store_true")
+    fit.set_defaults(run=cmd_fit)
+
+    ev = sub.add_parser("evaluate", parents=[common], help="score a saved model on labelled images")
+    ev.add_argument("model_dir")
+    ev.add_argument("data", help="folder of class folders (or holding val/)")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(run=cmd_evaluate)
+
+    pr = sub.add_parser("predict", parents=[common], help="predict classes of image files or folders")
+    pr.add_argument("model_dir")
+    pr.add_argument("inputs", nargs="+")
+    pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(run=cmd_predict)
+
+    sm = sub.add_parser("summary", parents=[common], help="layers, shapes and (non-)trainable parameters")
+    sm.add_argument("model_dir", nargs="?", help="a saved model folder (or use --model)")
+    sm.add_argument("--model", default=DEFAULT_MODEL)
+    sm.add_argument("--weights")
+    sm.add_argument("--layer", default="penultimate")
+    sm.add_argument("--strategy", default="feature-extractor")
+    sm.add_argument("--num-classes", type=int, help="include the new head for this many classes")
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(run=cmd_summary)
+
+    md = sub.add_parser("models", help="known models and whether their weights are available now")
+    md.add_argument("pattern", nargs="?", help="a timm name pattern, e.g. 'resnet*'")
+    md.add_argument("--json", action="store_true")
+    md.set_defaults(run=cmd_models)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"headstart: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        args.run(args)
+    except HeadstartError as exc:
+        print(f"headstart: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("headstart: interrupted; run the same command again to resume (computed CNN codes are cached)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

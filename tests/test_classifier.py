@@ -1,0 +1,71 @@
+"""The whole path on real data: pretrained accuracy, fit, save/load, weights files, the warm-cache speedup."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import headstart
+from headstart.backbones import LOGITS, create_backbone
+from headstart.features import FeatureExtractor
+from tests.conftest import SHARED, needs_shared, snapshot
+
+
+@needs_shared
+def test_embedded_lite0_classifies_imagenet_samples(cache_dir):
+    rows = list(csv.DictReader(open(SHARED / "imagenet_samples" / "labels.csv")))
+    paths = [SHARED / "imagenet_samples" / "images" / r["filename"] for r in rows]
+    backbone = create_backbone(keep_classifier=True)
+    codes = FeatureExtractor(backbone, [LOGITS], cache_dir=cache_dir).transform(paths)
+    top1 = float((codes.codes.argmax(1) == np.array([int(r["class_index"]) for r in rows])[codes.kept]).mean())
+    print(f"imagenet_samples top-1: {top1:.4f} on {len(codes.kept)} images")
+    assert len(codes.kept) == 1000 and top1 >= 0.85
+
+
+def test_fit_predict_save_load_roundtrip(tmp_path, colors_data, cache_dir):
+    before = snapshot(colors_data)
+    clf = headstart.TransferClassifier(layer="blocks.4+penultimate").fit(colors_data / "train")
+    assert clf.classes_ == ["blue", "red"] and clf.head_.weight.shape == (2, 112 + 1280)
+    val = sorted((colors_data / "val").rglob("*.png"))
+    assert clf.score(colors_data / "val") == 1.0
+    proba = clf.predict_proba(val)
+    clf.save(tmp_path / "model")
+    loaded = headstart.load(tmp_path / "model")
+    assert np.array_equal(loaded.predict(val), clf.predict(val))
+    np.testing.assert_allclose(loaded.predict_proba(val), proba, atol=1e-6)
+    assert snapshot(colors_data) == before  # inputs never written to
+    with pytest.raises(headstart.ArtifactError, match="already exists"):
+        clf.save(tmp_path / "model")
+
+
+def test_svm_and_fixed_C(colors_data, cache_dir):
+    clf = headstart.TransferClassifier(classifier="svm").fit(colors_data / "train")
+    proba = clf.predict_proba(sorted((colors_data / "val").rglob("*.png")))
+    assert np.allclose(proba.sum(1), 1) and clf.score(colors_data / "val") == 1.0
+    fixed = headstart.TransferClassifier(C=0.5).fit(colors_data / "train")
+    assert fixed.head_.info["C"] == 0.5 and "cv_scores" not in fixed.head_.info
+
+
+def test_weights_from_a_local_file(tmp_path, colors_data, cache_dir):
+    from safetensors.torch import save_file
+
+    embedded = create_backbone(keep_classifier=True)
+    save_file({k: v.contiguous() for k, v in embedded.model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    torch.save(embedded.model.state_dict(), tmp_path / "w.pth")
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pth"):
+        assert create_backbone(weights=str(path)).digest == create_backbone().digest
+    with pytest.raises(headstart.ModelError, match="do not fit"):
+        create_backbone("resnet18", weights=str(tmp_path / "w.safetensors"))
+
+
+@needs_shared
+def test_warm_cache_refit_is_much_faster(tmp_path):
+    train = SHARED / "dtd10" / "train"
+    cold = headstart.TransferClassifier(cache_dir=tmp_path / "cache", C=1.0).fit(train)
+    warm = headstart.TransferClassifier(cache_dir=tmp_path / "cache", classifier="svm", C=0.01).fit(train)
+    cold_s, warm_s = cold.fit_info_["seconds"]["codes"], warm.fit_info_["seconds"]["codes"]
+    print(f"codes: cold {cold_s:.2f} s, warm {warm_s:.3f} s, {cold_s / warm_s:.0f}x")
+    assert warm.fit_info_["n_codes_computed"] == 0 and cold_s > 10 * warm_s

@@ -1,0 +1,66 @@
+"""CNN codes: ONNX Runtime equals eager PyTorch; the cache is reused, and rebuilt when damaged."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from headstart.backbones import CodesNet, create_backbone
+from headstart.features import FeatureExtractor
+from tests.conftest import SHARED, make_image, needs_shared
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_backbone()
+
+
+@needs_shared
+@pytest.mark.parametrize("layers", [["penultimate"], ["blocks.3", "blocks.5"]])
+def test_onnx_codes_equal_eager_pytorch(lite0, cache_dir, layers):
+    paths = sorted((SHARED / "dtd10" / "val" / "banded").iterdir())[:12]
+    codes = FeatureExtractor(lite0, layers, cache_dir=False, engine="onnx").transform(paths)
+    batch = np.stack([lite0.preprocess.load(p) for p in paths])
+    with torch.inference_mode():
+        reference = torch.cat(CodesNet(lite0, layers)(torch.from_numpy(batch)), 1).numpy()
+    assert codes.codes.shape == reference.shape
+    assert np.abs(codes.codes - reference).max() < 1e-4
+
+
+def test_cache_reuse_and_damage(tmp_path, lite0):
+    paths = [make_image(tmp_path / "img" / f"{i}.png", (i * 40, 100, 50), seed=i) for i in range(5)]
+    cache = tmp_path / "cache"
+    extractor = FeatureExtractor(lite0, ["blocks.4"], cache_dir=cache, engine="torch")
+    first = extractor.transform(paths)
+    assert first.extracted == 5
+    second = extractor.transform(paths)
+    assert second.extracted == 0 and np.array_equal(first.codes, second.codes)
+
+    shard = next((cache / "codes").rglob("*.npz"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte, as a bad disk or a killed writer would leave
+    shard.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        third = extractor.transform(paths)
+    assert any("damaged cache shard" in str(w.message) for w in caught)
+    assert third.extracted == 5 and np.allclose(third.codes, first.codes, atol=1e-5)
+
+    make_image(paths[0], (255, 255, 255), seed=99)  # an edited file gets new codes
+    assert extractor.transform(paths).extracted == 1
+
+
+def test_unusable_files_are_reported_not_fatal(tmp_path, lite0):
+    good = make_image(tmp_path / "good.png", (10, 200, 10))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    paths = [tmp_path / "empty.jpg", good, tmp_path / "text.png", tmp_path / "gone.jpg"]
+    codes = FeatureExtractor(lite0, ["penultimate"], cache_dir=False, engine="torch").transform(paths)
+    assert codes.kept.tolist() == [1] and codes.codes.shape == (1, 1280)
+    reasons = dict(codes.skipped)
+    assert set(reasons) == {str(p) for p in paths if p != good}
+    assert "empty file" in reasons[str(tmp_path / "empty.jpg")]
+    assert "not found" in reasons[str(tmp_path / "gone.jpg")]
