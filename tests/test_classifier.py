@@ -16,7 +16,7 @@ from tests.conftest import SHARED, needs_shared, snapshot
 
 @needs_shared
 def test_embedded_lite0_classifies_imagenet_samples(cache_dir):
-    rows = list(csv.DictReader(open(SHARED / "imagenet_samples" / "labels.csv")))
+    rows = list(csv.DictReader((SHARED / "imagenet_samples" / "labels.csv").read_text().splitlines()))
     paths = [SHARED / "imagenet_samples" / "images" / r["filename"] for r in rows]
     backbone = create_backbone(keep_classifier=True)
     codes = FeatureExtractor(backbone, [LOGITS], cache_dir=cache_dir).transform(paths)
