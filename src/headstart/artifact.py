@@ -45,8 +45,9 @@ def replace_dir(staged: Path, target: Path, overwrite: bool) -> None:
         os.replace(staged, target)
 
 
-def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``clf`` (a fitted TransferClassifier) to the folder ``path``."""
+def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | None = None,
+         files: dict[str, Path] | None = None) -> Path:
+    """Write ``clf`` (a fitted TransferClassifier) to the folder ``path``; ``files`` are copied in (name: source)."""
     import torch
     from safetensors.torch import save_file
 
@@ -71,11 +72,16 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
             "preprocess": backbone.preprocess.to_dict(),
             "class_names": clf.classes_,
             "classifier": clf.head_.info,
-            "params": {"classifier": clf.classifier, "C": clf.C, "seed": clf.seed, "engine": clf.engine},
+            "params": {"classifier": clf.classifier, "C": clf.C, "seed": clf.seed, "engine": clf.engine,
+                       "image_size": clf.image_size},
             "versions": versions(),
             **(extra or {}),
         }
         (staged / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default))
+        for name, source in (files or {}).items():
+            if Path(source).exists():
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, staged / name)
         replace_dir(staged, path, overwrite)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)

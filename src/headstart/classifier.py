@@ -14,11 +14,12 @@ from .backbones import DEFAULT_MODEL, PENULTIMATE, create_backbone
 from .data import ImageSet, read_class_folders
 from .errors import DataError, HeadstartError
 from .features import Codes, FeatureExtractor
+from .finetune import FineTuneConfig
 from .linear import LinearHead, fit_linear
 from .metrics import classification_metrics
 
-STRATEGIES = ("feature-extractor",)
-PLANNED = ("fine-tune", "scratch", "auto")
+STRATEGIES = ("feature-extractor", "fine-tune", "scratch")
+PLANNED = ("auto",)
 
 
 def parse_layers(layer: str | Sequence[str]) -> list[str]:
@@ -39,12 +40,17 @@ class TransferClassifier:
     ``strategy="feature-extractor"``: the network is frozen and its CNN codes from ``layer`` (``"penultimate"``,
     an earlier block such as ``"blocks.5"``, or several joined by ``+``) feed a linear ``classifier``
     (``"logistic"`` softmax regression or ``"svm"``), its ``C`` chosen by cross-validation on the training data.
+
+    ``strategy="fine-tune"`` / ``"scratch"``: a new head trained with the top blocks (``finetune.unfreeze``) or the
+    whole network on Lightning, checkpoints and logs in ``workdir``; the result predicts through the same path.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None,
                  strategy: str = "feature-extractor", layer: str | Sequence[str] = PENULTIMATE,
                  classifier: str = "logistic", C: float | None = None, cache_dir: str | Path | None | bool = None,
-                 engine: str = "auto", batch_size: int | None = None, seed: int = 0, progress: bool = False):
+                 engine: str = "auto", batch_size: int | None = None, seed: int = 0, progress: bool = False,
+                 image_size: int | None = None, finetune: FineTuneConfig | None = None,
+                 workdir: str | Path | None = None, resume: bool = False):
         self.model = model
         self.weights = weights
         self.strategy = strategy
@@ -56,6 +62,10 @@ class TransferClassifier:
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
+        self.image_size = image_size
+        self.finetune = finetune
+        self.workdir = workdir
+        self.resume = resume
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def _check_strategy(self) -> None:
@@ -71,7 +81,10 @@ class TransferClassifier:
         self._check_strategy()
         images = as_image_set(X, y)
         started = time.perf_counter()
-        self.backbone_ = create_backbone(self.model, self.weights)
+        weights = "none" if self.strategy == "scratch" else self.weights
+        self.backbone_ = create_backbone(self.model, weights, image_size=self.image_size)
+        if self.strategy != "feature-extractor":
+            return self._fit_network(images, started)
         self.layers_ = parse_layers(self.layer)
         self.classes_ = list(images.class_names)
         extractor = self._extractor()
@@ -91,6 +104,38 @@ class TransferClassifier:
             "seconds": {"load_model": round(loaded - started, 3), "codes": round(extracted - loaded, 3),
                         "classifier": round(finished - extracted, 3), "total": round(finished - started, 3)},
         }
+        return self
+
+    def _fit_network(self, images: ImageSet, started: float) -> TransferClassifier:
+        """Fine-tune (or train from scratch), then keep the trained head as a linear head on penultimate codes."""
+        import tempfile
+
+        import torch
+
+        from .backbones import state_digest
+        from .finetune import fine_tune, usable_images
+
+        config = self.finetune or FineTuneConfig()
+        config.strategy, config.seed = self.strategy, self.seed
+        classifier = self.backbone_.model.get_classifier()
+        workdir = Path(self.workdir or tempfile.mkdtemp(prefix="headstart-train-"))
+        images, skipped = usable_images(images, self.backbone_.preprocess, config.workers or 2)
+        info = fine_tune(self.backbone_, images, config, workdir, self.progress, self.resume)
+        head = self.backbone_.model.get_classifier()
+        if not isinstance(head, torch.nn.Linear):
+            raise HeadstartError(f"{self.model} has a {type(classifier).__name__} head; fine-tuning supports "
+                                 "models whose classifier is one linear layer")
+        self.head_ = LinearHead(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy(),
+                                {"classifier": "fine-tuned linear layer", **info})
+        self.backbone_.model.reset_classifier(0)
+        self.backbone_.digest = state_digest(self.backbone_.model)
+        self.layers_, self.classes_ = [PENULTIMATE], list(images.class_names)
+        finished = time.perf_counter()
+        self.fit_info_ = {"n_train_images": len(images), "n_skipped": len(skipped),
+                          "skipped": [{"path": p, "reason": r} for p, r in skipped], "n_codes_computed": 0,
+                          "codes_dim": int(self.head_.weight.shape[1]), "classifier": self.head_.info,
+                          "training": info, "seconds": {"train": round(finished - started, 3),
+                                                        "total": round(finished - started, 3)}}
         return self
 
     def _extractor(self) -> FeatureExtractor:
@@ -144,12 +189,13 @@ class TransferClassifier:
         """Accuracy on the usable labelled images."""
         return self.evaluate(X, y)["accuracy"]
 
-    def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict[str, Any] | None = None,
+             files: dict[str, Path] | None = None) -> Path:
         """Write the model folder (safetensors + config.json) atomically; see :func:`headstart.load`."""
         from .artifact import save
 
         self._check_fitted()
-        return save(self, Path(path), overwrite=overwrite, extra=extra)
+        return save(self, Path(path), overwrite=overwrite, extra=extra, files=files)
 
 
 def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None = None) -> ImageSet:

@@ -34,26 +34,74 @@ def _default_out(data: Path) -> Path:
     return out
 
 
+RESUMED = ("data", "val", "val_fraction", "seed", "model", "weights", "strategy", "layer", "classifier", "C",
+           "batch_size", "image_size", "unfreeze", "epochs", "probe_epochs", "lr", "backbone_lr_mult", "augment",
+           "class_weight", "patience", "workers", "devices", "num_nodes", "accelerator", "distributed", "logger")
+
+
+def _training_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.training"
+
+
+def _finetune_config(args: argparse.Namespace):
+    from .finetune import FineTuneConfig
+
+    return FineTuneConfig(
+        unfreeze=str(args.unfreeze), epochs=args.epochs, probe_epochs=args.probe_epochs, lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult, batch_size=args.batch_size or 32, augment=args.augment,
+        class_weight=args.class_weight, patience=args.patience, workers=args.workers,
+        num_nodes=args.num_nodes, accelerator=args.accelerator, distributed=args.distributed,
+        devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
+        logger=args.logger or [], seed=args.seed,
+    )
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
+    import shutil
+
     from .classifier import TransferClassifier
     from .data import find_splits
 
-    splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
-    out = Path(args.out) if args.out else _default_out(Path(args.data))
+    if not args.data and not args.resume:
+        raise HeadstartError("give the DATA folder to fit (or --resume RUN)")
+    if args.resume:
+        out = Path(args.resume)
+        saved = _training_dir(out) / "run.json"
+        if not saved.is_file():
+            raise HeadstartError(f"nothing to resume at {str(out)!r}: no interrupted training found there")
+        for key, value in json.loads(saved.read_text()).items():
+            setattr(args, key, value)
+    out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
     if out.exists() and not args.overwrite:
         raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
+    splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
+    network = args.strategy in ("fine-tune", "scratch")
+    workdir = _training_dir(out)
+    if network:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "run.json").write_text(json.dumps({k: getattr(args, k) for k in RESUMED}, indent=2))
     clf = TransferClassifier(model=args.model, weights=args.weights, strategy=args.strategy, layer=args.layer,
                              classifier=args.classifier, C=args.C, cache_dir=args.cache_dir, engine=args.engine,
-                             batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+                             batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
+                             image_size=args.image_size, finetune=_finetune_config(args) if network else None,
+                             workdir=workdir if network else None, resume=bool(args.resume))
     clf.fit(splits.train)
+    if network and not clf.fit_info_["training"]["is_global_zero"]:
+        return  # other data-parallel processes: rank 0 evaluates and writes
     val = clf.evaluate(splits.val) if splits.val is not None else None
+    train_counts = splits.train.counts()
     data = {"path": str(Path(args.data).resolve()), "split": splits.how, "class_names": clf.classes_,
-            "train_counts": splits.train.counts(), "val_counts": splits.val.counts() if splits.val else None}
+            "train_counts": train_counts, "val_counts": splits.val.counts() if splits.val else None,
+            "imbalance_ratio": round(max(train_counts.values()) / max(1, min(train_counts.values())), 2)}
     result = {"out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights,
               "strategy": clf.strategy, "layers": clf.layers_, "classifier": clf.classifier,
               "C": clf.head_.info.get("C"), "data": data, "validation": val,
               **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
-    clf.save(out, overwrite=args.overwrite, extra={"data": data, "validation": val, "fit": clf.fit_info_})
+    files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network else None
+    clf.save(out, overwrite=args.overwrite, extra={"data": data, "validation": val, "fit": clf.fit_info_},
+             files=files)
+    if network:
+        shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         _print_json(result)
         return
@@ -64,14 +112,26 @@ def cmd_fit(args: argparse.Namespace) -> None:
         f"({splits.how})",
         f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {'+'.join(clf.layers_)}, "
         f"{result['codes_dim']}-d codes",
-        f"classifier: {clf.classifier}, C={info['C']:g}"
-        + (f" ({info['cv_folds']}-fold CV on train, {info['cv_metric']})" if "cv_folds" in info else ""),
     ]
+    if data["imbalance_ratio"] >= 1.5:
+        lines.append(f"note: classes are imbalanced (largest/smallest = {data['imbalance_ratio']}); "
+                     "watch balanced accuracy, consider --class-weight balanced")
+    if network:
+        t = result["training"]
+        lines.append(f"training: {clf.strategy}, unfreeze {args.unfreeze}, {t['epochs_run']} epochs, best "
+                     f"early-stopping accuracy {t['best_monitor_acc']:.4f} on {t['monitor_images']} held-out "
+                     "training images")
+    else:
+        lines.append(f"classifier: {clf.classifier}, C={info['C']:g}"
+                     + (f" ({info['cv_folds']}-fold CV on train, {info['cv_metric']})" if "cv_folds" in info else ""))
     if val:
         lines.append(f"validation: accuracy {val['accuracy']:.4f}, balanced accuracy {val['balanced_accuracy']:.4f}")
     s = result["seconds"]
-    lines.append(f"time: {s['total']:.1f} s (codes {s['codes']:.1f} s, {result['n_codes_computed']} computed; "
-                 f"classifier {s['classifier']:.1f} s)")
+    if network:
+        lines.append(f"time: {s['total']:.1f} s")
+    else:
+        lines.append(f"time: {s['total']:.1f} s (codes {s['codes']:.1f} s, {result['n_codes_computed']} computed; "
+                     f"classifier {s['classifier']:.1f} s)")
     lines += _skipped_lines(result["skipped"] + (val["skipped"] if val else []))
     lines.append(f"saved: {out}")
     print("\n".join(lines))
@@ -125,14 +185,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_summary(args: argparse.Namespace) -> None:
     from .backbones import create_backbone
     from .classifier import parse_layers
+    from .finetune import FineTuneConfig, trainable_prefixes
     from .summary import format_summary, summarize
 
     if args.model_dir:
         clf = _load(args)
         backbone, layers, n_classes, strategy = clf.backbone_, clf.layers_, len(clf.classes_), clf.strategy
+        trainable = clf.head_.info.get("trainable_prefixes")
     else:
         backbone = create_backbone(args.model, args.weights)
         layers, n_classes, strategy = parse_layers(args.layer), args.num_classes, args.strategy
+        trainable = None
+        if strategy != "feature-extractor":
+            blocks = FineTuneConfig(strategy=strategy, unfreeze=args.unfreeze).unfreeze_blocks()
+            trainable = trainable_prefixes(backbone.model, blocks)
     codes_dim = None
     if layers != ["penultimate"]:
         import torch
@@ -142,7 +208,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
         h, w = backbone.preprocess.input_size
         with torch.inference_mode():
             codes_dim = sum(o.shape[1] for o in CodesNet(backbone, layers)(torch.zeros(1, h, w, 3, dtype=torch.uint8)))
-    summary = summarize(backbone, strategy, codes_dim, n_classes)
+    summary = summarize(backbone, strategy, codes_dim, n_classes, trainable)
     summary["codes_layers"] = layers
     if args.json:
         _print_json(summary)
@@ -179,18 +245,38 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
-    fit.add_argument("data", help="folder of class folders, or with train/ and val/ inside")
+    fit.add_argument("data", nargs="?", help="folder of class folders, or with train/ and val/ inside")
     fit.add_argument("--val", help="a separate validation folder of class folders")
     fit.add_argument("--val-fraction", type=float, default=0.2, help="held out when there is no val/ (default 0.2)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--model", default=DEFAULT_MODEL, help=f"any timm model name (default {DEFAULT_MODEL})")
     fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
-    fit.add_argument("--strategy", default="feature-extractor", help="feature-extractor (default)")
+    fit.add_argument("--strategy", default="feature-extractor", choices=("feature-extractor", "fine-tune", "scratch"),
+                     help="feature-extractor (default): linear classifier on frozen CNN codes; fine-tune: train a "
+                          "new head with the top blocks; scratch: random initialisation")
     fit.add_argument("--layer", default="penultimate", help="layer for CNN codes; join several with + "
                                                             "(names: `headstart summary --model M`)")
     fit.add_argument("--classifier", default="logistic", choices=CLASSIFIERS)
     fit.add_argument("--C", type=float, help="regularisation (default: chosen by cross-validation on train)")
     fit.add_argument("--batch-size", type=int)
+    fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
+    tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
+    tune.add_argument("--unfreeze", default="2", help="top blocks trained with the head: a number or 'all' (default 2)")
+    tune.add_argument("--epochs", type=int, default=5)
+    tune.add_argument("--probe-epochs", type=int, default=1, help="epochs training only the new head first")
+    tune.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head (AdamW)")
+    tune.add_argument("--backbone-lr-mult", type=float, default=0.1, help="pretrained layers learn at lr x this")
+    tune.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
+    tune.add_argument("--class-weight", choices=("balanced",), help="weight the loss against class imbalance")
+    tune.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
+    tune.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    tune.add_argument("--devices", default="auto", help="Lightning devices: auto, a count, or ids")
+    tune.add_argument("--num-nodes", type=int, default=1)
+    tune.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
+    tune.add_argument("--distributed", default="auto", help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    tune.add_argument("--logger", action="append", choices=("tensorboard", "mlflow"), help="extra loggers (CSV is "
+                                                                                          "always written)")
+    tune.add_argument("--resume", metavar="RUN", help="finish the interrupted run whose --out was RUN")
     fit.add_argument("--out", help="model folder to write (default runs/<data name>)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     fit.add_argument("--json", action="store_true")
@@ -214,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--model", default=DEFAULT_MODEL)
     sm.add_argument("--weights")
     sm.add_argument("--layer", default="penultimate")
-    sm.add_argument("--strategy", default="feature-extractor")
+    sm.add_argument("--strategy", default="feature-extractor", choices=("feature-extractor", "fine-tune", "scratch"))
+    sm.add_argument("--unfreeze", default="2", help="with --strategy fine-tune: top blocks trained, or 'all'")
     sm.add_argument("--num-classes", type=int, help="include the new head for this many classes")
     sm.add_argument("--json", action="store_true")
     sm.set_defaults(run=cmd_summary)

@@ -23,8 +23,11 @@ def _rows_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def summarize(backbone: Backbone, strategy: str = "feature-extractor", codes_dim: int | None = None,
-              n_classes: int | None = None) -> dict[str, Any]:
-    """Rows (name, type, output shape, parameters, trainable) for the backbone and the new head."""
+              n_classes: int | None = None, trainable: list[str] | None = None) -> dict[str, Any]:
+    """Rows (name, type, output shape, parameters, trainable) for the backbone and the new head.
+
+    ``trainable``: module-name prefixes trained by fine-tuning (None with the feature extractor: all frozen).
+    """
     rows_modules = _rows_modules(backbone.model)
     shapes: dict[str, list[int]] = {}
     handles = []
@@ -38,12 +41,13 @@ def summarize(backbone: Backbone, strategy: str = "feature-extractor", codes_dim
         pooled = backbone.model(torch.zeros(1, 3, height, width))
     for handle in handles:
         handle.remove()
-    frozen = strategy == "feature-extractor"
+    prefixes = trainable or []
     rows = []
     for name, module in rows_modules:
         params = sum(p.numel() for p in module.parameters())
+        trained = any(name == p or name.startswith(p + ".") for p in prefixes)
         rows.append({"name": name, "type": type(module).__name__, "output_shape": shapes.get(name),
-                     "params": params, "trainable": 0 if frozen else params})
+                     "params": params, "trainable": params if trained else 0})
     codes_dim = codes_dim or int(pooled.shape[1])
     if n_classes:
         params = codes_dim * n_classes + n_classes

@@ -1,0 +1,321 @@
+"""Fine-tuning and training from scratch on Lightning: new head, unfrozen top blocks, discriminative rates."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import Backbone
+from .data import ImageSet, stratified_split
+from .errors import HeadstartError
+from .images import ImageSkipped, Preprocess, open_rgb
+
+CONTAINERS = ("blocks", "stages", "layers", "features")
+
+
+@dataclass
+class FineTuneConfig:
+    """Everything that defines a fine-tuning run; saved as run.json so ``--resume`` finishes the same run."""
+
+    strategy: str = "fine-tune"  # or "scratch"
+    unfreeze: str = "2"  # top N blocks, or "all"
+    epochs: int = 5
+    probe_epochs: int = 1  # epochs training only the new head before unfreezing
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    batch_size: int = 32
+    augment: bool = True
+    class_weight: str | None = None  # "balanced"
+    patience: int = 3
+    monitor_fraction: float = 0.1  # of train, held out for early stopping (the val split stays unseen)
+    seed: int = 0
+    workers: int = 2
+    devices: str = "auto"
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    distributed: str = "auto"  # Lightning strategy: ddp, ddp_spawn, ...
+    logger: list[str] = field(default_factory=list)  # tensorboard, mlflow
+
+    def unfreeze_blocks(self) -> int | None:
+        """Number of top blocks to train (None: all of them)."""
+        if self.strategy == "scratch" or str(self.unfreeze) == "all":
+            return None
+        try:
+            n = int(self.unfreeze)
+        except ValueError:
+            raise HeadstartError(f"--unfreeze takes a number of top blocks or 'all', not {self.unfreeze!r}") from None
+        if n < 0:
+            raise HeadstartError("--unfreeze must be 0 or more")
+        return n
+
+
+def trainable_prefixes(model: nn.Module, n_blocks: int | None) -> list[str]:
+    """Module-name prefixes trained for ``n_blocks`` top blocks (None: everything; 0: the classifier only)."""
+    classifier = model.pretrained_cfg.get("classifier", "classifier")
+    children = [name for name, _ in model.named_children()]
+    if n_blocks is None:
+        return children
+    container = next((c for c in CONTAINERS if c in children), None)
+    if container is None or n_blocks == 0:
+        return [classifier]
+    blocks = [f"{container}.{name}" for name, _ in getattr(model, container).named_children()]
+    after = children[children.index(container) + 1:]
+    return blocks[max(0, len(blocks) - n_blocks):] + after if n_blocks else [classifier]
+
+
+def _matches(name: str, prefixes: list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decoded, resized uint8 HWC images streamed from disk; training augmentation optional."""
+
+    def __init__(self, images: ImageSet, preprocess: Preprocess, augment: bool):
+        self.paths, self.labels, self.preprocess, self.augment = images.paths, images.labels, preprocess, augment
+        self._train_transform = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = open_rgb(self.paths[i], min_short_side=self.preprocess.scale_size)
+        except ImageSkipped:
+            return None
+        if self.augment:
+            from torchvision import transforms
+
+            if self._train_transform is None:
+                self._train_transform = transforms.Compose([
+                    transforms.RandomResizedCrop(self.preprocess.input_size, scale=(0.35, 1.0),
+                                                 interpolation=transforms.InterpolationMode.BICUBIC),
+                    transforms.RandomHorizontalFlip(),
+                ])
+            array = np.asarray(self._train_transform(img), dtype=np.uint8)
+        else:
+            array = self.preprocess(img)
+        return torch.from_numpy(array.copy()), int(self.labels[i])
+
+
+def collate_usable(batch):
+    """Drop unusable images (reported before training) and stack the rest."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch])
+
+
+class ClassifierNet(nn.Module):
+    """uint8 NHWC images in, logits out: the model's normalisation and the timm network with its new head."""
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def build_module(backbone: Backbone, n_classes: int, config: FineTuneConfig, total_steps: int,
+                 class_weights: torch.Tensor | None):
+    """The LightningModule for ``backbone`` with a new ``n_classes`` head."""
+    import lightning as L
+
+    class FineTuner(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            backbone.model.reset_classifier(n_classes)
+            self.net = ClassifierNet(backbone.model, backbone.preprocess)
+            self.prefixes = trainable_prefixes(backbone.model, config.unfreeze_blocks())
+            self.head_prefix = backbone.model.pretrained_cfg.get("classifier", "classifier")
+            self.loss = nn.CrossEntropyLoss(weight=class_weights)
+            self._set_trainable(probe=config.probe_epochs > 0 and config.strategy != "scratch")
+
+        def _set_trainable(self, probe: bool) -> None:
+            prefixes = [self.head_prefix] if probe else self.prefixes
+            for name, param in self.net.model.named_parameters():
+                param.requires_grad_(_matches(name, prefixes))
+
+        def train(self, mode: bool = True):
+            """Frozen parts stay in inference mode: their BatchNorm statistics never change."""
+            super().train(mode)
+            if mode:
+                for name, module in self.net.model.named_modules():
+                    params = list(module.parameters(recurse=False))
+                    if params and not any(p.requires_grad for p in params):
+                        module.eval()
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not _matches(name, self.prefixes):
+                        module.eval()
+            return self
+
+        def on_train_epoch_start(self) -> None:
+            if config.strategy != "scratch" and self.current_epoch >= config.probe_epochs:
+                self._set_trainable(probe=False)
+            self.train()
+
+        def training_step(self, batch, batch_idx):
+            if batch is None:
+                return None
+            images, labels = batch
+            loss = self.loss(self.net(images), labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at epoch {self.current_epoch}, step "
+                                         f"{self.global_step}; lower --lr and --resume")
+            self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            if batch is None:
+                return
+            images, labels = batch
+            logits = self.net(images)
+            self.log("monitor_loss", nn.functional.cross_entropy(logits, labels), sync_dist=True)
+            self.log("monitor_acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True, sync_dist=True)
+
+        def configure_optimizers(self):
+            head, body = [], []
+            for name, param in self.net.model.named_parameters():
+                if _matches(name, [self.head_prefix]):
+                    head.append(param)
+                elif _matches(name, self.prefixes):
+                    body.append(param)
+            mult = 1.0 if config.strategy == "scratch" else config.backbone_lr_mult
+            groups = [{"params": head, "lr": config.lr}]
+            if body:
+                groups.append({"params": body, "lr": config.lr * mult})
+            optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+            warmup = max(1, int(total_steps * config.warmup_fraction))
+
+            def schedule(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    return FineTuner()
+
+
+def _atomic_checkpoint_io():
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Checkpoints written to a temporary file and renamed: a kill never leaves half a checkpoint."""
+
+        def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+
+    return AtomicCheckpointIO()
+
+
+def usable_images(images: ImageSet, preprocess: Preprocess, workers: int = 2
+                  ) -> tuple[ImageSet, list[tuple[str, str]]]:
+    """The images that decode, and (path, reason) for those that do not: checked once, before training."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def reason(path: Path) -> str | None:
+        try:
+            open_rgb(path, min_short_side=preprocess.scale_size)
+            return None
+        except ImageSkipped as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        reasons = list(pool.map(reason, images.paths))
+    keep = np.asarray([i for i, r in enumerate(reasons) if r is None], dtype=np.int64)
+    return images.subset(keep), [(str(p), r) for p, r in zip(images.paths, reasons) if r is not None]
+
+
+def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir: Path, progress: bool,
+              resume: bool = False) -> dict[str, Any]:
+    """Train in ``workdir`` (checkpoints, logs); returns fit info. ``backbone.model`` ends with the best weights."""
+    import logging
+    import warnings
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    if not progress:
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen parts, on purpose
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    fit_idx, monitor_idx = stratified_split(train.labels, config.monitor_fraction, config.seed)
+    fit_set, monitor_set = train.subset(fit_idx), train.subset(monitor_idx)
+    n_classes = len(train.class_names)
+    weights = None
+    if config.class_weight == "balanced":
+        counts = np.bincount(fit_set.labels, minlength=n_classes).astype(np.float64)
+        weights = torch.tensor(len(fit_set) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    loader_args = {"batch_size": config.batch_size, "num_workers": config.workers, "collate_fn": collate_usable,
+                   "persistent_workers": config.workers > 0, "pin_memory": torch.cuda.is_available()}
+    train_loader = torch.utils.data.DataLoader(ImageFiles(fit_set, backbone.preprocess, config.augment),
+                                               shuffle=True, drop_last=len(fit_set) > config.batch_size,
+                                               **loader_args)
+    monitor_loader = torch.utils.data.DataLoader(ImageFiles(monitor_set, backbone.preprocess, False), **loader_args)
+    total_steps = config.epochs * max(1, len(train_loader))
+    module = build_module(backbone, n_classes, config, total_steps, weights)
+
+    checkpoints = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="monitor_acc",
+                                  mode="max", save_last=True, save_top_k=1)
+    loggers: list[Any] = [CSVLogger(workdir, name="logs", version="")]
+    if "tensorboard" in config.logger:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(workdir, name="tensorboard", version=""))
+    if "mlflow" in config.logger:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        loggers.append(MLFlowLogger(experiment_name="headstart", tracking_uri=f"file:{workdir / 'mlruns'}"))
+    cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    trainer = L.Trainer(
+        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        num_nodes=config.num_nodes, strategy=config.distributed, precision="bf16-mixed" if cuda else "32-true",
+        callbacks=[checkpoints, EarlyStopping("monitor_acc", mode="max", patience=config.patience)],
+        logger=loggers, default_root_dir=workdir, enable_progress_bar=progress, enable_model_summary=False,
+        gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10,
+        plugins=[_atomic_checkpoint_io()],
+    )
+    last = workdir / "checkpoints" / "last.ckpt"
+    resumed_from = None
+    if resume and last.exists():
+        resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"])
+    try:
+        trainer.fit(module, train_loader, monitor_loader, ckpt_path=str(last) if resumed_from is not None else None)
+    except FloatingPointError as exc:
+        raise HeadstartError(f"training stopped: {exc}; the last good checkpoint is kept in {workdir}") from None
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    best = checkpoints.best_model_path or str(last)
+    if best and Path(best).exists():
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    backbone.model.eval()
+    info = {"epochs_run": trainer.current_epoch, "best_monitor_acc": float(checkpoints.best_model_score or 0),
+            "monitor_images": len(monitor_set), "trainable_prefixes": module.prefixes,
+            "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
+            "resumed_from_epoch": resumed_from, "config": asdict(config)}
+    (workdir / "fit_info.json").write_text(json.dumps(info, indent=2))
+    return info

@@ -1,0 +1,96 @@
+"""Fine-tuning on Lightning with timm's tiny test network: frozen BatchNorm, resume after kill -9, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+import headstart
+from headstart.backbones import create_backbone
+from headstart.cli import main
+from headstart.data import read_class_folders
+from headstart.finetune import FineTuneConfig, _matches, fine_tune, trainable_prefixes
+from tests.conftest import make_image
+
+TINY = ["--model", "test_efficientnet", "--weights", "none", "--image-size", "32", "--workers", "0", "-q"]
+
+
+def test_frozen_part_is_bit_identical_after_training(tmp_path, colors_data):
+    backbone = create_backbone("test_efficientnet", "none", image_size=32)
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    config = FineTuneConfig(unfreeze="1", epochs=3, probe_epochs=1, batch_size=8, workers=0, lr=1e-2)
+    info = fine_tune(backbone, read_class_folders(colors_data / "train"), config, tmp_path, progress=False)
+    after = backbone.model.state_dict()
+    trained = trainable_prefixes(backbone.model, 1)
+    assert info["trainable_prefixes"] == trained and "blocks.0" not in trained
+    frozen = [k for k in before if not _matches(k, trained) and not k.startswith("classifier")]
+    assert any("running_mean" in k for k in frozen)
+    for key in frozen:
+        assert torch.equal(before[key], after[key]), key
+    changed = [k for k in before if _matches(k, trained) and k in after and not torch.equal(before[k], after[k])]
+    assert any("running_var" in k for k in changed) and any("weight" in k for k in changed)
+
+
+def test_fine_tuned_model_saves_evaluates_and_summarises(tmp_path, colors_data, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", str(colors_data), "--strategy", "fine-tune", "--unfreeze", "all", "--epochs", "2",
+                 "--out", str(out), "--json", *TINY]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["strategy"] == "fine-tune" and fit["training"]["epochs_run"] == 2
+    assert (out / "logs" / "metrics.csv").exists() and not (tmp_path / ".run.training").exists()
+    clf = headstart.load(out)
+    assert clf.config_["preprocess"]["input_size"] == [32, 32]
+    assert clf.evaluate(colors_data / "val")["n_images"] == 8
+    assert main(["summary", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trainable_params"] == summary["total_params"]
+
+
+def test_resume_after_kill_9(tmp_path):
+    data = tmp_path / "data"
+    for name, color in (("a", (220, 30, 30)), ("b", (30, 30, 220))):
+        for i in range(120):
+            make_image(data / name / f"{i}.png", color, size=32, seed=i)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "headstart.cli", "fit", str(data), "--strategy", "fine-tune", "--epochs", "40",
+               "--patience", "100", "--batch-size", "4", "--out", str(out), "--json", *TINY[:-1], "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    last = tmp_path / ".run.training" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside a later epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.exists() and not out.exists()
+
+    resumed = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", "--resume", str(out), "--json", "-q"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    training = json.loads(resumed.stdout)["training"]
+    assert training["resumed_from_epoch"] >= 1 and training["epochs_run"] == 40
+    assert training["config"]["batch_size"] == 4 and (out / "config.json").exists()
+
+
+def test_two_process_ddp_on_cpu(tmp_path, colors_data):
+    out = tmp_path / "ddp"
+    result = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(colors_data), "--strategy",
+                             "fine-tune", "--epochs", "2", "--devices", "2", "--accelerator", "cpu", "--distributed",
+                             "ddp", "--out", str(out), "--json", *TINY], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    fit = json.loads(result.stdout)
+    assert fit["training"]["world_size"] == 2 and (out / "config.json").exists()
+
+
+def test_non_finite_loss_stops_with_one_line(tmp_path, colors_data, capsys):
+    code = main(["fit", str(colors_data), "--strategy", "scratch", "--epochs", "3", "--lr", "1e30",
+                 "--out", str(tmp_path / "nan"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "training stopped" in err and err.count("\n") == 1
+    assert not (tmp_path / "nan").exists()
