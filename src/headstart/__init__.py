@@ -1,9 +1,27 @@
-"""headstart: a folder of labelled images in, a classifier built on a pretrained network out."""
+"""headstart: a folder of labelled images in, a classifier built on a pretrained network out.
 
-from .artifact import load
-from .backbones import DEFAULT_MODEL, create_backbone
-from .classifier import TransferClassifier
+Imports are lazy: ``headstart.runtime`` (predicting from an exported ONNX file) never loads torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 from .errors import ArtifactError, DataError, HeadstartError, ModelError
+
+_LAZY = {
+    "TransferClassifier": "headstart.classifier",
+    "load": "headstart.artifact",
+    "create_backbone": "headstart.backbones",
+    "DEFAULT_MODEL": "headstart.defaults",
+}
 
 __all__ = ["DEFAULT_MODEL", "ArtifactError", "DataError", "HeadstartError", "ModelError", "TransferClassifier",
            "create_backbone", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'headstart' has no attribute {name!r}")

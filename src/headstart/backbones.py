@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .defaults import DEFAULT_MODEL
 from .errors import ModelError
 from .images import Preprocess
 
-DEFAULT_MODEL = "tf_efficientnet_lite0"
 PENULTIMATE = "penultimate"  # the pooled activations that fed the removed classifier
 LOGITS = "logits"  # the pretrained classifier's outputs (only with keep_classifier)
 

@@ -12,13 +12,13 @@ import numpy as np
 
 from .backbones import DEFAULT_MODEL, PENULTIMATE, create_backbone
 from .data import ImageSet, read_class_folders
+from .defaults import STRATEGIES
 from .errors import DataError, HeadstartError
 from .features import Codes, FeatureExtractor
 from .finetune import FineTuneConfig
 from .linear import LinearHead, fit_linear
 from .metrics import classification_metrics
 
-STRATEGIES = ("feature-extractor", "fine-tune", "scratch")
 PLANNED = ("auto",)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -163,7 +164,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from .data import prediction_inputs
 
-    clf = _load(args)
+    if str(args.model_dir).endswith(".onnx"):  # an exported file: ONNX Runtime only, torch is never imported
+        from .runtime import OnnxClassifier
+
+        clf = OnnxClassifier(args.model_dir)
+    else:
+        clf = _load(args)
     paths = prediction_inputs(args.inputs)
     proba, kept, skipped = clf.predict_files(paths)
     predictions = []
@@ -180,6 +186,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top))
     for line in _skipped_lines(skipped_list):
         print(line, file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    clf = _load(args)
+    out = Path(args.out or Path(args.model_dir) / f"model.{'onnx' if args.format == 'onnx' else 'pt'}")
+    if out.exists() and not args.overwrite:
+        raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
+    export(clf, out, args.format)
+    size = out.stat().st_size / 2**20
+    if args.json:
+        _print_json({"out": str(out), "format": args.format, "megabytes": round(size, 2)})
+    else:
+        print(f"exported {args.format}: {out} ({size:.1f} MB)")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -230,9 +251,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .backbones import DEFAULT_MODEL
-    from .features import ENGINES
-    from .linear import CLASSIFIERS
+    from .defaults import CLASSIFIERS, DEFAULT_MODEL, ENGINES, EXPORT_FORMATS, STRATEGIES
 
     parser = argparse.ArgumentParser(prog="headstart", description="Transfer learning on image folders.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--model", default=DEFAULT_MODEL, help=f"any timm model name (default {DEFAULT_MODEL})")
     fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
-    fit.add_argument("--strategy", default="feature-extractor", choices=("feature-extractor", "fine-tune", "scratch"),
+    fit.add_argument("--strategy", default="feature-extractor", choices=STRATEGIES,
                      help="feature-extractor (default): linear classifier on frozen CNN codes; fine-tune: train a "
                           "new head with the top blocks; scratch: random initialisation")
     fit.add_argument("--layer", default="penultimate", help="layer for CNN codes; join several with + "
@@ -289,18 +308,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=cmd_evaluate)
 
     pr = sub.add_parser("predict", parents=[common], help="predict classes of image files or folders")
-    pr.add_argument("model_dir")
+    pr.add_argument("model_dir", help="a saved model folder, or an exported .onnx file")
     pr.add_argument("inputs", nargs="+")
     pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(run=cmd_predict)
+
+    ex = sub.add_parser("export", parents=[common], help="write a saved model as one ONNX or TorchScript file")
+    ex.add_argument("model_dir")
+    ex.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
+    ex.add_argument("--out", help="file to write (default MODEL_DIR/model.onnx or model.pt)")
+    ex.add_argument("--overwrite", action="store_true")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(run=cmd_export)
 
     sm = sub.add_parser("summary", parents=[common], help="layers, shapes and (non-)trainable parameters")
     sm.add_argument("model_dir", nargs="?", help="a saved model folder (or use --model)")
     sm.add_argument("--model", default=DEFAULT_MODEL)
     sm.add_argument("--weights")
     sm.add_argument("--layer", default="penultimate")
-    sm.add_argument("--strategy", default="feature-extractor", choices=("feature-extractor", "fine-tune", "scratch"))
+    sm.add_argument("--strategy", default="feature-extractor", choices=STRATEGIES)
     sm.add_argument("--unfreeze", default="2", help="with --strategy fine-tune: top blocks trained, or 'all'")
     sm.add_argument("--num-classes", type=int, help="include the new head for this many classes")
     sm.add_argument("--json", action="store_true")
@@ -325,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except HeadstartError as exc:
         print(f"headstart: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("headstart: interrupted; run the same command again to resume (computed CNN codes are cached)",
               file=sys.stderr)

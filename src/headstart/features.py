@@ -15,10 +15,10 @@ import torch
 
 from .backbones import Backbone, CodesNet
 from .cache import CodeStore, default_cache_dir, file_identity, key_of, write_atomic
+from .defaults import ENGINES
 from .errors import ModelError
 from .images import ImageSkipped, Preprocess
 
-ENGINES = ("auto", "onnx", "torch")
 SHARD_SIZE = 1024  # images per cache shard: a killed run loses at most this much work
 
 

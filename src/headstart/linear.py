@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from .defaults import CLASSIFIERS
 from .errors import DataError
 
-CLASSIFIERS = ("logistic", "svm")
 C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 6))
 
 

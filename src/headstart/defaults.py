@@ -1,0 +1,7 @@
+"""Defaults and choices shared by the CLI and the library, importable without loading torch."""
+
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+ENGINES = ("auto", "onnx", "torch")
+CLASSIFIERS = ("logistic", "svm")
+STRATEGIES = ("feature-extractor", "fine-tune", "scratch")
+EXPORT_FORMATS = ("onnx", "torchscript")
