@@ -83,6 +83,7 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
                 (staged / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, staged / name)
         replace_dir(staged, path, overwrite)
+        clf.config_, clf.path_ = config, path
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -138,5 +139,5 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
                              progress=progress)
     clf.backbone_, clf.layers_, clf.classes_ = backbone, list(config["layers"]), list(config["class_names"])
     clf.head_ = LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {}))
-    clf.config_ = config
+    clf.config_, clf.path_ = config, path
     return clf

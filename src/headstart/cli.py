@@ -103,6 +103,10 @@ def cmd_fit(args: argparse.Namespace) -> None:
              files=files)
     if network:
         shutil.rmtree(workdir, ignore_errors=True)
+    if args.report and splits.val is not None:
+        from .report import write_report
+
+        result["report"] = str(write_report(clf, splits.val, out / "report.html", f"headstart: {out.name}"))
     if args.json:
         _print_json(result)
         return
@@ -134,7 +138,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         lines.append(f"time: {s['total']:.1f} s (codes {s['codes']:.1f} s, {result['n_codes_computed']} computed; "
                      f"classifier {s['classifier']:.1f} s)")
     lines += _skipped_lines(result["skipped"] + (val["skipped"] if val else []))
-    lines.append(f"saved: {out}")
+    lines.append(f"saved: {out}" + (f" (report: {result['report']})" if result.get("report") else ""))
     print("\n".join(lines))
 
 
@@ -186,6 +190,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top))
     for line in _skipped_lines(skipped_list):
         print(line, file=sys.stderr)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .data import evaluation_set
+    from .report import write_report
+
+    clf = _load(args)
+    out = Path(args.out or Path(args.model_dir) / "report.html")
+    write_report(clf, evaluation_set(args.data, clf.classes_), out, f"headstart: {Path(args.model_dir).name}")
+    if args.json:
+        _print_json({"out": str(out)})
+    else:
+        print(f"report: {out}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -298,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", metavar="RUN", help="finish the interrupted run whose --out was RUN")
     fit.add_argument("--out", help="model folder to write (default runs/<data name>)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    fit.add_argument("--no-report", dest="report", action="store_false", help="skip OUT/report.html")
     fit.add_argument("--json", action="store_true")
     fit.set_defaults(run=cmd_fit)
 
@@ -313,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(run=cmd_predict)
+
+    rp = sub.add_parser("report", parents=[common], help="write a self-contained HTML report on labelled images")
+    rp.add_argument("model_dir")
+    rp.add_argument("data", help="folder of class folders (or holding val/)")
+    rp.add_argument("--out", help="HTML file to write (default MODEL_DIR/report.html)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(run=cmd_report)
 
     ex = sub.add_parser("export", parents=[common], help="write a saved model as one ONNX or TorchScript file")
     ex.add_argument("model_dir")
