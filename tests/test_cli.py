@@ -23,7 +23,9 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["fit", "no/such/folder"], "does not exist"),
     (["fit", "{data}", "--model", "resnet_nonexistent"], "unknown model"),
     (["fit", "{data}", "--model", "resnet18"], "pass --weights FILE"),
-    (["fit", "{data}", "--strategy", "bogus"], "unknown strategy"),
+    (["fit", "{data}", "--strategy", "fine-tune", "--unfreeze", "0", "--model", "vgg16.tv_in1k"],
+     "pass --weights FILE"),
+    (["fit", "{data}", "--strategy", "bogus"], "invalid choice"),
     (["fit", "{data}", "--layer", "blocks.99"], "has no layer"),
     (["evaluate", "{data}", "{data}"], "not a saved headstart model"),
 ])

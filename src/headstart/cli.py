@@ -267,11 +267,18 @@ def cmd_models(args: argparse.Namespace) -> None:
         print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes in one line, with where to look, instead of argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"headstart: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .defaults import CLASSIFIERS, DEFAULT_MODEL, ENGINES, EXPORT_FORMATS, STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="headstart", description="Transfer learning on image folders.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="headstart", description="Transfer learning on image folders.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", help="where CNN codes are cached (default $HEADSTART_CACHE_DIR or "

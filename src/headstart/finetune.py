@@ -301,7 +301,7 @@ def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workd
     last = workdir / "checkpoints" / "last.ckpt"
     resumed_from = None
     if resume and last.exists():
-        resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"])
+        resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1  # epochs done
     try:
         trainer.fit(module, train_loader, monitor_loader, ckpt_path=str(last) if resumed_from is not None else None)
     except FloatingPointError as exc:
