@@ -64,3 +64,22 @@ def test_unusable_files_are_reported_not_fatal(tmp_path, lite0):
     assert set(reasons) == {str(p) for p in paths if p != good}
     assert "empty file" in reasons[str(tmp_path / "empty.jpg")]
     assert "not found" in reasons[str(tmp_path / "gone.jpg")]
+
+
+def test_two_processes_fill_one_cache(tmp_path, colors_data):
+    import json
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    result = subprocess.run([sys.executable, "-m", "headstart.cli", "extract", str(colors_data), "--devices", "2",
+                             "--accelerator", "cpu", "--distributed", "ddp", "--cache-dir", str(cache), "--json",
+                             "-q"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out["world_size"] == 2 and out["total_images"] == 32 and out["computed_after_merge"] == 0
+    assert 0 < out["computed"] < 32  # rank 0 did only its share
+    from headstart.data import files_under
+
+    again = FeatureExtractor(create_backbone(), ["penultimate"], cache_dir=cache).transform(files_under(colors_data))
+    assert again.extracted == 0 and len(again.kept) == 32

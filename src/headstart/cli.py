@@ -192,6 +192,31 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(line, file=sys.stderr)
 
 
+def cmd_extract(args: argparse.Namespace) -> None:
+    import time
+
+    from .backbones import create_backbone
+    from .classifier import parse_layers
+    from .data import find_splits
+    from .features import extract_distributed
+
+    splits = find_splits(args.data, val_fraction=0.0)
+    paths = list(splits.train.paths) + (list(splits.val.paths) if splits.val else [])
+    backbone = create_backbone(args.model, args.weights, image_size=args.image_size)
+    started = time.perf_counter()
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    result = extract_distributed(backbone, parse_layers(args.layer), paths, args.cache_dir, devices, args.num_nodes,
+                                 args.accelerator, args.distributed, args.batch_size, progress=not args.quiet)
+    if not result["is_global_zero"]:
+        return
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['total_images']} images' codes cached by {result['world_size']} process(es) in "
+              f"{result['seconds']:.1f} s; {len(result['skipped_total'])} skipped")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .data import evaluation_set
     from .report import write_report
@@ -338,6 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(run=cmd_predict)
+
+    xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
+                                                          "GPUs or nodes")
+    xt.add_argument("data")
+    xt.add_argument("--model", default=DEFAULT_MODEL)
+    xt.add_argument("--weights")
+    xt.add_argument("--layer", default="penultimate")
+    xt.add_argument("--image-size", type=int)
+    xt.add_argument("--batch-size", type=int)
+    xt.add_argument("--devices", default="1", help="Lightning devices: a count, ids, or auto")
+    xt.add_argument("--num-nodes", type=int, default=1)
+    xt.add_argument("--accelerator", default="auto")
+    xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
+    xt.add_argument("--json", action="store_true")
+    xt.set_defaults(run=cmd_extract)
 
     rp = sub.add_parser("report", parents=[common], help="write a self-contained HTML report on labelled images")
     rp.add_argument("model_dir")

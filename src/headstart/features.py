@@ -236,3 +236,37 @@ class FeatureExtractor:
                         flush()
                 bar.update(len(index) + len(failed))
         flush()
+
+
+def extract_distributed(backbone: Backbone, layers: list[str], paths: list[Path], cache_dir: str | Path | None,
+                        devices: int | str = "auto", num_nodes: int = 1, accelerator: str = "auto",
+                        strategy: str = "auto", batch_size: int | None = None, progress: bool = False) -> dict:
+    """Fill one cache with the codes of ``paths``, split across processes, GPUs and nodes by Lightning Fabric.
+
+    Every process takes every world_size-th file; shards are content-addressed and written atomically, so all
+    processes write into the same cache safely. Returns counts for this process (rank 0 also checks the total).
+    """
+    import lightning as L
+
+    fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
+    fabric.launch()
+    cuda = fabric.device.type == "cuda"
+    threads = max(1, (os.cpu_count() or 1) // max(1, fabric.world_size // max(1, num_nodes)))
+    extractor = FeatureExtractor(backbone, layers, cache_dir, "torch" if cuda else "onnx", batch_size,
+                                 workers=threads, progress=progress and fabric.is_global_zero)
+    if extractor.engine == "onnx":
+        if fabric.is_global_zero:
+            extractor.runner()  # export once; the others load it after the barrier
+        fabric.barrier()
+        extractor._runner = OnnxRunner(backbone, layers, extractor.cache_dir, threads)
+    elif cuda:
+        extractor._runner = TorchRunner(backbone, layers, str(fabric.device))
+    mine = extractor.transform([Path(p) for p in paths[fabric.global_rank::fabric.world_size]])
+    fabric.barrier()
+    result = {"rank": fabric.global_rank, "world_size": fabric.world_size, "computed": mine.extracted,
+              "skipped": len(mine.skipped), "is_global_zero": fabric.is_global_zero}
+    if fabric.is_global_zero:
+        everything = FeatureExtractor(backbone, layers, cache_dir, extractor.engine).transform(paths)
+        result.update(total_images=len(everything.kept), computed_after_merge=everything.extracted,
+                      skipped_total=[{"path": p, "reason": r} for p, r in everything.skipped])
+    return result
