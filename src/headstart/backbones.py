@@ -38,6 +38,7 @@ class Backbone:
     weights: str  # "embedded:<package>", "file:<path>", "hub:<id>" or "random"
     digest: str
     preprocess: Preprocess
+    pretrained_head: nn.Module | None = None  # the removed ImageNet classifier, when the weights had one
 
     def layers(self) -> list[str]:
         """Layers whose activations can be used as CNN codes, earliest first, ending with the penultimate."""
@@ -95,8 +96,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, in_order: bool = False) -> None:
-    """Load ``state`` into ``model``; ``in_order`` maps tensors by position (for the embedded packages)."""
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, in_order: bool = False) -> bool:
+    """Load ``state`` into ``model``; ``in_order`` maps tensors by position (for the embedded packages).
+
+    Returns whether the pretrained classifier was loaded too.
+    """
     target = model.state_dict()
     if in_order:
         if len(state) != len(target) or any(a.shape != b.shape for a, b in zip(state.values(), target.values())):
@@ -109,6 +113,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, in
     if wrong:  # a head for other classes is fine (ours is replaced anyway); anything else is the wrong model
         raise ModelError(f"weights from {source} do not fit {type(model).__name__} (e.g. {', '.join(wrong[:3])}); "
                          "check --model matches the weights")
+    return not any(k.startswith(classifier) for k in missing + mismatched)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -180,13 +185,16 @@ def create_backbone(name: str = DEFAULT_MODEL, weights: str | Path | None = None
     elif source == "none":
         origin = "random"
     else:
-        _load_into(model, read_state_dict(source), source)
-        origin = f"file:{Path(source).expanduser().resolve()}"
+        has_head = _load_into(model, read_state_dict(source), source)
+        origin = f"file:{Path(source).expanduser().resolve()}" + ("" if has_head else " (no classifier)")
     config = timm.data.resolve_data_config({}, model=model)
+    pretrained = origin != "random" and not origin.endswith("(no classifier)")
+    head = model.get_classifier() if pretrained and not keep_classifier else None
     if not keep_classifier:
         model.reset_classifier(0)
     model.eval()
-    return Backbone(name, model, origin, state_digest(model), Preprocess.from_timm(config, image_size))
+    return Backbone(name, model, origin, state_digest(model), Preprocess.from_timm(config, image_size),
+                    head if isinstance(head, nn.Linear) else None)
 
 
 def _pool(activation: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -70,8 +70,8 @@ class TransferClassifier:
     # -- fitting ---------------------------------------------------------------------------------------------
     def _check_strategy(self) -> None:
         if self.strategy in PLANNED:
-            raise HeadstartError(f"strategy {self.strategy!r} is not available in this version yet; "
-                                 "use --strategy feature-extractor")
+            raise HeadstartError("strategy 'auto' is decided by `headstart fit` (or headstart.advisor.advise); "
+                                 f"give TransferClassifier one of {', '.join(STRATEGIES)}")
         if self.strategy not in STRATEGIES:
             raise HeadstartError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
 

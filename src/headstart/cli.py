@@ -57,6 +57,26 @@ def _finetune_config(args: argparse.Namespace):
     )
 
 
+def _choose_strategy(args: argparse.Namespace, train) -> dict:
+    """Run the advisor and the budget check; set the chosen strategy and options on ``args``; return the evidence."""
+    import time
+
+    from .advisor import advise, plan_auto
+    from .backbones import create_backbone
+
+    started = time.perf_counter()
+    advice = advise(create_backbone(args.model, args.weights), train, args.cache_dir, args.seed)
+    strategy, options, evidence = plan_auto(advice, args.model, args.weights, train, args.budget, started)
+    args.strategy = strategy
+    for key, value in options.items():
+        if key in ("layer", "unfreeze", "epochs", "lr", "backbone_lr_mult", "image_size") and value is not None:
+            setattr(args, key, str(value) if key == "unfreeze" else value)
+    evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))
+    if not args.quiet:
+        print(f"auto: {evidence['decision']} ({evidence['seconds']:.0f} s to decide)", file=sys.stderr)
+    return evidence
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
     import shutil
 
@@ -76,6 +96,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if out.exists() and not args.overwrite:
         raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
     splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
+    auto = _choose_strategy(args, splits.train) if args.strategy == "auto" else None
     network = args.strategy in ("fine-tune", "scratch")
     workdir = _training_dir(out)
     if network:
@@ -99,8 +120,10 @@ def cmd_fit(args: argparse.Namespace) -> None:
               "C": clf.head_.info.get("C"), "data": data, "validation": val,
               **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
     files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network else None
-    clf.save(out, overwrite=args.overwrite, extra={"data": data, "validation": val, "fit": clf.fit_info_},
-             files=files)
+    if auto:
+        result["auto"] = auto
+    clf.save(out, overwrite=args.overwrite, extra={"data": data, "validation": val, "fit": clf.fit_info_,
+                                                   "auto": auto}, files=files)
     if network:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.report and splits.val is not None:
@@ -190,6 +213,41 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top))
     for line in _skipped_lines(skipped_list):
         print(line, file=sys.stderr)
+
+
+def cmd_advise(args: argparse.Namespace) -> None:
+    from .advisor import advise, format_advice
+    from .backbones import create_backbone
+    from .data import find_splits
+    from .errors import ModelError
+
+    train = find_splits(args.data, args.val, args.val_fraction, args.seed).train
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    results, texts = [], []
+    for name in models:
+        try:
+            backbone = create_backbone(name, args.weights if len(models) == 1 else None)
+        except ModelError as exc:
+            if len(models) == 1:
+                raise
+            results.append({"model": name, "error": str(exc)})
+            continue
+        advice = advise(backbone, train, args.cache_dir, args.seed)
+        results.append({"model": name, **advice.to_dict(), "best_layer_score": max(advice.layers.values())})
+        texts.append(format_advice(advice, name))
+    ranked = sorted((r for r in results if "error" not in r), key=lambda r: -r["best_layer_score"])
+    if args.json:
+        _print_json(results[0] if len(models) == 1 else {"ranking": [r["model"] for r in ranked], "models": results})
+        return
+    print("\n\n".join(texts))
+    if len(models) > 1:
+        print("\nranking by best cross-validated linear accuracy on training images (no full training):")
+        for i, r in enumerate(ranked, 1):
+            best = max(r["layer_scores"], key=r["layer_scores"].get)
+            print(f"  {i}. {r['model']:<32}{r['best_layer_score']:.4f} ({best})")
+        for r in results:
+            if "error" in r:
+                print(f"  -  {r['model']}: {r['error']}")
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -300,7 +358,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import CLASSIFIERS, DEFAULT_MODEL, ENGINES, EXPORT_FORMATS, STRATEGIES
+    from .defaults import (
+        CLASSIFIERS,
+        DEFAULT_BUDGET,
+        DEFAULT_MODEL,
+        ENGINES,
+        EXPORT_FORMATS,
+        FIT_STRATEGIES,
+        STRATEGIES,
+    )
 
     parser = OneLineParser(prog="headstart", description="Transfer learning on image folders.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -319,9 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--model", default=DEFAULT_MODEL, help=f"any timm model name (default {DEFAULT_MODEL})")
     fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
-    fit.add_argument("--strategy", default="feature-extractor", choices=STRATEGIES,
-                     help="feature-extractor (default): linear classifier on frozen CNN codes; fine-tune: train a "
-                          "new head with the top blocks; scratch: random initialisation")
+    fit.add_argument("--strategy", default="auto", choices=FIT_STRATEGIES,
+                     help="auto (default): measure the data and choose; feature-extractor: linear classifier on "
+                          "frozen CNN codes; fine-tune: train a new head with the top blocks; scratch: random init")
+    fit.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
+                     help=f"with --strategy auto: seconds for checking and training (default {DEFAULT_BUDGET:g})")
     fit.add_argument("--layer", default="penultimate", help="layer for CNN codes; join several with + "
                                                             "(names: `headstart summary --model M`)")
     fit.add_argument("--classifier", default="logistic", choices=CLASSIFIERS)
@@ -363,6 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(run=cmd_predict)
+
+    ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
+                                                         "recommend a strategy")
+    ad.add_argument("data")
+    ad.add_argument("--model", default=DEFAULT_MODEL, help="one model, or several joined by commas to rank them")
+    ad.add_argument("--weights")
+    ad.add_argument("--val")
+    ad.add_argument("--val-fraction", type=float, default=0.2)
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--json", action="store_true")
+    ad.set_defaults(run=cmd_advise)
 
     xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
                                                           "GPUs or nodes")

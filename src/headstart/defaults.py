@@ -4,4 +4,6 @@ DEFAULT_MODEL = "tf_efficientnet_lite0"
 ENGINES = ("auto", "onnx", "torch")
 CLASSIFIERS = ("logistic", "svm")
 STRATEGIES = ("feature-extractor", "fine-tune", "scratch")
+FIT_STRATEGIES = ("auto", *STRATEGIES)
+DEFAULT_BUDGET = 600.0
 EXPORT_FORMATS = ("onnx", "torchscript")

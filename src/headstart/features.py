@@ -30,6 +30,7 @@ class Codes:
     kept: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
     extracted: int = 0  # images run through the network (the rest came from the cache)
+    widths: list[int] = field(default_factory=list)  # columns of each layer in ``codes``, in order
 
 
 def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int
@@ -199,8 +200,9 @@ class FeatureExtractor:
         if not kept:
             width = 0
             return Codes(np.zeros((0, width), np.float32), np.zeros(0, np.int64), skipped, len(todo))
-        codes = np.concatenate([np.stack([found[ids[i]] for i in kept]) for found in per_layer], axis=1)
-        return Codes(codes.astype(np.float32, copy=False), np.asarray(kept, np.int64), skipped, len(todo))
+        blocks = [np.stack([found[ids[i]] for i in kept]) for found in per_layer]
+        return Codes(np.concatenate(blocks, axis=1).astype(np.float32, copy=False), np.asarray(kept, np.int64),
+                     skipped, len(todo), [b.shape[1] for b in blocks])
 
     def _extract(self, paths: list[Path], ids: list[str], per_layer: list[dict[str, np.ndarray]],
                  stores: list[CodeStore] | None, skipped: list[tuple[str, str]], bad: set[int],

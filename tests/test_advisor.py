@@ -1,0 +1,77 @@
+"""The advisor: size rule, similarity to ImageNet, layer scores, the decision, and `--strategy auto`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from headstart.advisor import (
+    Advice,
+    _subsample,
+    advise,
+    candidate_layers,
+    measure_similarity,
+    plan_auto,
+    suggested_image_size,
+)
+from headstart.backbones import create_backbone
+from headstart.cli import main
+from headstart.data import find_splits, read_class_folders
+from headstart.features import FeatureExtractor
+from tests.conftest import SHARED, needs_shared
+
+
+def test_candidates_and_image_size():
+    lite0 = create_backbone()
+    assert candidate_layers(lite0) == ["penultimate", "blocks.6", "blocks.5", "blocks.4", "blocks.5+penultimate"]
+    assert suggested_image_size(lite0, 28) == 64 and suggested_image_size(lite0, 256) is None
+
+
+def test_advise_on_generated_data_and_json(colors_data, capsys):
+    advice = advise(create_backbone(), read_class_folders(colors_data / "train"))
+    assert advice.size["images"] == 24 and not advice.size["large"] and advice.strategy == "feature-extractor"
+    assert set(advice.layers) == set(candidate_layers(create_backbone()))
+    assert all(0 <= v <= 1 for v in advice.layers.values())
+    assert main(["advise", str(colors_data), "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("size", "similarity", "layer_scores", "cell", "strategy", "layer", "reason"):
+        assert key in out
+
+
+@needs_shared
+def test_similarity_orders_the_shared_datasets():
+    lite0 = create_backbone()
+
+    def ratio(folder):
+        sample = _subsample(find_splits(folder).train, 200)
+        return measure_similarity(lite0, FeatureExtractor(lite0, ["penultimate"]).transform(sample.paths).codes)
+
+    cats, xrays = ratio(SHARED / "cats_vs_dogs"), ratio(SHARED / "pneumoniamnist")
+    images = sorted((SHARED / "imagenet_samples" / "images").iterdir())[:200]
+    imagenet = measure_similarity(lite0, FeatureExtractor(lite0, ["penultimate"]).transform(images).codes)
+    print(f"similarity ratio: imagenet_samples {imagenet['ratio']}, cats {cats['ratio']}, xrays {xrays['ratio']}")
+    assert imagenet["similar"] and cats["similar"] and not xrays["similar"]
+    assert imagenet["ratio"] > cats["ratio"] > xrays["ratio"]
+
+
+def test_auto_falls_back_to_a_probe_when_fine_tuning_does_not_fit_the_budget(colors_data):
+    import time
+
+    advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"penultimate": 0.9, "blocks.5": 0.95},
+                    strategy="fine-tune", layer="penultimate",
+                    options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
+    strategy, options, evidence = plan_auto(advice, "test_efficientnet", "none",
+                                            read_class_folders(colors_data / "train"), budget=1.0,
+                                            started=time.perf_counter())
+    assert strategy == "feature-extractor" and options["layer"] == "blocks.5"
+    assert "instead" in evidence["decision"] and evidence["fine_tune_epoch_s"] > 0
+
+
+def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):
+    assert main(["fit", str(colors_data), "--out", str(tmp_path / "auto"), "--json", "-q"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["auto"]["strategy"] == fit["strategy"] == "feature-extractor"
+    assert fit["layers"] == fit["auto"]["options"]["layer"].split("+")
+    config = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert config["auto"]["advice"]["layer_scores"] and np.isfinite(fit["validation"]["accuracy"])
