@@ -1,0 +1,81 @@
+"""The advisor on the shared datasets: its measurements and choice, every candidate's validation accuracy, and auto.
+
+    python bench/advisor.py [--datasets cats_vs_dogs dtd10 pneumoniamnist cifar10] [--budget 600] [--epochs 5]
+
+Validation splits are used only to score here, never for a choice. Fine-tuning candidates use the advisor's
+suggested image size and unfreeze everything; `auto` is `headstart fit --strategy auto --budget B`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import headstart
+from headstart.advisor import advise, measure_similarity, suggested_image_size
+from headstart.backbones import create_backbone
+from headstart.data import files_under, find_splits
+from headstart.features import FeatureExtractor
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def cli_fit(data: Path, out: Path, *options: str) -> tuple[dict, float]:
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(data), "--out", str(out), "--json", "-q",
+                          "--no-report", *options], capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(run.stderr)
+    return json.loads(run.stdout), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["cats_vs_dogs", "dtd10", "pneumoniamnist", "cifar10"])
+    parser.add_argument("--budget", type=float, default=600)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--skip-fine-tune", action="store_true")
+    args = parser.parse_args()
+    lite0 = create_backbone()
+    reference = files_under(SHARED / "imagenet_samples" / "images")
+    sim = measure_similarity(lite0, FeatureExtractor(lite0, ["penultimate"]).transform(reference[:500]).codes)
+    print(f"imagenet_samples: similarity ratio {sim['ratio']} -> {'similar' if sim['similar'] else 'different'}",
+          flush=True)
+    for name in args.datasets:
+        splits = find_splits(SHARED / name)
+        started = time.perf_counter()
+        advice = advise(lite0, splits.train)
+        took = time.perf_counter() - started
+        print(f"\n{name}: {advice.size['images']} train / {len(splits.val)} val; advise {took:.0f} s; "
+              f"similarity ratio {advice.similarity['ratio']} -> {'/'.join(advice.cell)}; choice "
+              f"{advice.strategy} {advice.layer} {advice.options}", flush=True)
+        results = {}
+        for layer, cv in advice.layers.items():
+            clf = headstart.TransferClassifier(layer=layer).fit(splits.train)
+            results[f"probe {layer}"] = clf.evaluate(splits.val)["accuracy"]
+            print(f"  probe {layer:<24} CV on train {cv:.4f}  val {results[f'probe {layer}']:.4f}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            if not args.skip_fine_tune:
+                options = ["--strategy", "fine-tune", "--unfreeze", "all", "--epochs", str(args.epochs)]
+                size = advice.options.get("image_size") or suggested_image_size(lite0, advice.size["median_short_side"])
+                if size:
+                    options += ["--image-size", str(size)]
+                fit, seconds = cli_fit(SHARED / name, Path(tmp) / "ft", *options)
+                results["fine-tune all"] = fit["validation"]["accuracy"]
+                print(f"  fine-tune all {' '.join(options[4:])}: val {results['fine-tune all']:.4f} ({seconds:.0f} s)",
+                      flush=True)
+            fit, seconds = cli_fit(SHARED / name, Path(tmp) / "auto", "--strategy", "auto", "--budget",
+                                   str(args.budget))
+            auto = fit["validation"]["accuracy"]
+        best = max(results, key=results.get)
+        print(f"  auto: {fit['auto']['decision']}; val {auto:.4f} in {seconds:.0f} s (budget {args.budget:.0f} s); "
+              f"best candidate {best} {results[best]:.4f}; gap {100 * (results[best] - auto):.2f} points", flush=True)
+
+
+if __name__ == "__main__":
+    main()
