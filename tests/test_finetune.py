@@ -56,10 +56,10 @@ def test_fine_tuned_model_saves_evaluates_and_summarises(tmp_path, colors_data, 
 def test_resume_after_kill_9(tmp_path):
     data = tmp_path / "data"
     for name, color in (("a", (220, 30, 30)), ("b", (30, 30, 220))):
-        for i in range(120):
+        for i in range(60):
             make_image(data / name / f"{i}.png", color, size=32, seed=i)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "headstart.cli", "fit", str(data), "--strategy", "fine-tune", "--epochs", "40",
+    command = [sys.executable, "-m", "headstart.cli", "fit", str(data), "--strategy", "fine-tune", "--epochs", "12",
                "--patience", "100", "--batch-size", "4", "--out", str(out), "--json", *TINY[:-1], "-q"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     last = tmp_path / ".run.training" / "checkpoints" / "last.ckpt"
@@ -75,7 +75,7 @@ def test_resume_after_kill_9(tmp_path):
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     training = json.loads(resumed.stdout)["training"]
-    assert training["resumed_from_epoch"] >= 1 and training["epochs_run"] == 40
+    assert training["resumed_from_epoch"] >= 1 and training["epochs_run"] == 12
     assert training["config"]["batch_size"] == 4 and (out / "config.json").exists()
 
 

@@ -57,6 +57,11 @@ def _finetune_config(args: argparse.Namespace):
     )
 
 
+#: Options that `--strategy auto` chooses unless the user gave them (their values here are the CLI defaults).
+AUTO_DEFAULTS = {"layer": "penultimate", "unfreeze": "2", "epochs": 5, "lr": 1e-3, "backbone_lr_mult": 0.1,
+                 "image_size": None}
+
+
 def _choose_strategy(args: argparse.Namespace, train) -> dict:
     """Run the advisor and the budget check; set the chosen strategy and options on ``args``; return the evidence."""
     import time
@@ -68,8 +73,8 @@ def _choose_strategy(args: argparse.Namespace, train) -> dict:
     advice = advise(create_backbone(args.model, args.weights), train, args.cache_dir, args.seed)
     strategy, options, evidence = plan_auto(advice, args.model, args.weights, train, args.budget, started)
     args.strategy = strategy
-    for key, value in options.items():
-        if key in ("layer", "unfreeze", "epochs", "lr", "backbone_lr_mult", "image_size") and value is not None:
+    for key, value in options.items():  # what the user set explicitly stays
+        if key in AUTO_DEFAULTS and value is not None and getattr(args, key) == AUTO_DEFAULTS[key]:
             setattr(args, key, str(value) if key == "unfreeze" else value)
     evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))
     if not args.quiet:
@@ -96,6 +101,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if out.exists() and not args.overwrite:
         raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
     splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
+    if args.strategy == "auto" and args.layer != AUTO_DEFAULTS["layer"]:
+        args.strategy = "feature-extractor"  # a chosen layer only means something for the feature extractor
     auto = _choose_strategy(args, splits.train) if args.strategy == "auto" else None
     network = args.strategy in ("fine-tune", "scratch")
     workdir = _training_dir(out)
@@ -390,18 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "frozen CNN codes; fine-tune: train a new head with the top blocks; scratch: random init")
     fit.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
                      help=f"with --strategy auto: seconds for checking and training (default {DEFAULT_BUDGET:g})")
-    fit.add_argument("--layer", default="penultimate", help="layer for CNN codes; join several with + "
+    fit.add_argument("--layer", default=AUTO_DEFAULTS["layer"], help="layer for CNN codes; join several with + "
                                                             "(names: `headstart summary --model M`)")
     fit.add_argument("--classifier", default="logistic", choices=CLASSIFIERS)
     fit.add_argument("--C", type=float, help="regularisation (default: chosen by cross-validation on train)")
     fit.add_argument("--batch-size", type=int)
     fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
     tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
-    tune.add_argument("--unfreeze", default="2", help="top blocks trained with the head: a number or 'all' (default 2)")
-    tune.add_argument("--epochs", type=int, default=5)
+    tune.add_argument("--unfreeze", default=AUTO_DEFAULTS["unfreeze"],
+                      help="top blocks trained with the head: a number or 'all' (default 2)")
+    tune.add_argument("--epochs", type=int, default=AUTO_DEFAULTS["epochs"])
     tune.add_argument("--probe-epochs", type=int, default=1, help="epochs training only the new head first")
-    tune.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head (AdamW)")
-    tune.add_argument("--backbone-lr-mult", type=float, default=0.1, help="pretrained layers learn at lr x this")
+    tune.add_argument("--lr", type=float, default=AUTO_DEFAULTS["lr"], help="learning rate of the new head (AdamW)")
+    tune.add_argument("--backbone-lr-mult", type=float, default=AUTO_DEFAULTS["backbone_lr_mult"],
+                      help="pretrained layers learn at lr x this")
     tune.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
     tune.add_argument("--class-weight", choices=("balanced",), help="weight the loss against class imbalance")
     tune.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
