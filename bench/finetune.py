@@ -36,7 +36,9 @@ def fit(args: list[str]) -> tuple[dict, float]:
 def accuracy(data: str, extra: list[str]) -> None:
     root = SHARED / data
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [("frozen penultimate", ["--layer", "penultimate"]), ("frozen blocks.5", ["--layer", "blocks.5"]),
+        frozen = ["--strategy", "feature-extractor"]
+        runs = [("frozen penultimate", [*frozen, "--layer", "penultimate"]),
+                ("frozen blocks.5", [*frozen, "--layer", "blocks.5"]),
                 ("fine-tune " + " ".join(extra), ["--strategy", "fine-tune", *extra])]
         for i, (name, options) in enumerate(runs):
             out, seconds, _ = fit([str(root), "--out", f"{tmp}/{i}", *options])

@@ -82,8 +82,11 @@ class CodeStore:
         wanted = set(ids)
         found: dict[str, np.ndarray] = {}
         for shard in self._shards():
-            data = shard.read_bytes()
             try:
+                with np.load(shard, allow_pickle=False) as npz:  # the small ids member only
+                    if wanted.isdisjoint(npz["ids"].tolist()):
+                        continue  # another dataset's shard: not read further
+                data = shard.read_bytes()
                 if hashlib.sha256(data).hexdigest()[:32] != shard.stem:
                     raise ValueError("checksum mismatch")
                 with np.load(io.BytesIO(data), allow_pickle=False) as npz:

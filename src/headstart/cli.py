@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--engine", default="auto", choices=ENGINES, help="runtime for the network (default auto: "
                                                                           "onnx on CPU, torch on CUDA)")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
     fit.add_argument("data", nargs="?", help="folder of class folders, or with train/ and val/ inside")
@@ -425,20 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", help="model folder to write (default runs/<data name>)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     fit.add_argument("--no-report", dest="report", action="store_false", help="skip OUT/report.html")
-    fit.add_argument("--json", action="store_true")
     fit.set_defaults(run=cmd_fit)
 
     ev = sub.add_parser("evaluate", parents=[common], help="score a saved model on labelled images")
     ev.add_argument("model_dir")
     ev.add_argument("data", help="folder of class folders (or holding val/)")
-    ev.add_argument("--json", action="store_true")
     ev.set_defaults(run=cmd_evaluate)
 
     pr = sub.add_parser("predict", parents=[common], help="predict classes of image files or folders")
     pr.add_argument("model_dir", help="a saved model folder, or an exported .onnx file")
     pr.add_argument("inputs", nargs="+")
     pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
-    pr.add_argument("--json", action="store_true")
     pr.set_defaults(run=cmd_predict)
 
     ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
@@ -449,7 +447,6 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--val")
     ad.add_argument("--val-fraction", type=float, default=0.2)
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--json", action="store_true")
     ad.set_defaults(run=cmd_advise)
 
     xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
@@ -464,14 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     xt.add_argument("--num-nodes", type=int, default=1)
     xt.add_argument("--accelerator", default="auto")
     xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
-    xt.add_argument("--json", action="store_true")
     xt.set_defaults(run=cmd_extract)
 
     rp = sub.add_parser("report", parents=[common], help="write a self-contained HTML report on labelled images")
     rp.add_argument("model_dir")
     rp.add_argument("data", help="folder of class folders (or holding val/)")
     rp.add_argument("--out", help="HTML file to write (default MODEL_DIR/report.html)")
-    rp.add_argument("--json", action="store_true")
     rp.set_defaults(run=cmd_report)
 
     ex = sub.add_parser("export", parents=[common], help="write a saved model as one ONNX or TorchScript file")
@@ -479,7 +474,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
     ex.add_argument("--out", help="file to write (default MODEL_DIR/model.onnx or model.pt)")
     ex.add_argument("--overwrite", action="store_true")
-    ex.add_argument("--json", action="store_true")
     ex.set_defaults(run=cmd_export)
 
     sm = sub.add_parser("summary", parents=[common], help="layers, shapes and (non-)trainable parameters")
@@ -490,7 +484,6 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--strategy", default="feature-extractor", choices=STRATEGIES)
     sm.add_argument("--unfreeze", default="2", help="with --strategy fine-tune: top blocks trained, or 'all'")
     sm.add_argument("--num-classes", type=int, help="include the new head for this many classes")
-    sm.add_argument("--json", action="store_true")
     sm.set_defaults(run=cmd_summary)
 
     md = sub.add_parser("models", help="known models and whether their weights are available now")

@@ -198,8 +198,7 @@ class FeatureExtractor:
                           todo)
         kept = [i for i, ident in enumerate(ids) if ident is not None and i not in bad]
         if not kept:
-            width = 0
-            return Codes(np.zeros((0, width), np.float32), np.zeros(0, np.int64), skipped, len(todo))
+            return Codes(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped, len(todo))
         blocks = [np.stack([found[ids[i]] for i in kept]) for found in per_layer]
         return Codes(np.concatenate(blocks, axis=1).astype(np.float32, copy=False), np.asarray(kept, np.int64),
                      skipped, len(todo), [b.shape[1] for b in blocks])
