@@ -110,21 +110,15 @@ class TransferClassifier:
         """Fine-tune (or train from scratch), then keep the trained head as a linear head on penultimate codes."""
         import tempfile
 
-        import torch
-
         from .backbones import state_digest
         from .finetune import fine_tune, usable_images
 
         config = self.finetune or FineTuneConfig()
         config.strategy, config.seed = self.strategy, self.seed
-        classifier = self.backbone_.model.get_classifier()
         workdir = Path(self.workdir or tempfile.mkdtemp(prefix="headstart-train-"))
         images, skipped = usable_images(images, self.backbone_.preprocess, config.workers or 2)
         info = fine_tune(self.backbone_, images, config, workdir, self.progress, self.resume)
         head = self.backbone_.model.get_classifier()
-        if not isinstance(head, torch.nn.Linear):
-            raise HeadstartError(f"{self.model} has a {type(classifier).__name__} head; fine-tuning supports "
-                                 "models whose classifier is one linear layer")
         self.head_ = LinearHead(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy(),
                                 {"classifier": "fine-tuned linear layer", **info})
         self.backbone_.model.reset_classifier(0)

@@ -138,6 +138,9 @@ def build_module(backbone: Backbone, n_classes: int, config: FineTuneConfig, tot
         def __init__(self) -> None:
             super().__init__()
             backbone.model.reset_classifier(n_classes)
+            if not isinstance(backbone.model.get_classifier(), nn.Linear):
+                raise HeadstartError(f"{backbone.name} has a {type(backbone.model.get_classifier()).__name__} "
+                                     "head; fine-tuning supports models whose classifier is one linear layer")
             self.net = ClassifierNet(backbone.model, backbone.preprocess)
             self.prefixes = trainable_prefixes(backbone.model, config.unfreeze_blocks())
             self.head_prefix = backbone.model.pretrained_cfg.get("classifier", "classifier")
