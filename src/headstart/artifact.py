@@ -60,7 +60,8 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
         backbone = clf.backbone_
         save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()},
                   str(staged / BACKBONE))
-        save_file({"weight": torch.from_numpy(clf.head_.weight), "bias": torch.from_numpy(clf.head_.bias)},
+        save_file({"weight": torch.from_numpy(np.ascontiguousarray(clf.head_.weight)),
+                   "bias": torch.from_numpy(np.ascontiguousarray(clf.head_.bias))},
                   str(staged / HEAD))
         config = {
             "format": FORMAT,

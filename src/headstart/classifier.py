@@ -119,7 +119,7 @@ class TransferClassifier:
         images, skipped = usable_images(images, self.backbone_.preprocess, config.workers or 2)
         info = fine_tune(self.backbone_, images, config, workdir, self.progress, self.resume)
         head = self.backbone_.model.get_classifier()
-        self.head_ = LinearHead(head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy(),
+        self.head_ = LinearHead(np.array(head.weight.detach(), order="C"), np.array(head.bias.detach(), order="C"),
                                 {"classifier": "fine-tuned linear layer", **info})
         self.backbone_.model.reset_classifier(0)
         self.backbone_.digest = state_digest(self.backbone_.model)
