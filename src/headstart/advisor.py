@@ -243,8 +243,9 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
     """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter).
 
     Linear probes were already compared by cross-validation on training images (the advisor's layer scores).
-    Fine-tuning, when advised, is timed on a trial; it runs with as many epochs as the budget allows (at least 2),
-    else the best probe is used.
+    Fine-tuning, when advised, is timed on a trial and chosen only if the advised number of epochs fits the budget
+    (a shortened schedule measured worse than the best probe: 0.891 against 0.950 on pneumoniamnist); else the
+    best-scoring probe is used.
     """
     evidence: dict[str, Any] = {"advice": advice.to_dict(), "budget_s": budget}
     if advice.strategy != "fine-tune":
@@ -255,12 +256,12 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
                                           advice.options["unfreeze"])
     remaining = budget - (time.perf_counter() - started)
 
-    epochs = min(int(advice.options["epochs"]), int(remaining * 0.8 // max(epoch_s, 1e-6)))
+    wanted = int(advice.options["epochs"])
+    epochs = int(remaining * 0.8 // max(epoch_s, 1e-6))
     evidence.update(fine_tune_epoch_s=round(epoch_s, 2), epochs_affordable=epochs)
-    if epochs < 2:
-        evidence["decision"] = (f"fine-tuning advised but one epoch takes about {epoch_s:.0f} s and the budget "
-                                f"leaves {remaining:.0f} s: linear classifier on {probe[1]['layer']} instead")
+    if epochs < wanted:
+        evidence["decision"] = (f"fine-tuning advised but {wanted} epochs of about {epoch_s:.0f} s do not fit the "
+                                f"{remaining:.0f} s left: linear classifier on {probe[1]['layer']} instead")
         return probe[0], probe[1], evidence
-    options = {**advice.options, "epochs": epochs}
-    evidence["decision"] = f"fine-tune for {epochs} epochs (about {epoch_s:.0f} s each) within the budget"
-    return "fine-tune", options, evidence
+    evidence["decision"] = f"fine-tune for {wanted} epochs (about {epoch_s:.0f} s each) within the budget"
+    return "fine-tune", dict(advice.options), evidence
