@@ -77,6 +77,11 @@ def test_resume_after_kill_9(tmp_path):
     training = json.loads(resumed.stdout)["training"]
     assert training["resumed_from_epoch"] >= 1 and training["epochs_run"] == 12
     assert training["config"]["batch_size"] == 4 and (out / "config.json").exists()
+    import csv
+
+    with (out / "logs" / "metrics.csv").open() as f:
+        epochs = {int(float(r["epoch"])) for r in csv.DictReader(f) if r.get("monitor_acc")}
+    assert epochs == set(range(12))  # the epochs before the kill are kept
 
 
 def test_two_process_ddp_on_cpu(tmp_path, colors_data):

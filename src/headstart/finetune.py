@@ -247,6 +247,27 @@ def usable_images(images: ImageSet, preprocess: Preprocess, workers: int = 2
     return images.subset(keep), [(str(p), r) for p, r in zip(images.paths, reasons) if r is not None]
 
 
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _merge_metrics(path: Path, earlier: list[dict[str, str]], resumed_from: int) -> None:
+    """Put the epochs logged before a resume back in front of the new ones (Lightning's CSV logger replaces them)."""
+    import csv
+
+    rows = [r for r in earlier if r.get("epoch") and int(float(r["epoch"])) < resumed_from] + _read_rows(path)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir: Path, progress: bool,
               resume: bool = False) -> dict[str, Any]:
     """Train in ``workdir`` (checkpoints, logs); returns fit info. ``backbone.model`` ends with the best weights."""
@@ -264,6 +285,7 @@ def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workd
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")  # merged
     L.seed_everything(config.seed, workers=True, verbose=False)
     fit_idx, monitor_idx = stratified_split(train.labels, config.monitor_fraction, config.seed)
     fit_set, monitor_set = train.subset(fit_idx), train.subset(monitor_idx)
@@ -302,15 +324,18 @@ def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workd
         plugins=[_atomic_checkpoint_io()],
     )
     last = workdir / "checkpoints" / "last.ckpt"
-    resumed_from = None
+    resumed_from, earlier = None, []
     if resume and last.exists():
         resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1  # epochs done
+        earlier = _read_rows(workdir / "logs" / "metrics.csv")
     try:
         trainer.fit(module, train_loader, monitor_loader, ckpt_path=str(last) if resumed_from is not None else None)
     except FloatingPointError as exc:
         raise HeadstartError(f"training stopped: {exc}; the last good checkpoint is kept in {workdir}") from None
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if resumed_from is not None and trainer.is_global_zero:
+        _merge_metrics(workdir / "logs" / "metrics.csv", earlier, resumed_from)
     best = checkpoints.best_model_path or str(last)
     if best and Path(best).exists():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
