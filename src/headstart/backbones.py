@@ -74,6 +74,12 @@ def check_model_name(name: str) -> None:
         raise ModelError(f"unknown model {name!r}{hint}")
 
 
+def check_image_size(image_size: int | None) -> None:
+    """A one-line error for an input resolution no network can use."""
+    if image_size is not None and not 16 <= image_size <= 4096:
+        raise ModelError(f"--image-size must be between 16 and 4096 pixels, got {image_size}")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file or a PyTorch state dict / checkpoint (loaded with ``weights_only=True``)."""
     path = Path(path).expanduser()
@@ -165,6 +171,7 @@ def create_backbone(name: str = DEFAULT_MODEL, weights: str | Path | None = None
     import timm
 
     check_model_name(name)
+    check_image_size(image_size)
     embedded = embedded_weights_path(name)
     source = "embedded" if weights is None and embedded else ("hub" if weights is None else str(weights))
     model = timm.create_model(name, pretrained=False)

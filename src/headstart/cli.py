@@ -97,6 +97,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
             raise HeadstartError(f"nothing to resume at {str(out)!r}: no interrupted training found there")
         for key, value in json.loads(saved.read_text()).items():
             setattr(args, key, value)
+    from .backbones import check_image_size, check_model_name
+
+    check_model_name(args.model)  # fail fast, before any data is read or measured
+    check_image_size(args.image_size)
+    _finetune_config(args).check()
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
     if out.exists() and not args.overwrite:
         raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")

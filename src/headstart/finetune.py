@@ -46,6 +46,17 @@ class FineTuneConfig:
     distributed: str = "auto"  # Lightning strategy: ddp, ddp_spawn, ...
     logger: list[str] = field(default_factory=list)  # tensorboard, mlflow
 
+    def check(self) -> None:
+        """One-line errors for values no training can use."""
+        for name, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
+                                 ("--probe-epochs", self.probe_epochs, 0), ("--workers", self.workers, 0),
+                                 ("--patience", self.patience, 1)):
+            if value < low:
+                raise HeadstartError(f"{name} must be at least {low}, got {value}")
+        if not self.lr > 0 or not self.backbone_lr_mult >= 0:
+            raise HeadstartError("--lr must be positive and --backbone-lr-mult not negative")
+        self.unfreeze_blocks()
+
     def unfreeze_blocks(self) -> int | None:
         """Number of top blocks to train (None: all of them)."""
         if self.strategy == "scratch" or str(self.unfreeze) == "all":
@@ -286,6 +297,7 @@ def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workd
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")  # merged
+    config.check()
     L.seed_everything(config.seed, workers=True, verbose=False)
     fit_idx, monitor_idx = stratified_split(train.labels, config.monitor_fraction, config.seed)
     fit_set, monitor_set = train.subset(fit_idx), train.subset(monitor_idx)
