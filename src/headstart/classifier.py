@@ -19,8 +19,6 @@ from .finetune import FineTuneConfig
 from .linear import LinearHead, fit_linear
 from .metrics import classification_metrics
 
-PLANNED = ("auto",)
-
 
 def parse_layers(layer: str | Sequence[str]) -> list[str]:
     """``"blocks.5+penultimate"`` or a list: the layers whose codes are concatenated."""
@@ -69,7 +67,7 @@ class TransferClassifier:
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def _check_strategy(self) -> None:
-        if self.strategy in PLANNED:
+        if self.strategy == "auto":
             raise HeadstartError("strategy 'auto' is decided by `headstart fit` (or headstart.advisor.advise); "
                                  f"give TransferClassifier one of {', '.join(STRATEGIES)}")
         if self.strategy not in STRATEGIES:

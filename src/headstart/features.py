@@ -79,17 +79,19 @@ class OnnxRunner:
         key = key_of({"model": backbone.name, "weights": backbone.digest, "layers": layers,
                       "preprocess": backbone.preprocess.to_dict(), "torch": torch.__version__, "v": 1})
         path = cache_dir / "onnx" / f"{backbone.name}-{key}.onnx"
-        if not path.exists():
-            write_atomic(path, export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers)))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception:  # a damaged export: remove it and build again
-            path.unlink(missing_ok=True)
-            write_atomic(path, export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers)))
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for attempt in range(2):  # a damaged export is removed and built again once
+            if not path.exists():
+                write_atomic(path, export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers)))
+            try:
+                self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                break
+            except Exception:
+                if attempt:
+                    raise
+                path.unlink(missing_ok=True)
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {"images": batch})
