@@ -1,9 +1,11 @@
 """The advisor on the shared datasets: its measurements and choice, every candidate's validation accuracy, and auto.
 
-    python bench/advisor.py [--datasets cats_vs_dogs dtd10 pneumoniamnist cifar10] [--budget 600] [--epochs 5]
+    python bench/advisor.py [--datasets cats_vs_dogs dtd10 pneumoniamnist cifar10] [--budget 600]
 
-Validation splits are used only to score here, never for a choice. Fine-tuning candidates use the advisor's
-suggested image size and unfreeze everything; `auto` is `headstart fit --strategy auto --budget B`.
+Validation splits are used only to score here, never for a choice. The candidates are the advisor's linear probes
+(one per candidate layer) and its fine-tuning plan (`fine_tune_options`: everything unfrozen, the suggested image
+size); `auto` is `headstart fit --strategy auto --budget B`. When auto ran that same fine-tuning plan and kept it,
+its run is the fine-tuning candidate's too (same command, same seed) and is not repeated.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 import headstart
-from headstart.advisor import advise, measure_similarity, suggested_image_size
+from headstart.advisor import advise, fine_tune_options, measure_similarity, suggested_image_size
 from headstart.backbones import create_backbone
 from headstart.data import files_under, find_splits
 from headstart.features import FeatureExtractor
@@ -38,7 +40,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["cats_vs_dogs", "dtd10", "pneumoniamnist", "cifar10"])
     parser.add_argument("--budget", type=float, default=600)
-    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--skip-fine-tune", action="store_true")
     args = parser.parse_args()
     lite0 = create_backbone()
@@ -60,21 +61,25 @@ def main() -> None:
             results[f"probe {layer}"] = clf.evaluate(splits.val)["accuracy"]
             print(f"  probe {layer:<24} CV on train {cv:.4f}  val {results[f'probe {layer}']:.4f}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            if not args.skip_fine_tune:
-                options = ["--strategy", "fine-tune", "--unfreeze", "all", "--epochs", str(args.epochs)]
-                size = advice.options.get("image_size") or suggested_image_size(lite0, advice.size["median_short_side"])
-                if size:
-                    options += ["--image-size", str(size)]
-                fit, seconds = cli_fit(SHARED / name, Path(tmp) / "ft", *options)
-                results["fine-tune all"] = fit["validation"]["accuracy"]
-                print(f"  fine-tune all {' '.join(options[4:])}: val {results['fine-tune all']:.4f} ({seconds:.0f} s)",
-                      flush=True)
             fit, seconds = cli_fit(SHARED / name, Path(tmp) / "auto", "--strategy", "auto", "--budget",
                                    str(args.budget))
-            auto = fit["validation"]["accuracy"]
+            auto, decision = fit["validation"]["accuracy"], fit["auto"]
+            print(f"  auto: {decision['decision']}; val {auto:.4f}; deciding {decision['seconds']:.0f} s + training "
+                  f"{fit['seconds']['total']:.0f} s (budget {args.budget:.0f} s), {seconds:.0f} s in all with "
+                  "start-up, validation and saving", flush=True)
+            if not args.skip_fine_tune:
+                size = suggested_image_size(lite0, advice.size["median_short_side"])
+                plan = fine_tune_options(advice.size["images"], advice.similarity["similar"], size)
+                options = [f"--{k.replace('_', '-')}={v}" for k, v in plan.items() if v is not None]
+                if decision.get("check", {}).get("kept") and decision["options"]["epochs"] == plan["epochs"]:
+                    results["fine-tune"], took = auto, "the auto run"
+                else:
+                    fit, seconds = cli_fit(SHARED / name, Path(tmp) / "ft", "--strategy", "fine-tune", *options)
+                    results["fine-tune"], took = fit["validation"]["accuracy"], f"{seconds:.0f} s"
+                print(f"  fine-tune {' '.join(options)}: val {results['fine-tune']:.4f} ({took})", flush=True)
         best = max(results, key=results.get)
-        print(f"  auto: {fit['auto']['decision']}; val {auto:.4f} in {seconds:.0f} s (budget {args.budget:.0f} s); "
-              f"best candidate {best} {results[best]:.4f}; gap {100 * (results[best] - auto):.2f} points", flush=True)
+        print(f"  best candidate {best} {results[best]:.4f}; auto {auto:.4f}; gap "
+              f"{100 * (results[best] - auto):.2f} points", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from headstart.advisor import (
     _subsample,
     advise,
     candidate_layers,
+    fine_tune_options,
+    keep_fine_tuned,
     measure_similarity,
     plan_auto,
     suggested_image_size,
@@ -25,7 +27,20 @@ from tests.conftest import SHARED, needs_shared
 def test_candidates_and_image_size():
     lite0 = create_backbone()
     assert candidate_layers(lite0) == ["penultimate", "blocks.6", "blocks.5", "blocks.4", "blocks.5+penultimate"]
-    assert suggested_image_size(lite0, 28) == 64 and suggested_image_size(lite0, 256) is None
+    assert suggested_image_size(lite0, 28) == 96 and suggested_image_size(lite0, 256) is None
+    assert suggested_image_size(lite0, 48) == 160
+
+
+def test_fine_tune_epochs_shrink_with_more_images():
+    assert fine_tune_options(4708, similar=False, image_size=96)["epochs"] == 10  # pneumoniamnist
+    assert fine_tune_options(40000, similar=False, image_size=96)["epochs"] == 3  # cifar10
+    assert fine_tune_options(40000, similar=True, image_size=None)["backbone_lr_mult"] == 0.1
+
+
+def test_fine_tuning_is_kept_only_when_it_beats_the_probe_on_held_out_training_images():
+    evidence = {"decision": "fine-tune", "probe": {"layer": "blocks.5", "cv_accuracy": 0.95}}
+    assert keep_fine_tuned(evidence, 0.97) and evidence["check"]["kept"]
+    assert not keep_fine_tuned(evidence, 0.90) and "blocks.5 was trained instead" in evidence["decision"]
 
 
 def test_advise_on_generated_data_and_json(colors_data, capsys):
@@ -75,3 +90,19 @@ def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):
     assert fit["layers"] == fit["auto"]["options"]["layer"].split("+")
     config = json.loads((tmp_path / "auto" / "config.json").read_text())
     assert config["auto"]["advice"]["layer_scores"] and np.isfinite(fit["validation"]["accuracy"])
+
+
+def test_fit_auto_fine_tunes_large_data_then_checks_it_against_the_probe(tmp_path, colors_data, capsys, monkeypatch):
+    import headstart.advisor
+
+    monkeypatch.setattr(headstart.advisor, "LARGE_PER_CLASS", 10)  # 12 images per class count as large
+    monkeypatch.setattr(headstart.advisor, "FINE_TUNE_STEPS", 1)  # the minimum number of epochs
+    assert main(["fit", str(colors_data), "--out", str(tmp_path / "auto"), "--json", "-q", "--budget", "900",
+                 "--image-size", "64"]) == 0  # a size the user gives stays: a quicker test
+    fit = json.loads(capsys.readouterr().out)
+    auto = fit["auto"]
+    assert auto["advice"]["strategy"] == "fine-tune" and auto["options"]["epochs"] == 3
+    assert auto["check"]["kept"] == (fit["strategy"] == "fine-tune")
+    assert fit["strategy"] == "fine-tune" or fit["layers"] == auto["probe"]["layer"].split("+")
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["auto"]["check"] == auto["check"]
+    assert not (tmp_path / ".auto.training").exists()

@@ -29,6 +29,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["fit", "{data}", "--layer", "blocks.99"], "has no layer"),
     (["fit", "{data}", "--image-size", "0"], "--image-size must be"),
     (["fit", "{data}", "--strategy", "fine-tune", "--epochs", "0"], "--epochs must be at least 1"),
+    (["fit", "{data}", "--budget", "0"], "--budget is in seconds and must be positive"),
     (["evaluate", "{data}", "{data}"], "not a saved headstart model"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, colors_data, cache_dir, args, message):

@@ -100,3 +100,12 @@ def test_non_finite_loss_stops_with_one_line(tmp_path, colors_data, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "training stopped" in err and err.count("\n") == 1
     assert not (tmp_path / "nan").exists()
+
+
+def test_max_seconds_stops_training_early(tmp_path, colors_data):
+    backbone = create_backbone("test_efficientnet", "none", image_size=32)
+    config = FineTuneConfig(unfreeze="all", epochs=500, probe_epochs=0, batch_size=8, workers=0,
+                            patience=1000, max_seconds=2.0)  # no early stop: only the time limit ends it
+    started = time.perf_counter()
+    info = fine_tune(backbone, read_class_folders(colors_data / "train"), config, tmp_path, progress=False)
+    assert info["epochs_run"] < 500 and time.perf_counter() - started < 30

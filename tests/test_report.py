@@ -45,6 +45,7 @@ def test_report_renders_in_chromium_with_images_and_accuracy(tmp_path, colors_da
     assert loaded and loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 2  # matrix + a thumbnail
     assert re.search(r"accuracy<b>0\.9\d{3}</b>", dom)
     assert "looks_blue.png" in dom and "broken.png" in dom and "Skipped files" in dom
+    assert "How the strategy was chosen" in dom and "CV accuracy on training images" in dom  # auto's evidence
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 

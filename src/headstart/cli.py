@@ -53,7 +53,7 @@ def _finetune_config(args: argparse.Namespace):
         class_weight=args.class_weight, patience=args.patience, workers=args.workers,
         num_nodes=args.num_nodes, accelerator=args.accelerator, distributed=args.distributed,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
-        logger=args.logger or [], seed=args.seed,
+        logger=args.logger or [], seed=args.seed, max_seconds=getattr(args, "max_seconds", None),
     )
 
 
@@ -73,6 +73,7 @@ def _choose_strategy(args: argparse.Namespace, train) -> dict:
     advice = advise(create_backbone(args.model, args.weights), train, args.cache_dir, args.seed)
     strategy, options, evidence = plan_auto(advice, args.model, args.weights, train, args.budget, started)
     args.strategy = strategy
+    args.max_seconds = options.get("max_seconds")
     for key, value in options.items():  # what the user set explicitly stays
         if key in AUTO_DEFAULTS and value is not None and getattr(args, key) == AUTO_DEFAULTS[key]:
             setattr(args, key, str(value) if key == "unfreeze" else value)
@@ -82,10 +83,21 @@ def _choose_strategy(args: argparse.Namespace, train) -> dict:
     return evidence
 
 
+def _classifier(args: argparse.Namespace, workdir: Path | None):
+    """The TransferClassifier the fit options describe (``workdir``: where a network trains)."""
+    from .classifier import TransferClassifier
+
+    return TransferClassifier(model=args.model, weights=args.weights, strategy=args.strategy, layer=args.layer,
+                              classifier=args.classifier, C=args.C, cache_dir=args.cache_dir, engine=args.engine,
+                              batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
+                              image_size=args.image_size, finetune=_finetune_config(args) if workdir else None,
+                              workdir=workdir, resume=bool(args.resume))
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
     import shutil
 
-    from .classifier import TransferClassifier
+    from .advisor import keep_fine_tuned
     from .data import find_splits
 
     if not args.data and not args.resume:
@@ -102,6 +114,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     check_model_name(args.model)  # fail fast, before any data is read or measured
     check_image_size(args.image_size)
     _finetune_config(args).check()
+    if not args.budget > 0:
+        raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
     if out.exists() and not args.overwrite:
         raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
@@ -111,17 +125,22 @@ def cmd_fit(args: argparse.Namespace) -> None:
     auto = _choose_strategy(args, splits.train) if args.strategy == "auto" else None
     network = args.strategy in ("fine-tune", "scratch")
     workdir = _training_dir(out)
-    if network:
+    if args.resume and (workdir / "auto.json").is_file():
+        auto = json.loads((workdir / "auto.json").read_text())  # the decision that started this run
+    elif network:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "run.json").write_text(json.dumps({k: getattr(args, k) for k in RESUMED}, indent=2))
-    clf = TransferClassifier(model=args.model, weights=args.weights, strategy=args.strategy, layer=args.layer,
-                             classifier=args.classifier, C=args.C, cache_dir=args.cache_dir, engine=args.engine,
-                             batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
-                             image_size=args.image_size, finetune=_finetune_config(args) if network else None,
-                             workdir=workdir if network else None, resume=bool(args.resume))
-    clf.fit(splits.train)
+        if auto:
+            (workdir / "auto.json").write_text(json.dumps(auto, indent=2))
+    clf = _classifier(args, workdir if network else None).fit(splits.train)
     if network and not clf.fit_info_["training"]["is_global_zero"]:
         return  # other data-parallel processes: rank 0 evaluates and writes
+    if auto and network and not keep_fine_tuned(auto, clf.fit_info_["training"]["best_monitor_acc"]):
+        shutil.rmtree(workdir, ignore_errors=True)
+        args.strategy, args.layer, network = "feature-extractor", auto["probe"]["layer"], False
+        clf = _classifier(args, None).fit(splits.train)
+    if auto and "check" in auto and not args.quiet:
+        print(f"auto: {auto['decision']}", file=sys.stderr)
     val = clf.evaluate(splits.val) if splits.val is not None else None
     train_counts = splits.train.counts()
     data = {"path": str(Path(args.data).resolve()), "split": splits.how, "class_names": clf.classes_,

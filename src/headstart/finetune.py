@@ -6,6 +6,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class FineTuneConfig:
     augment: bool = True
     class_weight: str | None = None  # "balanced"
     patience: int = 3
+    max_seconds: float | None = None  # stop training after this long (auto's budget); the best checkpoint is kept
     monitor_fraction: float = 0.1  # of train, held out for early stopping (the val split stays unseen)
     seed: int = 0
     workers: int = 2
@@ -224,6 +226,58 @@ def build_module(backbone: Backbone, n_classes: int, config: FineTuneConfig, tot
     return FineTuner()
 
 
+def seconds_per_epoch(backbone: Backbone, train: ImageSet, config: FineTuneConfig, steps: int = 3) -> float:
+    """Seconds one training epoch over ``train`` will take (its held-out monitor pass included), measured by timing
+    a few optimiser steps and forward passes on this machine, and decoding a few of the images; no training run.
+
+    Decoding runs in ``config.workers`` processes alongside the network, so an epoch takes the longer of the two.
+    """
+    import statistics
+    import time
+
+    cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda" if cuda else "cpu")
+    n_classes = len(train.class_names)
+    backbone.model.reset_classifier(n_classes)
+    net = ClassifierNet(backbone.model, backbone.preprocess).to(device)
+    prefixes = trainable_prefixes(backbone.model, config.unfreeze_blocks())
+    for name, param in net.model.named_parameters():
+        param.requires_grad_(_matches(name, prefixes))
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-6)
+    height, width = backbone.preprocess.input_size
+    images = torch.randint(0, 256, (config.batch_size, height, width, 3), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, n_classes, (config.batch_size,), device=device)
+
+    def timed(train_step: bool) -> float:
+        started = time.perf_counter()
+        with torch.autocast(device.type, torch.bfloat16, enabled=cuda), torch.set_grad_enabled(train_step):
+            loss = nn.functional.cross_entropy(net(images), labels)
+        if train_step:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    net.train()
+    for _ in range(2):  # warm-up: the first two steps on a CPU take several times longer (allocations, kernels)
+        timed(True)
+    train_s = statistics.median(timed(True) for _ in range(steps))
+    net.eval()
+    timed(False)
+    eval_s = statistics.median(timed(False) for _ in range(steps))
+    backbone.model.eval()
+    sample = ImageFiles(train.subset(np.arange(min(16, len(train)))), backbone.preprocess, config.augment)
+    started = time.perf_counter()
+    for i in range(len(sample)):
+        sample[i]
+    decode_s = (time.perf_counter() - started) / max(1, len(sample)) * len(train) / max(1, config.workers)
+    n_monitor = math.ceil(len(train) * config.monitor_fraction)
+    network_s = ((len(train) - n_monitor) * train_s + n_monitor * eval_s) / config.batch_size
+    return max(network_s, decode_s)
+
+
 def _atomic_checkpoint_io():
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -327,8 +381,9 @@ def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workd
 
         loggers.append(MLFlowLogger(experiment_name="headstart", tracking_uri=f"file:{workdir / 'mlruns'}"))
     cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    max_time = None if config.max_seconds is None else timedelta(seconds=config.max_seconds)
     trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        max_epochs=config.epochs, max_time=max_time, accelerator=config.accelerator, devices=config.devices,
         num_nodes=config.num_nodes, strategy=config.distributed, precision="bf16-mixed" if cuda else "32-true",
         callbacks=[checkpoints, EarlyStopping("monitor_acc", mode="max", patience=config.patience)],
         logger=loggers, default_root_dir=workdir, enable_progress_bar=progress, enable_model_summary=False,

@@ -111,6 +111,24 @@ figure img{width:128px;height:128px;object-fit:contain;background:#eee;border-ra
 """
 
 
+def auto_section(auto: dict[str, Any]) -> str:
+    """How ``--strategy auto`` chose: the measurements, the advice, the decision and its check."""
+    advice = auto.get("advice", {})
+    size, sim = advice.get("size", {}), advice.get("similarity", {})
+    rows = [["cell", " / ".join(advice.get("cell", []))],
+            ["size", f"{size.get('images')} images, median {size.get('median_per_class')} per class "
+                     f"({size.get('rule')})"],
+            ["similarity to ImageNet", f"ratio {sim.get('ratio')} (similar from {sim.get('threshold')})"
+             if "ratio" in sim else sim.get("method")],
+            *[[f"layer {k}", f"{v:.4f} (CV accuracy on training images)"]
+              for k, v in advice.get("layer_scores", {}).items()],
+            ["advice", advice.get("reason")], ["decision", auto.get("decision")]]
+    if "check" in auto:
+        rows.append(["check", f"fine-tuned {auto['check']['fine_tune_held_out_accuracy']:.4f} on held-out training "
+                              f"images vs probe {auto['check']['probe_cv_accuracy']:.4f}"])
+    return "<h2>How the strategy was chosen</h2>" + _table(rows, ["", ""])
+
+
 def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
     """The report's HTML for ``clf`` scored on the labelled ``images``."""
     proba, kept, skipped = clf.predict_files(images.paths)
@@ -155,6 +173,8 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
         "<h2>Confusion matrix</h2>", f'<img class=plot alt="confusion matrix" src="{confusion_figure(matrix, names)}">',
         f"<h2>Most confidently wrong ({len(worst)} of {len(wrong)} errors)</h2><div class=gallery>{gallery}</div>",
     ]
+    if config.get("auto"):
+        parts.append(auto_section(config["auto"]))
     if curves:
         parts += ["<h2>Training curves</h2>", f'<img class=plot alt="training curves" src="{curves}">']
     if skipped:
