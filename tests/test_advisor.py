@@ -102,6 +102,7 @@ def test_fit_auto_fine_tunes_large_data_then_checks_it_against_the_probe(tmp_pat
     fit = json.loads(capsys.readouterr().out)
     auto = fit["auto"]
     assert auto["advice"]["strategy"] == "fine-tune" and auto["options"]["epochs"] == 3
+    assert auto["options"]["image_size"] == 64 and auto["advice"]["options"]["image_size"] == 160
     assert auto["check"]["kept"] == (fit["strategy"] == "fine-tune")
     assert fit["strategy"] == "fine-tune" or fit["layers"] == auto["probe"]["layer"].split("+")
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["auto"]["check"] == auto["check"]

@@ -242,8 +242,9 @@ def fine_tune_seconds_per_epoch(backbone_name: str, weights: str | None, train: 
 
 
 def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: ImageSet, budget: float,
-              started: float) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter).
+              started: float, given: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter);
+    ``given``: fine-tuning options the user set, which replace the advised ones.
 
     Linear probes were already compared by cross-validation on training images (the advisor's layer scores).
     Fine-tuning, when advised, is timed on a trial and planned for as many of the advised epochs as fit the budget,
@@ -256,10 +257,10 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
         evidence["decision"] = f"linear classifier on {advice.layer} (advisor; CV-scored layers)"
         return "feature-extractor", {"layer": advice.layer}, evidence
     evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers[probe_layer]}
-    epoch_s = fine_tune_seconds_per_epoch(backbone_name, weights, train, advice.options.get("image_size"),
-                                          advice.options["unfreeze"])
+    plan = {**advice.options, **{k: v for k, v in (given or {}).items() if k in advice.options}}
+    epoch_s = fine_tune_seconds_per_epoch(backbone_name, weights, train, plan.get("image_size"), plan["unfreeze"])
     remaining = budget - (time.perf_counter() - started)
-    wanted = int(advice.options["epochs"])
+    wanted = int(plan["epochs"])
     epochs = min(wanted, int(remaining * 0.85 // max(epoch_s, 1e-6)))
     evidence.update(fine_tune_epoch_s=round(epoch_s, 2), epochs_advised=wanted, epochs_affordable=epochs)
     if epochs < MIN_FINE_TUNE_EPOCHS:
@@ -268,7 +269,7 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
         return "feature-extractor", {"layer": probe_layer}, evidence
     evidence["decision"] = (f"fine-tune for {epochs} of {wanted} advised epochs (about {epoch_s:.0f} s each) within "
                             f"the budget; kept if it beats the {probe_layer} probe on held-out training images")
-    return "fine-tune", {**advice.options, "epochs": epochs, "max_seconds": round(remaining * 0.95, 1)}, evidence
+    return "fine-tune", {**plan, "epochs": epochs, "max_seconds": round(remaining * 0.95, 1)}, evidence
 
 
 def keep_fine_tuned(evidence: dict[str, Any], monitor_accuracy: float) -> bool:

@@ -71,11 +71,12 @@ def _choose_strategy(args: argparse.Namespace, train) -> dict:
 
     started = time.perf_counter()
     advice = advise(create_backbone(args.model, args.weights), train, args.cache_dir, args.seed)
-    strategy, options, evidence = plan_auto(advice, args.model, args.weights, train, args.budget, started)
+    given = {k: getattr(args, k) for k, default in AUTO_DEFAULTS.items() if getattr(args, k) != default}
+    strategy, options, evidence = plan_auto(advice, args.model, args.weights, train, args.budget, started, given)
     args.strategy = strategy
     args.max_seconds = options.get("max_seconds")
     for key, value in options.items():  # what the user set explicitly stays
-        if key in AUTO_DEFAULTS and value is not None and getattr(args, key) == AUTO_DEFAULTS[key]:
+        if key in AUTO_DEFAULTS and key not in given and value is not None:
             setattr(args, key, str(value) if key == "unfreeze" else value)
     evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))
     if not args.quiet:
