@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from headstart.advisor import (
     Advice,
@@ -70,17 +71,26 @@ def test_similarity_orders_the_shared_datasets():
     assert imagenet["ratio"] > cats["ratio"] > xrays["ratio"]
 
 
-def test_auto_falls_back_to_a_probe_when_fine_tuning_does_not_fit_the_budget(colors_data):
+@pytest.mark.parametrize("budget, strategy, epochs", [(1000, "fine-tune", 5), (450, "fine-tune", 3),
+                                                     (300, "feature-extractor", None)])
+def test_auto_fits_fine_tuning_epochs_into_the_budget_or_falls_back_to_the_probe(colors_data, monkeypatch, budget,
+                                                                                 strategy, epochs):
     import time
 
+    import headstart.advisor
+
+    monkeypatch.setattr(headstart.advisor, "fine_tune_seconds_per_epoch", lambda *args: 100.0)
     advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"penultimate": 0.9, "blocks.5": 0.95},
                     strategy="fine-tune", layer="penultimate",
                     options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
-    strategy, options, evidence = plan_auto(advice, "test_efficientnet", "none",
-                                            read_class_folders(colors_data / "train"), budget=1.0,
-                                            started=time.perf_counter())
-    assert strategy == "feature-extractor" and options["layer"] == "blocks.5"
-    assert "instead" in evidence["decision"] and evidence["fine_tune_epoch_s"] > 0
+    chosen, options, evidence = plan_auto(advice, "test_efficientnet", "none",
+                                          read_class_folders(colors_data / "train"), budget=budget,
+                                          started=time.perf_counter())
+    assert chosen == strategy and evidence["fine_tune_epoch_s"] == 100.0
+    if epochs:
+        assert options["epochs"] == epochs and options["max_seconds"] <= budget
+    else:
+        assert options["layer"] == "blocks.5" and "instead" in evidence["decision"]
 
 
 def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):
@@ -103,6 +113,7 @@ def test_fit_auto_fine_tunes_large_data_then_checks_it_against_the_probe(tmp_pat
     auto = fit["auto"]
     assert auto["advice"]["strategy"] == "fine-tune" and auto["options"]["epochs"] == 3
     assert auto["options"]["image_size"] == 64 and auto["advice"]["options"]["image_size"] == 160
+    assert 0 < auto["fine_tune_epoch_s"] < 60  # measured on this machine
     assert auto["check"]["kept"] == (fit["strategy"] == "fine-tune")
     assert fit["strategy"] == "fine-tune" or fit["layers"] == auto["probe"]["layer"].split("+")
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["auto"]["check"] == auto["check"]

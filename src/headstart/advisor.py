@@ -263,8 +263,9 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
     wanted = int(plan["epochs"])
     epochs = min(wanted, int(remaining * 0.85 // max(epoch_s, 1e-6)))
     evidence.update(fine_tune_epoch_s=round(epoch_s, 2), epochs_advised=wanted, epochs_affordable=epochs)
-    if epochs < MIN_FINE_TUNE_EPOCHS:
-        evidence["decision"] = (f"fine-tuning advised but {MIN_FINE_TUNE_EPOCHS} epochs of about {epoch_s:.0f} s do "
+    least = min(MIN_FINE_TUNE_EPOCHS, wanted)  # fewer only when the user asked for fewer
+    if epochs < least:
+        evidence["decision"] = (f"fine-tuning advised but {least} epochs of about {epoch_s:.0f} s do "
                                 f"not fit the {remaining:.0f} s left: linear classifier on {probe_layer} instead")
         return "feature-extractor", {"layer": probe_layer}, evidence
     evidence["decision"] = (f"fine-tune for {epochs} of {wanted} advised epochs (about {epoch_s:.0f} s each) within "
