@@ -27,7 +27,9 @@ from tests.conftest import SHARED, needs_shared
 
 def test_candidates_and_image_size():
     lite0 = create_backbone()
-    assert candidate_layers(lite0) == ["penultimate", "blocks.6", "blocks.5", "blocks.4", "blocks.5+penultimate"]
+    assert candidate_layers(lite0) == ["penultimate", "blocks.6", "blocks.5", "blocks.4", "blocks.3",
+                                       "blocks.5+penultimate", "blocks.4+blocks.5+penultimate",
+                                       "blocks.3+blocks.4+blocks.5+blocks.6+penultimate"]
     assert suggested_image_size(lite0, 28) == 96 and suggested_image_size(lite0, 256) is None
     assert suggested_image_size(lite0, 48) == 160
 
@@ -81,7 +83,7 @@ def test_auto_fits_fine_tuning_epochs_into_the_budget_or_falls_back_to_the_probe
 
     monkeypatch.setattr(headstart.advisor, "fine_tune_seconds_per_epoch", lambda *args: 100.0)
     advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"penultimate": 0.9, "blocks.5": 0.95},
-                    strategy="fine-tune", layer="penultimate",
+                    strategy="fine-tune", layer="blocks.5",
                     options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
     chosen, options, evidence = plan_auto(advice, "test_efficientnet", "none",
                                           read_class_folders(colors_data / "train"), budget=budget,

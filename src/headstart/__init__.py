@@ -13,12 +13,13 @@ from .errors import ArtifactError, DataError, HeadstartError, ModelError
 _LAZY = {
     "TransferClassifier": "headstart.classifier",
     "load": "headstart.artifact",
+    "advise": "headstart.advisor",
     "create_backbone": "headstart.backbones",
     "DEFAULT_MODEL": "headstart.defaults",
 }
 
 __all__ = ["DEFAULT_MODEL", "ArtifactError", "DataError", "HeadstartError", "ModelError", "TransferClassifier",
-           "create_backbone", "load"]
+           "advise", "create_backbone", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,15 +1,17 @@
 """The advisor: how large the dataset is, how similar to ImageNet, which layer transfers best, and what to do.
 
-Size: median images per class against LARGE_PER_CLASS. Similarity: how confidently the pretrained ImageNet classifier
-recognises the images (mean top-1 softmax probability over a subsample), relative to the same figure on
-ImageNet's own images (REFERENCE_CONFIDENCE, measured on ../shared/data/imagenet_samples). Transferability: 3-fold
-cross-validated accuracy of a linear classifier on each candidate layer's codes, on a subsample of the training split.
+One pass: every candidate layer's codes come out of the same forward pass (and land in the cache, where the final fit
+finds them). Size: median images per class against LARGE_PER_CLASS. Similarity: how confidently the pretrained ImageNet
+classifier recognises the images (mean top-1 softmax probability), relative to the same figure on ImageNet's own
+images (REFERENCE_CONFIDENCE, measured on ../shared/data/imagenet_samples). Transferability: per candidate layer, the
+cross-validated C search that the final fit uses (:func:`headstart.linear.search_C`), on all training images unless a
+full pass would not fit the budget.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 from .backbones import PENULTIMATE, Backbone
 from .data import ImageSet, stratified_split
 from .features import FeatureExtractor
+from .linear import Search, search_C
 
 #: Median images per class from which a dataset counts as large: with that many, fine-tuning the whole network
 #: beat every frozen-code classifier in our measurements (pneumoniamnist ~2400 per class, cifar10 4000); with
@@ -35,8 +38,27 @@ SIMILAR_RATIO = 0.5
 #: MIN_FINE_TUNE_EPOCHS (auto falls back to a linear probe when those do not fit its budget).
 FINE_TUNE_STEPS = 1300
 MIN_FINE_TUNE_EPOCHS = 3
-PROBE_SAMPLE = 1500  # training images used to score layers
-SIMILARITY_SAMPLE = 500
+#: When fine-tuning is likely (large data), the layers are first measured on this many training images; the rest
+#: are measured too only if their pass is predicted to take at most FULL_PASS_SHARE of the budget.
+PROBE_SAMPLE = 2000
+FULL_PASS_SHARE = 0.25
+#: Candidates whose out-of-fold log loss is within this many paired standard errors of the lowest are tied.
+TIE_SE = 1.0
+
+
+@dataclass
+class Measured:
+    """Codes of every candidate layer part for the measured training images, from one pass."""
+
+    parts: dict[str, np.ndarray]
+    images: ImageSet  # the measured images that could be used, labels aligned with the codes
+    skipped: list[tuple[str, str]]
+    computed: int  # images run through the network (the rest came from the cache)
+    complete: bool  # every training image was measured
+    seconds: float
+
+    def codes(self, layer: str) -> np.ndarray:
+        return np.concatenate([self.parts[p] for p in layer.split("+")], 1)
 
 
 @dataclass
@@ -45,13 +67,16 @@ class Advice:
 
     size: dict[str, Any]
     similarity: dict[str, Any]
-    layers: dict[str, float]
+    layers: dict[str, float]  # cross-validated accuracy per candidate layer
     strategy: str
     layer: str
     options: dict[str, Any]
     reason: str
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    choice: dict[str, Any] = field(default_factory=dict)  # per-candidate evidence and the rule that chose
+    measured: Measured | None = field(default=None, repr=False)  # kept for the fit; not serialised
+    searches: dict[str, Search] = field(default_factory=dict, repr=False)
 
     @property
     def cell(self) -> tuple[str, str]:
@@ -60,17 +85,23 @@ class Advice:
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "similarity": self.similarity, "layer_scores": self.layers,
-                "cell": list(self.cell), "strategy": self.strategy, "layer": self.layer, "options": self.options,
-                "reason": self.reason, "seconds": round(self.seconds, 2), "notes": self.notes}
+                "layer_choice": self.choice, "cell": list(self.cell), "strategy": self.strategy, "layer": self.layer,
+                "options": self.options, "reason": self.reason, "seconds": round(self.seconds, 2),
+                "notes": self.notes}
 
 
 def candidate_layers(backbone: Backbone) -> list[str]:
-    """The penultimate layer, the three blocks before it, and the second-last block joined with the penultimate."""
+    """The penultimate layer, the four blocks before it, and three joins of the last blocks with the penultimate
+    (for Lite0: blocks.5+penultimate, blocks.4+blocks.5+penultimate, blocks.3+...+blocks.6+penultimate)."""
     blocks = backbone.layers()[:-1]
-    candidates = [PENULTIMATE, *reversed(blocks[-3:])]
-    if len(blocks) >= 2:
-        candidates.append(f"{blocks[-2]}+{PENULTIMATE}")
-    return candidates
+    last = blocks[-4:]
+    candidates = [PENULTIMATE, *reversed(last)]
+    for n in (1, 2):
+        if len(blocks) > n:
+            candidates.append("+".join([*blocks[-1 - n:-1], PENULTIMATE]))
+    if len(last) == 4:
+        candidates.append("+".join([*last, PENULTIMATE]))
+    return list(dict.fromkeys(candidates))
 
 
 def measure_size(images: ImageSet, sample: int = 64) -> dict[str, Any]:
@@ -100,6 +131,43 @@ def _subsample(images: ImageSet, n: int, seed: int = 0) -> ImageSet:
     return images.subset(keep)
 
 
+def say(message: str, progress: bool) -> None:
+    """A progress line on stderr (a phase of deciding), so that a slow machine never looks hung."""
+    if progress:
+        print(f"auto: {message}", file=sys.stderr, flush=True)
+
+
+def measure_codes(extractor: FeatureExtractor, train: ImageSet, large: bool, budget: float | None, seed: int = 0,
+                  progress: bool = False) -> Measured:
+    """One pass over the training images for every layer of ``extractor``: all of them, or (large data) a stratified
+    PROBE_SAMPLE when the full pass is predicted to take more than FULL_PASS_SHARE of ``budget``."""
+    started = time.perf_counter()
+    first = _subsample(train, PROBE_SAMPLE, seed) if large else train
+    say(f"measuring {len(first)} training images (one pass: {len(extractor.layers)} layers and the ImageNet "
+        "classifier)", progress)
+    result = extractor.transform(first.paths)
+    measured, skipped, computed = [(first, result)], list(result.skipped), result.extracted
+    if len(first) < len(train):
+        seconds = time.perf_counter() - started
+        chosen = set(map(str, first.paths))
+        rest = train.subset(np.array([i for i, p in enumerate(train.paths) if str(p) not in chosen], np.int64))
+        predicted = seconds * len(rest) / max(1, result.extracted) if result.extracted else 0.0
+        if budget is None or predicted <= FULL_PASS_SHARE * budget:
+            say(f"measuring the other {len(rest)} training images", progress)
+            more = extractor.transform(rest.paths)
+            measured.append((rest, more))
+            skipped += more.skipped
+            computed += more.extracted
+    offsets = np.cumsum([0, *measured[0][1].widths])
+    parts = {layer: np.concatenate([r.codes[:, offsets[i]:offsets[i + 1]] for _, r in measured if len(r.kept)])
+             for i, layer in enumerate(extractor.layers)}
+    paths = [s.paths[i] for s, r in measured for i in r.kept]
+    labels = np.concatenate([s.labels[r.kept] for s, r in measured])
+    images = ImageSet(paths, labels, train.class_names, train.root)
+    return Measured(parts, images, skipped, computed, sum(len(s) for s, _ in measured) == len(train),
+                    time.perf_counter() - started)
+
+
 def measure_similarity(backbone: Backbone, codes: np.ndarray) -> dict[str, Any]:
     """Mean top-1 probability of the pretrained ImageNet classifier on penultimate ``codes``, vs ImageNet's own."""
     head = backbone.pretrained_head
@@ -113,27 +181,95 @@ def measure_similarity(backbone: Backbone, codes: np.ndarray) -> dict[str, Any]:
     confidence = float(proba.max(1).mean())
     ratio = confidence / REFERENCE_CONFIDENCE
     return {"method": "mean top-1 probability of the pretrained ImageNet classifier, relative to ImageNet images",
-            "confidence": round(confidence, 4), "reference_confidence": REFERENCE_CONFIDENCE,
+            "images": len(codes), "confidence": round(confidence, 4), "reference_confidence": REFERENCE_CONFIDENCE,
             "ratio": round(ratio, 4), "threshold": SIMILAR_RATIO, "similar": ratio >= SIMILAR_RATIO}
 
 
-def layer_scores(codes: dict[str, np.ndarray], labels: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """3-fold cross-validated accuracy of a standardised softmax regression per layer (best of three C values)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progress: bool = False
+                 ) -> dict[str, Search]:
+    """The final fit's C search (same folds, grid and criterion) on each candidate's codes.
 
-    folds = StratifiedKFold(min(3, int(np.bincount(labels).min())), shuffle=True, random_state=seed)
-    scores = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for layer, x in codes.items():
-            scores[layer] = round(max(
-                float(cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000)),
-                                      x, labels, cv=folds).mean())
-                for c in (0.01, 0.1, 1.0)), 4)
-    return scores
+    Layers are compared with softmax regression, whose out-of-fold log loss is smooth and calibrated; a linear SVM
+    searches its own C afterwards on the chosen layer.
+    """
+    from tqdm.auto import tqdm
+
+    n_classes = len(measured.images.class_names)
+    searches = {}
+    for layer in tqdm(candidates, desc="scoring layers", unit="layer", disable=not progress, leave=False):
+        search = search_C(measured.codes(layer), measured.images.labels, n_classes, "logistic", seed)
+        if search is not None:
+            searches[layer] = search
+    return searches
+
+
+def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[str], measured: Measured,
+                 seed: int) -> Path | None:
+    """Where the layer scores of exactly these codes are cached (they depend on nothing else)."""
+    import hashlib
+
+    from .cache import file_identity, key_of
+
+    if cache_dir is None:
+        return None
+    files = hashlib.sha256("\n".join(str(file_identity(p)) for p in measured.images.paths).encode()).hexdigest()
+    key = key_of({"weights": backbone.digest, "preprocess": backbone.preprocess.to_dict(), "candidates": candidates,
+                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 1})
+    return cache_dir / "scores" / f"{backbone.name}-{key}.json"
+
+
+def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone, cache_dir: Path | None,
+                  seed: int = 0, progress: bool = False) -> tuple[dict[str, Search], str, dict[str, Any]]:
+    """(searches, chosen layer, evidence): from the cache when these codes were scored before, else computed."""
+    import json
+
+    from .cache import write_atomic
+
+    path = _scores_file(cache_dir, backbone, candidates, measured, seed)
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            searches = {layer: Search(**{**fields, "sample_losses": np.zeros(0)})
+                        for layer, fields in saved["searches"].items()}
+            say("layer scores of these codes found in the cache", progress)
+            return searches, saved["choice"]["chosen"], saved["choice"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # damaged: scored again and rewritten
+    say(f"scoring {len(candidates)} candidate layers (5-fold cross-validated C search on "
+        f"{len(measured.images)} images)", progress)
+    searches = score_layers(measured, candidates, seed, progress)
+    if not searches:
+        return searches, PENULTIMATE, {"rule": "no cross-validation possible: a class has a single image"}
+    layer, choice = choose_layer(searches)
+    if path is not None:
+        stored = {name: {k: v for k, v in vars(search).items() if k != "sample_losses"}
+                  for name, search in searches.items()}
+        write_atomic(path, json.dumps({"searches": stored, "choice": choice}).encode())
+    return searches, layer, choice
+
+
+def choose_layer(searches: dict[str, Search]) -> tuple[str, dict[str, Any]]:
+    """The candidate with the lowest out-of-fold log loss; among those within TIE_SE paired standard errors of it,
+    the one joining the most layers (then the most columns): measured on the shared datasets, the widest join was
+    never worse on validation images than the single lowest-loss candidate (bench/auto.py)."""
+    lowest = min(searches, key=lambda layer: searches[layer].cv_log_loss)
+    evidence: dict[str, Any] = {"rule": "lowest 5-fold out-of-fold log loss; candidates within one paired standard "
+                                        "error of it are tied, and the tie goes to the join of the most layers",
+                                "lowest_log_loss": lowest, "candidates": {}}
+    tied = []
+    for layer, search in searches.items():
+        diff = search.sample_losses - searches[lowest].sample_losses
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        is_tied = layer == lowest or diff.mean() <= TIE_SE * se
+        evidence["candidates"][layer] = {"cv_log_loss": round(search.cv_log_loss, 5),
+                                         "cv_accuracy": round(search.cv_accuracy, 5), "C": search.C,
+                                         "log_loss_above_lowest": round(float(diff.mean()), 5),
+                                         "standard_error": round(se, 5), "tied": bool(is_tied)}
+        if is_tied:
+            tied.append(layer)
+    chosen = max(tied, key=lambda layer: (layer.count("+"), -searches[layer].cv_log_loss))
+    evidence["chosen"] = chosen
+    return chosen, evidence
 
 
 def suggested_image_size(backbone: Backbone, short_side: int | None) -> int | None:
@@ -142,7 +278,7 @@ def suggested_image_size(backbone: Backbone, short_side: int | None) -> int | No
     On pneumoniamnist (28 px) fine-tuning everything at 96 px reached 0.952-0.970 validation accuracy (7-10 epochs),
     at 64 px 0.9485 (8 epochs).
     """
-    full = backbone.preprocess.input_size[0]
+    full = backbone.model.pretrained_cfg.get("input_size", (3, *backbone.preprocess.input_size))[1]  # not a user's
     if not short_side or 3 * short_side >= full:
         return None
     return max(96, int(np.ceil(3 * short_side / 32) * 32))
@@ -156,26 +292,34 @@ def fine_tune_options(n_train: int, similar: bool, image_size: int | None, batch
             "image_size": image_size}
 
 
-def advise(backbone: Backbone, train: ImageSet, cache_dir: str | Path | None = None, seed: int = 0) -> Advice:
-    """Measure ``train`` against ``backbone`` and recommend a strategy, a layer and hyper-parameters."""
+def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: str | Path | None | bool = None,
+           seed: int = 0, classifier: str = "logistic", budget: float | None = None, progress: bool = False,
+           engine: str = "auto", batch_size: int | None = None, weights: str | None = None) -> Advice:
+    """Measure ``train`` (a folder of class folders or an ImageSet) against ``backbone`` (a model name or a built
+    Backbone) in one pass, and recommend a strategy, a layer and hyper-parameters."""
+    from .backbones import create_backbone
+    from .data import read_class_folders
+
     started = time.perf_counter()
+    backbone = create_backbone(backbone, weights) if isinstance(backbone, str) else backbone
+    train = train if isinstance(train, ImageSet) else read_class_folders(train)
     size = measure_size(train)
-    sample = _subsample(train, PROBE_SAMPLE, seed)
     candidates = candidate_layers(backbone)
     parts = sorted({p for c in candidates for p in c.split("+")})
-    extracted = FeatureExtractor(backbone, parts, cache_dir).transform(sample.paths)
-    offsets = np.cumsum([0, *extracted.widths])
-    by_layer = {p: extracted.codes[:, offsets[i]:offsets[i + 1]] for i, p in enumerate(parts)}
-    codes = {c: np.concatenate([by_layer[p] for p in c.split("+")], 1) for c in candidates}
-    labels = sample.labels[extracted.kept]
-    similarity = measure_similarity(backbone, by_layer[PENULTIMATE][:SIMILARITY_SAMPLE])
-    scores = layer_scores(codes, labels, seed)
-    best_layer = max(scores, key=scores.get)
+    extractor = FeatureExtractor(backbone, parts, cache_dir, engine, batch_size, progress=progress)
+    measured = measure_codes(extractor, train, size["large"], budget, seed, progress)
+    notes = [] if measured.complete else [
+        f"layers measured on a stratified {len(measured.images)} of {len(train)} training images: a full pass was "
+        f"predicted to take more than {FULL_PASS_SHARE:.0%} of the {budget:.0f} s budget"]
+    similarity = measure_similarity(backbone, measured.parts[PENULTIMATE])
+    searches, layer, choice = scored_layers(measured, candidates, backbone, extractor.cache_dir, seed, progress)
+    if not searches:
+        notes.append("a class has a single usable training image: layers could not be compared, penultimate used")
+    scores = {c: round(s.cv_accuracy, 4) for c, s in searches.items()}
     large, similar = size["large"], similarity["similar"]
     image_size = suggested_image_size(backbone, size["median_short_side"])
-    options: dict[str, Any] = {}
     if large:
-        strategy, layer = "fine-tune", PENULTIMATE
+        strategy = "fine-tune"
         options = fine_tune_options(size["images"], similar, image_size)
         reason = (f"{size['median_per_class']:.0f} images per class is enough to adapt every layer, "
                   + ("and the images resemble ImageNet, so the pretrained weights move little (lr x0.1)."
@@ -183,21 +327,14 @@ def advise(backbone: Backbone, train: ImageSet, cache_dir: str | Path | None = N
                                      "further (backbone lr x0.3); with far more data, try --strategy scratch."))
     else:
         strategy = "feature-extractor"
-        if similar and scores[PENULTIMATE] >= scores[best_layer] - 0.005:
-            layer = PENULTIMATE
-        elif similar:
-            layer = best_layer
-        else:
-            layer = max((c for c in scores if c != PENULTIMATE), key=scores.get)
-            if scores[PENULTIMATE] > scores[layer]:
-                layer = PENULTIMATE
-        options = {"classifier": "logistic", "layer": layer}
+        options = {"classifier": classifier, "layer": layer}
+        score = f" ({layer}: {scores[layer]:.3f} cross-validated accuracy on training images)" if scores else ""
         reason = (f"with {size['median_per_class']:.0f} images per class, a linear classifier on frozen codes "
-                  "avoids overfitting; " + ("the images resemble ImageNet, so the last layer's codes fit best"
-                                            if similar else "the images differ from ImageNet, so more generic "
-                                                            "earlier-layer codes")
-                  + f" ({layer}: {scores[layer]:.3f} cross-validated accuracy on training images).")
-    advice = Advice(size, similarity, scores, strategy, layer, options, reason)
+                  "avoids overfitting; " + ("the images resemble ImageNet" if similar else
+                                            "the images differ from ImageNet")
+                  + f", and {layer} transferred best{score}.")
+    advice = Advice(size, similarity, scores, strategy, layer, options, reason, notes=notes, choice=choice,
+                    measured=measured, searches=searches)
     advice.seconds = time.perf_counter() - started
     return advice
 
@@ -219,8 +356,9 @@ def format_advice(advice: Advice, model: str) -> str:
                      f" (similar from {sim['threshold']})")
     else:
         lines.append(f"similarity: {sim['method']}")
-    lines.append("layers (3-fold CV accuracy on training images): "
-                 + ", ".join(f"{k} {v:.3f}" for k, v in advice.layers.items()))
+    lines.append("layers (5-fold cross-validated accuracy on training images; * chosen): "
+                 + ", ".join(f"{k}{'*' if k == advice.layer else ''} {v:.3f}" for k, v in advice.layers.items()))
+    lines += [f"note: {note}" for note in advice.notes]
     lines += ["", f"{'':<8}{'similar to ImageNet':<34}{'different from ImageNet':<34}",
               f"{'small':<8}{mark[('small', 'similar')]:<34}{mark[('small', 'different')]:<34}",
               f"{'large':<8}{mark[('large', 'similar')]:<34}{mark[('large', 'different')]:<34}", ""]
@@ -246,17 +384,17 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
     """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter);
     ``given``: fine-tuning options the user set, which replace the advised ones.
 
-    Linear probes were already compared by cross-validation on training images (the advisor's layer scores).
+    Linear probes were already compared by cross-validation on training images (the advisor's layer choice).
     Fine-tuning, when advised, is timed on a trial and planned for as many of the advised epochs as fit the budget,
-    at least MIN_FINE_TUNE_EPOCHS, else the best-scoring probe is used; after training, :func:`keep_fine_tuned`
+    at least MIN_FINE_TUNE_EPOCHS, else the chosen probe is used; after training, :func:`keep_fine_tuned`
     checks it against that probe on held-out training images.
     """
     evidence: dict[str, Any] = {"advice": advice.to_dict(), "budget_s": budget}
-    probe_layer = max(advice.layers, key=advice.layers.get)
+    probe_layer = advice.layer
     if advice.strategy != "fine-tune":
-        evidence["decision"] = f"linear classifier on {advice.layer} (advisor; CV-scored layers)"
+        evidence["decision"] = f"linear classifier on {advice.layer} (advisor; cross-validated layers)"
         return "feature-extractor", {"layer": advice.layer}, evidence
-    evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers[probe_layer]}
+    evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers.get(probe_layer, 0.0)}
     plan = {**advice.options, **{k: v for k, v in (given or {}).items() if k in advice.options}}
     epoch_s = fine_tune_seconds_per_epoch(backbone_name, weights, train, plan.get("image_size"), plan["unfreeze"])
     remaining = budget - (time.perf_counter() - started)

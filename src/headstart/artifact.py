@@ -68,7 +68,7 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
             "model": backbone.name,
             "weights": backbone.weights,
             "weights_digest": backbone.digest,
-            "strategy": clf.strategy,
+            "strategy": clf.strategy_,
             "layers": clf.layers_,
             "preprocess": backbone.preprocess.to_dict(),
             "class_names": clf.classes_,
@@ -139,6 +139,7 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
                              C=params.get("C"), cache_dir=cache_dir, engine=engine, seed=params.get("seed", 0),
                              progress=progress)
     clf.backbone_, clf.layers_, clf.classes_ = backbone, list(config["layers"]), list(config["class_names"])
+    clf.strategy_ = config["strategy"]
     clf.head_ = LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {}))
     clf.config_, clf.path_ = config, path
     return clf

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from .backbones import DEFAULT_MODEL, PENULTIMATE, create_backbone
 from .data import ImageSet, read_class_folders
-from .defaults import STRATEGIES
+from .defaults import DEFAULT_BUDGET, FIT_STRATEGIES
 from .errors import DataError, HeadstartError
 from .features import Codes, FeatureExtractor
 from .finetune import FineTuneConfig
@@ -41,14 +42,19 @@ class TransferClassifier:
 
     ``strategy="fine-tune"`` / ``"scratch"``: a new head trained with the top blocks (``finetune.unfreeze``) or the
     whole network on Lightning, checkpoints and logs in ``workdir``; the result predicts through the same path.
+
+    ``strategy="auto"``: measure the data in one pass (size, similarity to ImageNet, every candidate layer), then
+    train the linear classifier on the layer that transfers best, or fine-tune when the data is large and that fits
+    ``budget`` seconds (checked against the probe on held-out training images). ``auto_`` holds the evidence; a
+    ``layer`` given with auto means the feature extractor on that layer.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None,
-                 strategy: str = "feature-extractor", layer: str | Sequence[str] = PENULTIMATE,
+                 strategy: str = "feature-extractor", layer: str | Sequence[str] | None = None,
                  classifier: str = "logistic", C: float | None = None, cache_dir: str | Path | None | bool = None,
                  engine: str = "auto", batch_size: int | None = None, seed: int = 0, progress: bool = False,
                  image_size: int | None = None, finetune: FineTuneConfig | None = None,
-                 workdir: str | Path | None = None, resume: bool = False):
+                 workdir: str | Path | None = None, resume: bool = False, budget: float = DEFAULT_BUDGET):
         self.model = model
         self.weights = weights
         self.strategy = strategy
@@ -64,76 +70,108 @@ class TransferClassifier:
         self.finetune = finetune
         self.workdir = workdir
         self.resume = resume
+        self.budget = budget
 
     # -- fitting ---------------------------------------------------------------------------------------------
-    def _check_strategy(self) -> None:
-        if self.strategy == "auto":
-            raise HeadstartError("strategy 'auto' is decided by `headstart fit` (or headstart.advisor.advise); "
-                                 f"give TransferClassifier one of {', '.join(STRATEGIES)}")
-        if self.strategy not in STRATEGIES:
-            raise HeadstartError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+    def _resolved_strategy(self) -> str:
+        if self.strategy not in FIT_STRATEGIES:
+            raise HeadstartError(f"unknown strategy {self.strategy!r}; choose from {', '.join(FIT_STRATEGIES)}")
+        if self.strategy == "auto" and not self.budget > 0:
+            raise HeadstartError(f"budget is in seconds and must be positive, got {self.budget:g}")
+        return "feature-extractor" if self.strategy == "auto" and self.layer is not None else self.strategy
 
     def fit(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet, y: Sequence[Any] | None = None
             ) -> TransferClassifier:
         """Fit on a folder of class folders, an :class:`ImageSet`, or file paths ``X`` with labels ``y``."""
-        self._check_strategy()
+        strategy = self._resolved_strategy()
         images = as_image_set(X, y)
         started = time.perf_counter()
-        weights = "none" if self.strategy == "scratch" else self.weights
-        self.backbone_ = create_backbone(self.model, weights, image_size=self.image_size)
-        if self.strategy != "feature-extractor":
-            return self._fit_network(images, started)
-        self.layers_ = parse_layers(self.layer)
-        self.classes_ = list(images.class_names)
-        extractor = self._extractor()
-        loaded = time.perf_counter()
-        codes = extractor.transform(images.paths)
-        extracted = time.perf_counter()
-        self.head_: LinearHead = fit_linear(codes.codes, images.labels[codes.kept], len(self.classes_),
-                                            self.classifier, self.C, self.seed)
-        finished = time.perf_counter()
-        self.fit_info_ = {
-            "n_train_images": int(len(codes.kept)),
-            "n_skipped": len(codes.skipped),
-            "skipped": [{"path": p, "reason": r} for p, r in codes.skipped],
-            "n_codes_computed": codes.extracted,
-            "codes_dim": int(codes.codes.shape[1]),
-            "classifier": self.head_.info,
-            "seconds": {"load_model": round(loaded - started, 3), "codes": round(extracted - loaded, 3),
-                        "classifier": round(finished - extracted, 3), "total": round(finished - started, 3)},
-        }
+        self.strategy_ = strategy
+        self.backbone_ = create_backbone(self.model, "none" if strategy == "scratch" else self.weights,
+                                         image_size=self.image_size)
+        if strategy == "auto":
+            from .auto import fit_auto
+
+            fit_auto(self, images, started)
+        elif strategy == "feature-extractor":
+            self._fit_codes(images, parse_layers(self.layer or PENULTIMATE), started)
+        else:
+            self._fit_network(images, started, self.finetune or FineTuneConfig())
         return self
 
-    def _fit_network(self, images: ImageSet, started: float) -> TransferClassifier:
+    def _rebuild_backbone(self, image_size: int | None = None) -> None:
+        self.backbone_ = create_backbone(self.model, self.weights, image_size=image_size or self.image_size)
+
+    def _fit_codes(self, images: ImageSet, layers: list[str], started: float, also: list[str] | None = None,
+                   advice: Any = None) -> None:
+        """The feature extractor: codes of ``layers`` (from ``advice``'s pass when it measured every training
+        image, else extracted; ``also``: layers cached alongside), then the linear head."""
+        self.strategy_, self.layers_, self.classes_ = "feature-extractor", layers, list(images.class_names)
+        self._also = also
+        layer = "+".join(layers)
+        measured = advice.measured if advice is not None else None
+        loaded = time.perf_counter()
+        search = None
+        if measured is not None and measured.complete and all(p in measured.parts for p in layers):
+            codes, labels, skipped, computed = measured.codes(layer), measured.images.labels, measured.skipped, 0
+            search = advice.searches.get(layer)  # the C search this layer was scored with: the same as the fit's
+            search = search if search is not None and search.classifier == self.classifier else None
+        else:
+            extracted = self._extractor().transform(images.paths)
+            codes, labels = extracted.codes, images.labels[extracted.kept]
+            skipped, computed = extracted.skipped, extracted.extracted
+        coded = time.perf_counter()
+        self.head_: LinearHead = fit_linear(codes, labels, len(self.classes_), self.classifier, self.C, self.seed,
+                                            search=search)
+        finished = time.perf_counter()
+        self.fit_info_ = {
+            "n_train_images": int(len(labels)),
+            "n_skipped": len(skipped),
+            "skipped": [{"path": p, "reason": r} for p, r in skipped],
+            "n_codes_computed": computed,
+            "codes_dim": int(codes.shape[1]),
+            "classifier": self.head_.info,
+            "seconds": {"load_model": round(loaded - started, 3), "codes": round(coded - loaded, 3),
+                        "classifier": round(finished - coded, 3), "total": round(finished - started, 3)},
+        }
+
+    def _fit_network(self, images: ImageSet, started: float, config: FineTuneConfig,
+                     image_size: int | None = None) -> None:
         """Fine-tune (or train from scratch), then keep the trained head as a linear head on penultimate codes."""
         import tempfile
 
         from .backbones import state_digest
         from .finetune import fine_tune, usable_images
 
-        config = self.finetune or FineTuneConfig()
-        config.strategy, config.seed = self.strategy, self.seed
-        workdir = Path(self.workdir or tempfile.mkdtemp(prefix="headstart-train-"))
+        config = replace(config, strategy="scratch" if self.strategy == "scratch" else "fine-tune", seed=self.seed)
+        if image_size is not None and image_size != self.image_size:
+            self._rebuild_backbone(image_size)
         images, skipped = usable_images(images, self.backbone_.preprocess, config.workers or 2)
-        info = fine_tune(self.backbone_, images, config, workdir, self.progress, self.resume)
+        with tempfile.TemporaryDirectory(prefix="headstart-train-") as scratch:
+            info = fine_tune(self.backbone_, images, config, Path(self.workdir or scratch), self.progress,
+                             self.resume)
         head = self.backbone_.model.get_classifier()
         self.head_ = LinearHead(np.array(head.weight.detach(), order="C"), np.array(head.bias.detach(), order="C"),
                                 {"classifier": "fine-tuned linear layer", **info})
         self.backbone_.model.reset_classifier(0)
         self.backbone_.digest = state_digest(self.backbone_.model)
-        self.layers_, self.classes_ = [PENULTIMATE], list(images.class_names)
+        self.strategy_, self.layers_, self.classes_ = config.strategy, [PENULTIMATE], list(images.class_names)
+        self._also = None
         finished = time.perf_counter()
         self.fit_info_ = {"n_train_images": len(images), "n_skipped": len(skipped),
                           "skipped": [{"path": p, "reason": r} for p, r in skipped], "n_codes_computed": 0,
                           "codes_dim": int(self.head_.weight.shape[1]), "classifier": self.head_.info,
                           "training": info, "seconds": {"train": round(finished - started, 3),
                                                         "total": round(finished - started, 3)}}
-        return self
 
     def _extractor(self) -> FeatureExtractor:
-        if not hasattr(self, "_extractor_cache"):
+        """The extractor for the fitted layers (rebuilt whenever the backbone or the layers change)."""
+        also = getattr(self, "_also", None)
+        key = (self.backbone_.digest, tuple(self.layers_), tuple(also or ()))
+        if getattr(self, "_extractor_key", None) != key:
             self._extractor_cache = FeatureExtractor(self.backbone_, self.layers_, self.cache_dir, self.engine,
-                                                     self.batch_size, progress=self.progress)
+                                                     self.batch_size, progress=self.progress, also=also)
+            self._extractor_key = key
         return self._extractor_cache
 
     # -- predicting ------------------------------------------------------------------------------------------

@@ -53,35 +53,8 @@ def _finetune_config(args: argparse.Namespace):
         class_weight=args.class_weight, patience=args.patience, workers=args.workers,
         num_nodes=args.num_nodes, accelerator=args.accelerator, distributed=args.distributed,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
-        logger=args.logger or [], seed=args.seed, max_seconds=getattr(args, "max_seconds", None),
+        logger=args.logger or [], seed=args.seed,
     )
-
-
-#: Options that `--strategy auto` chooses unless the user gave them (their values here are the CLI defaults).
-AUTO_DEFAULTS = {"layer": "penultimate", "unfreeze": "2", "epochs": 5, "lr": 1e-3, "backbone_lr_mult": 0.1,
-                 "image_size": None}
-
-
-def _choose_strategy(args: argparse.Namespace, train) -> dict:
-    """Run the advisor and the budget check; set the chosen strategy and options on ``args``; return the evidence."""
-    import time
-
-    from .advisor import advise, plan_auto
-    from .backbones import create_backbone
-
-    started = time.perf_counter()
-    advice = advise(create_backbone(args.model, args.weights), train, args.cache_dir, args.seed)
-    given = {k: getattr(args, k) for k, default in AUTO_DEFAULTS.items() if getattr(args, k) != default}
-    strategy, options, evidence = plan_auto(advice, args.model, args.weights, train, args.budget, started, given)
-    args.strategy = strategy
-    args.max_seconds = options.get("max_seconds")
-    for key, value in options.items():  # what the user set explicitly stays
-        if key in AUTO_DEFAULTS and key not in given and value is not None:
-            setattr(args, key, str(value) if key == "unfreeze" else value)
-    evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))
-    if not args.quiet:
-        print(f"auto: {evidence['decision']} ({evidence['seconds']:.0f} s to decide)", file=sys.stderr)
-    return evidence
 
 
 def _classifier(args: argparse.Namespace, workdir: Path | None):
@@ -92,13 +65,12 @@ def _classifier(args: argparse.Namespace, workdir: Path | None):
                               classifier=args.classifier, C=args.C, cache_dir=args.cache_dir, engine=args.engine,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
                               image_size=args.image_size, finetune=_finetune_config(args) if workdir else None,
-                              workdir=workdir, resume=bool(args.resume))
+                              workdir=workdir, resume=bool(args.resume), budget=args.budget)
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
     import shutil
 
-    from .advisor import keep_fine_tuned
     from .data import find_splits
 
     if not args.data and not args.resume:
@@ -117,38 +89,29 @@ def cmd_fit(args: argparse.Namespace) -> None:
     _finetune_config(args).check()
     if not args.budget > 0:
         raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
+    if args.C is not None and not args.C > 0:
+        raise HeadstartError(f"--C must be a positive number (the inverse regularisation strength), got {args.C:g}")
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
     if out.exists() and not args.overwrite:
         raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
     splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
-    if args.strategy == "auto" and args.layer != AUTO_DEFAULTS["layer"]:
-        args.strategy = "feature-extractor"  # a chosen layer only means something for the feature extractor
-    auto = _choose_strategy(args, splits.train) if args.strategy == "auto" else None
-    network = args.strategy in ("fine-tune", "scratch")
+    may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
     workdir = _training_dir(out)
-    if args.resume and (workdir / "auto.json").is_file():
-        auto = json.loads((workdir / "auto.json").read_text())  # the decision that started this run
-    elif network:
+    if may_train and not args.resume:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "run.json").write_text(json.dumps({k: getattr(args, k) for k in RESUMED}, indent=2))
-        if auto:
-            (workdir / "auto.json").write_text(json.dumps(auto, indent=2))
-    clf = _classifier(args, workdir if network else None).fit(splits.train)
+    clf = _classifier(args, workdir if may_train else None).fit(splits.train)
+    network = clf.strategy_ in ("fine-tune", "scratch")
     if network and not clf.fit_info_["training"]["is_global_zero"]:
         return  # other data-parallel processes: rank 0 evaluates and writes
-    if auto and network and not keep_fine_tuned(auto, clf.fit_info_["training"]["best_monitor_acc"]):
-        shutil.rmtree(workdir, ignore_errors=True)
-        args.strategy, args.layer, network = "feature-extractor", auto["probe"]["layer"], False
-        clf = _classifier(args, None).fit(splits.train)
-    if auto and "check" in auto and not args.quiet:
-        print(f"auto: {auto['decision']}", file=sys.stderr)
+    auto = getattr(clf, "auto_", None)
     val = clf.evaluate(splits.val) if splits.val is not None else None
     train_counts = splits.train.counts()
     data = {"path": str(Path(args.data).resolve()), "split": splits.how, "class_names": clf.classes_,
             "train_counts": train_counts, "val_counts": splits.val.counts() if splits.val else None,
             "imbalance_ratio": round(max(train_counts.values()) / max(1, min(train_counts.values())), 2)}
     result = {"out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights,
-              "strategy": clf.strategy, "layers": clf.layers_, "classifier": clf.classifier,
+              "strategy": clf.strategy_, "layers": clf.layers_, "classifier": clf.classifier,
               "C": clf.head_.info.get("C"), "data": data, "validation": val,
               **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
     files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network else None
@@ -156,7 +119,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         result["auto"] = auto
     clf.save(out, overwrite=args.overwrite, extra={"data": data, "validation": val, "fit": clf.fit_info_,
                                                    "auto": auto}, files=files)
-    if network:
+    if may_train:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.report and splits.val is not None:
         from .report import write_report
@@ -178,7 +141,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
                      "watch balanced accuracy, consider --class-weight balanced")
     if network:
         t = result["training"]
-        lines.append(f"training: {clf.strategy}, unfreeze {args.unfreeze}, {t['epochs_run']} epochs, best "
+        lines.append(f"training: {clf.strategy_}, unfreeze {t['config']['unfreeze']}, {t['epochs_run']} epochs, best "
                      f"early-stopping accuracy {t['best_monitor_acc']:.4f} on {t['monitor_images']} held-out "
                      "training images")
     else:
@@ -187,11 +150,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if val:
         lines.append(f"validation: accuracy {val['accuracy']:.4f}, balanced accuracy {val['balanced_accuracy']:.4f}")
     s = result["seconds"]
+    deciding = f"deciding {s['decide']:.1f} s, " if "decide" in s else ""
     if network:
-        lines.append(f"time: {s['total']:.1f} s")
+        lines.append(f"time: {s['total']:.1f} s ({deciding}training {s['total'] - s.get('decide', 0):.1f} s)")
     else:
-        lines.append(f"time: {s['total']:.1f} s (codes {s['codes']:.1f} s, {result['n_codes_computed']} computed; "
-                     f"classifier {s['classifier']:.1f} s)")
+        lines.append(f"time: {s['total']:.1f} s ({deciding}codes {s['codes']:.1f} s, {result['n_codes_computed']} "
+                     f"computed; classifier {s['classifier']:.1f} s)")
     lines += _skipped_lines(result["skipped"] + (val["skipped"] if val else []))
     lines.append(f"saved: {out}" + (f" (report: {result['report']})" if result.get("report") else ""))
     print("\n".join(lines))
@@ -264,8 +228,8 @@ def cmd_advise(args: argparse.Namespace) -> None:
                 raise
             results.append({"model": name, "error": str(exc)})
             continue
-        advice = advise(backbone, train, args.cache_dir, args.seed)
-        results.append({"model": name, **advice.to_dict(), "best_layer_score": max(advice.layers.values())})
+        advice = advise(backbone, train, args.cache_dir, args.seed, progress=not args.quiet and not args.json)
+        results.append({"model": name, **advice.to_dict(), "best_layer_score": advice.layers.get(advice.layer, 0.0)})
         texts.append(format_advice(advice, name))
     ranked = sorted((r for r in results if "error" not in r), key=lambda r: -r["best_layer_score"])
     if args.json:
@@ -275,8 +239,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
     if len(models) > 1:
         print("\nranking by best cross-validated linear accuracy on training images (no full training):")
         for i, r in enumerate(ranked, 1):
-            best = max(r["layer_scores"], key=r["layer_scores"].get)
-            print(f"  {i}. {r['model']:<32}{r['best_layer_score']:.4f} ({best})")
+            print(f"  {i}. {r['model']:<32}{r['best_layer_score']:.4f} ({r['layer']})")
         for r in results:
             if "error" in r:
                 print(f"  -  {r['model']}: {r['error']}")
@@ -423,19 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "frozen CNN codes; fine-tune: train a new head with the top blocks; scratch: random init")
     fit.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
                      help=f"with --strategy auto: seconds for checking and training (default {DEFAULT_BUDGET:g})")
-    fit.add_argument("--layer", default=AUTO_DEFAULTS["layer"], help="layer for CNN codes; join several with + "
-                                                            "(names: `headstart summary --model M`)")
+    fit.add_argument("--layer", help="layer for CNN codes (default penultimate; with auto, chosen); join several "
+                                     "with + (names: `headstart summary --model M`)")
     fit.add_argument("--classifier", default="logistic", choices=CLASSIFIERS)
     fit.add_argument("--C", type=float, help="regularisation (default: chosen by cross-validation on train)")
     fit.add_argument("--batch-size", type=int)
     fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
     tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
-    tune.add_argument("--unfreeze", default=AUTO_DEFAULTS["unfreeze"],
+    tune.add_argument("--unfreeze", default="2",
                       help="top blocks trained with the head: a number or 'all' (default 2)")
-    tune.add_argument("--epochs", type=int, default=AUTO_DEFAULTS["epochs"])
+    tune.add_argument("--epochs", type=int, default=5)
     tune.add_argument("--probe-epochs", type=int, default=1, help="epochs training only the new head first")
-    tune.add_argument("--lr", type=float, default=AUTO_DEFAULTS["lr"], help="learning rate of the new head (AdamW)")
-    tune.add_argument("--backbone-lr-mult", type=float, default=AUTO_DEFAULTS["backbone_lr_mult"],
+    tune.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head (AdamW)")
+    tune.add_argument("--backbone-lr-mult", type=float, default=0.1,
                       help="pretrained layers learn at lr x this")
     tune.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
     tune.add_argument("--class-weight", choices=("balanced",), help="weight the loss against class imbalance")

@@ -47,7 +47,7 @@ def export(clf, out: str | os.PathLike, fmt: str = "onnx") -> Path:
         "model": clf.backbone_.name,
         "weights": clf.backbone_.weights,
         "layers": json.dumps(clf.layers_),
-        "strategy": clf.strategy,
+        "strategy": clf.strategy_,
         "input": "uint8 NHWC RGB images, resized and cropped per 'preprocess'; normalisation is in the graph",
     }
     with warnings.catch_warnings(), torch.no_grad():

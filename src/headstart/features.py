@@ -140,15 +140,20 @@ class FeatureExtractor:
 
     ``engine``: "onnx" (ONNX Runtime, the CPU default), "torch" (the default with CUDA), or "auto".
     ``cache_dir``: None for the default location, False to disable caching.
+    ``also``: more layers computed and cached whenever the network runs, so that one pass over the images serves
+    several layer choices (auto's candidates); ``transform`` returns ``layers`` only.
     """
 
     def __init__(self, backbone: Backbone, layers: list[str], cache_dir: str | Path | None | bool = None,
                  engine: str = "auto", batch_size: int | None = None, workers: int | None = None,
-                 progress: bool = False):
+                 progress: bool = False, also: list[str] | None = None):
         if engine not in ENGINES:
             raise ModelError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
         self.backbone = backbone
         self.layers = list(layers)
+        # what one forward pass yields: one canonical order, so every extractor of the same set shares one export
+        self.computed = sorted(set(self.layers) | set(also)) if also else self.layers
+        self._wanted = [self.computed.index(layer) for layer in self.layers]
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
         self.engine = ("torch" if torch.cuda.is_available() else "onnx") if engine == "auto" else engine
         cuda = self.engine == "torch" and torch.cuda.is_available()
@@ -161,7 +166,7 @@ class FeatureExtractor:
         if self.cache_dir is None:
             return None
         stores = []
-        for layer in self.layers:
+        for layer in self.computed:
             fields = {"model": self.backbone.name, "weights": self.backbone.digest, "layer": layer,
                       "preprocess": self.backbone.preprocess.to_dict(), "v": 1}
             stores.append(CodeStore(self.cache_dir / "codes" / f"{self.backbone.name}-{key_of(fields)}",
@@ -176,23 +181,26 @@ class FeatureExtractor:
                     import tempfile
 
                     self._tmp = tempfile.TemporaryDirectory(prefix="headstart-onnx-")
-                    self._runner = OnnxRunner(self.backbone, self.layers, Path(self._tmp.name))
+                    self._runner = OnnxRunner(self.backbone, self.computed, Path(self._tmp.name))
                 else:
-                    self._runner = OnnxRunner(self.backbone, self.layers, self.cache_dir)
+                    self._runner = OnnxRunner(self.backbone, self.computed, self.cache_dir)
             else:
-                self._runner = TorchRunner(self.backbone, self.layers, "cuda" if torch.cuda.is_available() else "cpu")
+                self._runner = TorchRunner(self.backbone, self.computed,
+                                           "cuda" if torch.cuda.is_available() else "cpu")
         return self._runner
 
     def transform(self, paths: list[Path]) -> Codes:
         """Codes (the tapped layers concatenated) for every usable file in ``paths``, in order."""
         ids = [file_identity(Path(p)) for p in paths]
         stores = self._stores()
-        per_layer: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
+        per_layer: list[dict[str, np.ndarray]] = [{} for _ in self.computed]
         if stores:
             present = [i for i in ids if i is not None]
-            per_layer = [store.lookup(present) for store in stores]
+            for j in self._wanted:  # the extra layers are written when the network runs, never read here
+                per_layer[j] = stores[j].lookup(present)
+        wanted = [per_layer[j] for j in self._wanted]
         todo = [i for i, ident in enumerate(ids)
-                if ident is not None and not all(ident in found for found in per_layer)]
+                if ident is not None and not all(ident in found for found in wanted)]
         skipped = [(str(paths[i]), "file not found") for i, ident in enumerate(ids) if ident is None]
         bad: set[int] = set()
         if todo:
@@ -201,7 +209,7 @@ class FeatureExtractor:
         kept = [i for i, ident in enumerate(ids) if ident is not None and i not in bad]
         if not kept:
             return Codes(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped, len(todo))
-        blocks = [np.stack([found[ids[i]] for i in kept]) for found in per_layer]
+        blocks = [np.stack([found[ids[i]] for i in kept]) for found in wanted]
         return Codes(np.concatenate(blocks, axis=1).astype(np.float32, copy=False), np.asarray(kept, np.int64),
                      skipped, len(todo), [b.shape[1] for b in blocks])
 
@@ -212,7 +220,7 @@ class FeatureExtractor:
 
         runner = self.runner()
         pending_ids: list[str] = []
-        pending: list[list[np.ndarray]] = [[] for _ in self.layers]
+        pending: list[list[np.ndarray]] = [[] for _ in self.computed]
 
         def flush() -> None:
             if stores and pending_ids:

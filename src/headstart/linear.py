@@ -1,8 +1,15 @@
-"""Linear classifiers on CNN codes: standardised features, regularisation chosen by cross-validation."""
+"""Linear classifiers on CNN codes: standardised features, regularisation chosen by cross-validation.
+
+Softmax regression (scikit-learn's ``LogisticRegression`` objective) and a linear SVM (``LinearSVC``'s squared
+hinge, one-vs-rest) are solved by one batched L-BFGS in torch: every (fold, C) pair of the cross-validation is an
+independent problem in the same call, in the codes' principal-axis basis, preconditioned by the data's variance along
+each axis. On dtd10 (800 x 1280 codes, 10 classes) that searches 9 C values x 5 folds in about 0.6 s where
+``LogisticRegressionCV`` took 8.5 s for 6 values, with the same C and validation accuracy (``bench/auto.py``).
+C means what it means in scikit-learn: ``C * sum(loss) + ||w||^2 / 2``, the intercept unpenalised.
+"""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +18,16 @@ import numpy as np
 from .defaults import CLASSIFIERS
 from .errors import DataError
 
-C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 6))
+#: Candidate C values, half a decade apart, bracketing the optima measured on the shared datasets; a search whose
+#: best C lies at an edge extends the grid on that side (at most EXTEND_STEPS more values, then stops).
+C_GRIDS = {"logistic": tuple(float(c) for c in np.logspace(-3.5, 0.5, 9)),
+           "svm": tuple(float(c) for c in np.logspace(-5, -1, 9))}
+EXTEND_STEPS = 6
+MAX_FOLDS = 5
+#: The C search runs on at most this many codes (a stratified sample); the final fit always uses all of them.
+SEARCH_MAX_ROWS = 8000
+ITERATIONS = 50  # L-BFGS iterations for the search; measured: 100 change neither the chosen C nor the accuracy
+FINAL_ITERATIONS = 300
 
 
 @dataclass
@@ -32,89 +48,247 @@ class LinearHead:
         return p / p.sum(1, keepdims=True)
 
 
-def _folds(labels: np.ndarray, seed: int, max_folds: int = 5):
-    from sklearn.model_selection import StratifiedKFold
+@dataclass
+class Search:
+    """The cross-validated C search: scores per C, the chosen C, and out-of-fold results at that C."""
 
-    smallest = int(np.bincount(labels).min())
-    n_folds = min(max_folds if len(labels) <= 20_000 else 3, smallest)
-    return StratifiedKFold(n_folds, shuffle=True, random_state=seed) if n_folds >= 2 else None
+    classifier: str
+    grid: list[float]
+    log_loss: list[float]  # out-of-fold, per C (SVM decision values calibrated by a temperature first)
+    accuracy: list[float]
+    best: int
+    folds: int
+    rows: int  # codes the search ran on
+    sample_losses: np.ndarray  # out-of-fold log loss of each searched image at the chosen C
+    temperature: float = 1.0
+
+    @property
+    def C(self) -> float:
+        return self.grid[self.best]
+
+    @property
+    def cv_log_loss(self) -> float:
+        return self.log_loss[self.best]
+
+    @property
+    def cv_accuracy(self) -> float:
+        return self.accuracy[self.best]
+
+    def info(self) -> dict[str, Any]:
+        at_edge = self.best in (0, len(self.grid) - 1)
+        return {"cv_folds": self.folds, "cv_metric": "log_loss", "cv_rows": self.rows, "C_at_grid_edge": at_edge,
+                "cv_scores": {f"{c:.3g}": round(-v, 5) for c, v in zip(self.grid, self.log_loss)},
+                "cv_accuracy": {f"{c:.3g}": round(v, 5) for c, v in zip(self.grid, self.accuracy)}}
 
 
-def _as_multiclass(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's binary (1, d) form to two rows of logits [0, z]."""
-    if coef.shape[0] == 1:
-        return np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    return coef, intercept
+class Standardised:
+    """Codes standardised per column, and their principal axes: ``z = standardised @ axes`` (rows x rank).
+
+    Every L2-regularised linear solution lies in the span of the training rows, so solving in ``z`` is exact (also
+    for any subset of the rows: the folds), and its columns are orthogonal, so a diagonal preconditioner fits.
+    """
+
+    def __init__(self, codes: np.ndarray):
+        import torch
+
+        x = np.asarray(codes, dtype=np.float64)
+        self.mean = x.mean(0)
+        self.scale = x.std(0)
+        self.scale[self.scale < 1e-12] = 1.0
+        xt = torch.from_numpy((x - self.mean) / self.scale)
+        if len(x) < x.shape[1]:
+            s2, u = torch.linalg.eigh(xt @ xt.T)
+            keep = s2 > s2.max() * 1e-9
+            s2, u = s2[keep], u[:, keep]
+            self.axes = (xt.T @ u) / s2.sqrt()
+            self.z = u * s2.sqrt()
+        else:
+            s2, self.axes = torch.linalg.eigh(xt.T @ xt)
+            keep = s2 > s2.max() * 1e-9
+            s2, self.axes = s2[keep], self.axes[:, keep]
+            self.z = xt @ self.axes
+        self.variance = s2 / len(x)  # of z's columns
+        self.z = self.z.float()
 
 
-def _fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:
-    """The factor on SVM decision values that minimises the log loss of their softmax (out-of-fold values)."""
-    from scipy.optimize import minimize_scalar
+def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
+           iterations: int):
+    """Batched L-BFGS: problem p minimises sum_i row_weights[p, i] * loss_i + penalties[p] / 2 * ||w_p||^2.
+
+    Returns (w in z coordinates (P, rank, k), b (P, k)) as torch tensors.
+    """
+    import torch
+
+    curvature = 0.25 if loss == "logistic" else 2.0  # the loss's second derivative near the start
+    penalties = penalties.float()
+    scale = 1.0 / torch.sqrt(data.variance.float()[None, :] * curvature + penalties[:, None])  # (P, rank)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
+    sign = 2 * target - 1
+    u = torch.zeros(len(penalties), data.z.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(len(penalties), n_classes, requires_grad=True)
+    optimiser = torch.optim.LBFGS([u, b], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-7,
+                                  tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+    def objective():
+        optimiser.zero_grad()
+        w = u * scale[:, :, None]
+        logits = torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]
+        if loss == "logistic":
+            per_row = torch.logsumexp(logits, 2) - (logits * target).sum(2)
+        else:
+            per_row = torch.clamp(1 - sign * logits, min=0).pow(2).sum(2)
+        value = (per_row * row_weights).sum() + 0.5 * (penalties * w.pow(2).sum((1, 2))).sum()
+        value.backward()
+        return value
+
+    optimiser.step(objective)
+    with torch.no_grad():
+        return u * scale[:, :, None], b.detach()
+
+
+def _loss_of(classifier: str) -> str:
+    return "logistic" if classifier == "logistic" else "squared_hinge"
+
+
+def _fit_temperature(decision: np.ndarray, labels: np.ndarray, low: float = -5.0, high: float = 8.0) -> float:
+    """The factor on SVM decision values that minimises the log loss of their softmax (golden-section search on its
+    logarithm; the loss is convex in the factor)."""
 
     def nll(log_t: float) -> float:
-        z = decision * np.exp(log_t)
-        z = z - z.max(1, keepdims=True)
-        return float(-(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(1))).mean())
+        return float(_log_losses(decision * np.exp(log_t), labels).mean())
 
-    return float(np.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded").x))
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(c), nll(d)
+    while b - a > 1e-3:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(d)
+    return float(np.exp((a + b) / 2))
+
+
+def _log_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    return np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]
+
+
+def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = MAX_FOLDS
+                     ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(train, test) indices of shuffled stratified k-fold cross-validation, k = min(max_folds, smallest class);
+    None when a class has a single image. Each class is dealt round-robin onto the folds after a seeded shuffle."""
+    present = np.bincount(labels)
+    n_folds = min(max_folds, int(present[present > 0].min()))
+    if n_folds < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), np.int64)
+    offset = 0
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        fold_of[members] = (np.arange(len(members)) + offset) % n_folds
+        offset += len(members)  # spreads the remainders of successive classes over different folds
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]
+
+
+def _check(classifier: str, labels: np.ndarray, n_classes: int) -> None:
+    if classifier not in CLASSIFIERS:
+        raise DataError(f"unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
+    if len(np.unique(labels)) < n_classes:
+        raise DataError(f"{n_classes - len(np.unique(labels))} class(es) have no usable training image; "
+                        "check the skipped files")
+
+
+def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic", seed: int = 0,
+             data: Standardised | None = None, grid: list[float] | None = None) -> Search | None:
+    """Cross-validate every C of ``grid`` (default C_GRIDS) at once, extending the default grid while the best C
+    lies at an edge.
+
+    Scored by out-of-fold log loss (an SVM's decision values calibrated by one temperature per C). None when a
+    class has fewer than two images (no fold could hold it out).
+    """
+    import torch
+
+    _check(classifier, labels, n_classes)
+    if len(labels) > SEARCH_MAX_ROWS:
+        from .data import stratified_split
+
+        _, keep = stratified_split(labels, SEARCH_MAX_ROWS / len(labels), seed)
+        codes, labels, data = codes[keep], labels[keep], None
+    folds = stratified_folds(labels, seed)
+    if folds is None:
+        return None
+    data = data or Standardised(codes)
+    n, loss = len(labels), _loss_of(classifier)
+    scores: dict[float, tuple[float, float, np.ndarray, float]] = {}
+    todo = list(grid or C_GRIDS[classifier])
+    for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
+        weights = torch.zeros(len(folds) * len(todo), n)
+        penalties = torch.zeros(len(folds) * len(todo))
+        for f, (train, _test) in enumerate(folds):
+            for g, c in enumerate(todo):
+                weights[f * len(todo) + g, train] = 1.0 / len(train)
+                penalties[f * len(todo) + g] = 1.0 / (c * len(train))
+        w, b = _solve(data, labels, n_classes, weights, penalties, loss, ITERATIONS)
+        with torch.no_grad():
+            logits = (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy()
+        for g, c in enumerate(todo):
+            oof = np.zeros((n, n_classes))
+            for f, (_train, test) in enumerate(folds):
+                oof[test] = logits[f * len(todo) + g, test]
+            temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
+            losses = _log_losses(oof * temperature, labels)
+            scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature)
+        grid = sorted(scores)
+        best = min(grid, key=lambda c: scores[c][0])
+        if best == grid[0]:
+            todo = [grid[0] / np.sqrt(10)]
+        elif best == grid[-1]:
+            todo = [grid[-1] * np.sqrt(10)]
+        else:
+            break
+    grid = sorted(scores)
+    best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
+    return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
+                  scores[grid[best]][2], scores[grid[best]][3])
 
 
 def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic",
-               C: float | None = None, seed: int = 0) -> LinearHead:
-    """Fit a softmax regression or linear SVM on standardised ``codes``; C by cross-validation unless given."""
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.model_selection import GridSearchCV, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+               C: float | None = None, seed: int = 0, search: Search | None = None) -> LinearHead:
+    """Fit a softmax regression or linear SVM on standardised ``codes``: C from ``search``, given, or searched."""
+    import torch
 
-    if classifier not in CLASSIFIERS:
-        raise DataError(f"unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
-    present = np.unique(labels)
-    if len(present) < n_classes:
-        raise DataError(f"{n_classes - len(present)} class(es) have no usable training image; "
-                        "check the skipped files")
-    if classifier == "logistic":
-        estimator = LogisticRegression(max_iter=2000, tol=1e-4)
-    else:
-        estimator = LinearSVC(dual="auto", max_iter=5000)
-    pipeline = make_pipeline(StandardScaler(), estimator)
-    param = f"{type(estimator).__name__.lower()}__C"
-    folds = _folds(labels, seed)
+    _check(classifier, labels, n_classes)
+    data = Standardised(codes)
     info: dict[str, Any] = {"classifier": classifier}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter at extreme C values
-        if C is None and folds is not None and classifier == "logistic":
-            # the regularisation path with warm starts: about twice as fast as a grid search
-            scaler = StandardScaler().fit(codes)
-            search = LogisticRegressionCV(Cs=list(C_GRID), cv=folds, scoring="neg_log_loss", max_iter=2000)
-            search.fit(scaler.transform(codes), labels)
-            C = float(np.atleast_1d(search.C_)[0])
-            scores = next(iter(search.scores_.values())).mean(0)
-            info.update(cv_folds=folds.get_n_splits(), cv_metric="neg_log_loss",
-                        cv_scores={f"{c:g}": float(v) for c, v in zip(C_GRID, scores)})
-            pipeline = make_pipeline(scaler, LogisticRegression(C=C, max_iter=2000)).fit(codes, labels)
-        elif C is None and folds is not None:
-            search = GridSearchCV(pipeline, {param: list(C_GRID)}, cv=folds, scoring="accuracy", refit=True)
-            search.fit(codes, labels)
-            pipeline, C = search.best_estimator_, float(search.best_params_[param])
-            info.update(cv_folds=folds.get_n_splits(), cv_metric="accuracy",
-                        cv_scores={f"{c:g}": float(v) for c, v in zip(C_GRID, search.cv_results_["mean_test_score"])})
+    temperature = 1.0
+    own_data = data if len(labels) <= SEARCH_MAX_ROWS else None
+    if C is None:
+        search = search or search_C(codes, labels, n_classes, classifier, seed, own_data)
+        if search is not None:
+            C = search.C
+            info.update(search.info())
         else:
-            C = 1.0 if C is None else float(C)
-            pipeline.set_params(**{param: C}).fit(codes, labels)
-        temperature = 1.0
-        if classifier == "svm":
-            if folds is not None:
-                decision = cross_val_predict(pipeline, codes, labels, cv=folds, method="decision_function")
-                decision = decision[:, None] * np.array([[-0.5, 0.5]]) if decision.ndim == 1 else decision
-                temperature = _fit_temperature(decision, labels)
-            info["temperature"] = temperature
-    scaler, model = pipeline[0], pipeline[-1]
-    coef, intercept = _as_multiclass(model.coef_, np.atleast_1d(model.intercept_))
-    if classifier == "svm" and n_classes == 2:  # decision d as logits [-d/2, d/2], matching the calibration
-        coef, intercept = coef - coef.sum(0) / 2, intercept - intercept.sum() / 2
-    weight = coef / scaler.scale_ * temperature
-    bias = (intercept - coef @ (scaler.mean_ / scaler.scale_)) * temperature
-    info["C"] = C
+            C = 1.0 if classifier == "logistic" else 0.01
+            info["cv_note"] = "no cross-validation: a class has a single image"
+    elif classifier == "svm":  # out-of-fold decisions at the given C calibrate the probabilities
+        search = search_C(codes, labels, n_classes, classifier, seed, own_data, grid=[float(C)])
+    if search is not None:
+        temperature = search.temperature
+    n = len(labels)
+    w, b = _solve(data, labels, n_classes, torch.full((1, n), 1.0 / n), torch.tensor([1.0 / (float(C) * n)]),
+                  _loss_of(classifier), FINAL_ITERATIONS)
+    coef = (data.axes.float() @ w[0]).double().numpy().T  # (k, d) on standardised codes
+    intercept = b[0].double().numpy()
+    if classifier == "svm":
+        info["temperature"] = temperature
+    weight = coef / data.scale * temperature
+    bias = (intercept - coef @ (data.mean / data.scale)) * temperature
+    info["C"] = float(C)
     return LinearHead(weight.astype(np.float32), bias.astype(np.float32), info)
+

@@ -152,7 +152,7 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
     run_dir = getattr(clf, "path_", None)
     curves = curves_figure(Path(run_dir) / "logs" / "metrics.csv") if run_dir else None
     data = config.get("data", {})
-    about = [["model", f"{clf.backbone_.name} ({clf.backbone_.weights})"], ["strategy", clf.strategy],
+    about = [["model", f"{clf.backbone_.name} ({clf.backbone_.weights})"], ["strategy", clf.strategy_],
              ["layers", " + ".join(clf.layers_)], ["classes", len(names)],
              ["input", "x".join(map(str, clf.backbone_.preprocess.input_size))]]
     if data:

@@ -1,0 +1,130 @@
+"""auto as a library call in one pass, the fast linear heads, and the layer choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import headstart
+from headstart.advisor import choose_layer
+from headstart.cli import main
+from headstart.linear import Search, fit_linear, search_C, stratified_folds
+from tests.conftest import SHARED, needs_shared
+
+
+def blobs(n_per_class: int = 60, classes: int = 3, dims: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping Gaussian classes: a problem where C matters."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.0, (classes, dims))
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return centres[labels] + rng.normal(0, 2.0, (len(labels), dims)), labels
+
+
+def test_the_batched_solver_finds_scikit_learns_solution():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = blobs()
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=0.05, max_iter=10_000, tol=1e-10).fit(scaler.transform(x), y)
+    head = fit_linear(x, y, 3, C=0.05)
+    np.testing.assert_allclose(head.predict_proba(x), reference.predict_proba(scaler.transform(x)), atol=2e-3)
+
+
+def test_stratified_folds_partition_every_class():
+    labels = np.array([0] * 7 + [1] * 12 + [2] * 5)
+    folds = stratified_folds(labels, seed=0)
+    assert len(folds) == 5
+    tests = np.concatenate([test for _, test in folds])
+    assert sorted(tests.tolist()) == list(range(len(labels)))  # each image held out exactly once
+    for train, test in folds:
+        assert set(train).isdisjoint(test) and set(np.unique(labels[test])) == {0, 1, 2}
+    assert stratified_folds(np.array([0, 0, 0, 1]), seed=0) is None  # a class of one image: no CV
+
+
+@pytest.mark.parametrize("classifier", ["logistic", "svm"])
+def test_the_C_search_brackets_its_optimum(classifier):
+    x, y = blobs()
+    search = search_C(x, y, 3, classifier)
+    assert 0 < search.best < len(search.grid) - 1, search.grid
+    assert search.cv_accuracy > 0.5 and len(search.sample_losses) == len(y)
+
+
+def _search(losses: list[float], accuracy: float = 0.9) -> Search:
+    losses = np.asarray(losses)
+    return Search("logistic", [1.0], [float(losses.mean())], [accuracy], 0, 5, len(losses), losses)
+
+
+def test_layer_choice_takes_the_widest_join_among_candidates_tied_within_the_noise():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 1.0, 400)
+    searches = {"penultimate": _search(base + 0.05),  # clearly worse
+                "blocks.5": _search(base),  # lowest
+                "blocks.5+penultimate": _search(base + rng.normal(0.002, 0.05, 400))}  # within the noise
+    chosen, evidence = choose_layer(searches)
+    assert chosen == "blocks.5+penultimate" and evidence["lowest_log_loss"] == "blocks.5"
+    assert not evidence["candidates"]["penultimate"]["tied"]
+    searches["blocks.5+penultimate"] = _search(base + 0.05)  # clearly worse now
+    assert choose_layer(searches)[0] == "blocks.5"
+
+
+def test_auto_in_the_library_in_one_pass(tmp_path, colors_data):
+    cache = tmp_path / "cache"
+    clf = headstart.TransferClassifier(strategy="auto", cache_dir=cache).fit(colors_data / "train")
+    assert clf.strategy == "auto" and clf.strategy_ == "feature-extractor"  # parameters are never changed by fit
+    assert "+".join(clf.layers_) == clf.auto_["options"]["layer"] == clf.auto_["advice"]["layer"]
+    assert len(clf.auto_["advice"]["layer_scores"]) == 8 and "decide" in clf.fit_info_["seconds"]
+    assert clf.fit_info_["n_codes_computed"] == 24  # every training image through the network exactly once
+    assert clf.evaluate(colors_data / "val")["accuracy"] == 1.0
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 1  # validation reused the measuring pass's network
+    clf.save(tmp_path / "model")
+    loaded = headstart.load(tmp_path / "model")
+    assert loaded.layers_ == clf.layers_ and loaded.strategy_ == "feature-extractor"
+    val = sorted((colors_data / "val").rglob("*.png"))
+    np.testing.assert_allclose(loaded.predict_proba(val), clf.predict_proba(val), atol=1e-6)
+    again = headstart.TransferClassifier(strategy="auto", cache_dir=cache, classifier="svm").fit(colors_data / "train")
+    assert again.fit_info_["n_codes_computed"] == 0 and again.layers_ == clf.layers_  # scores came from the cache
+    assert again.head_.info["classifier"] == "svm"
+
+
+def test_advise_and_fit_share_one_pass(tmp_path, colors_data, capsys):
+    cache = str(tmp_path / "cache")
+    advice = headstart.advise("tf_efficientnet_lite0", colors_data / "train", cache_dir=cache)
+    assert advice.measured.computed == 24 and advice.measured.complete
+    assert main(["fit", str(colors_data), "--out", str(tmp_path / "run"), "--cache-dir", cache, "--json", "-q"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["n_codes_computed"] == 0 and fit["layers"] == advice.layer.split("+")
+    assert fit["seconds"]["decide"] <= fit["seconds"]["total"]
+
+
+def test_a_layer_given_with_auto_means_the_feature_extractor(colors_data):
+    clf = headstart.TransferClassifier(strategy="auto", layer="blocks.4").fit(colors_data / "train")
+    assert clf.strategy_ == "feature-extractor" and clf.layers_ == ["blocks.4"] and not hasattr(clf, "auto_")
+
+
+def test_refit_after_changing_the_layer_uses_the_new_layer(colors_data):
+    clf = headstart.TransferClassifier(layer="blocks.4").fit(colors_data / "train")
+    clf.layer = "blocks.5"
+    clf.fit(colors_data / "train")
+    codes = clf.codes(sorted((colors_data / "val").rglob("*.png")))
+    assert clf.layers_ == ["blocks.5"] and codes.codes.shape[1] == clf.head_.weight.shape[1] == 192
+
+
+@needs_shared
+def test_svm_search_on_dtd10_is_inside_its_grid_and_close_to_logistic():
+    from headstart.backbones import create_backbone
+    from headstart.data import find_splits
+    from headstart.features import FeatureExtractor
+
+    splits = find_splits(SHARED / "dtd10")
+    extractor = FeatureExtractor(create_backbone(), ["penultimate"])
+    train, val = extractor.transform(splits.train.paths), extractor.transform(splits.val.paths)
+    accuracy = {}
+    for classifier in ("logistic", "svm"):
+        head = fit_linear(train.codes, splits.train.labels[train.kept], 10, classifier)
+        assert not head.info["C_at_grid_edge"], head.info
+        accuracy[classifier] = float((head.predict_proba(val.codes).argmax(1) == splits.val.labels[val.kept]).mean())
+    print(f"dtd10 penultimate: {accuracy}")
+    assert accuracy["svm"] >= accuracy["logistic"] - 0.01
