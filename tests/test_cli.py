@@ -87,3 +87,12 @@ def test_cats_vs_dogs_with_defaults(tmp_path, cache_dir):
     accuracy = json.loads(result.stdout)["validation"]["accuracy"]
     print(f"cats_vs_dogs validation accuracy: {accuracy:.4f}")
     assert accuracy >= 0.985
+
+
+def test_overwrite_never_deletes_a_users_own_folder(tmp_path, colors_data):
+    own = tmp_path / "photos"
+    own.mkdir()
+    (own / "holiday.jpg").write_bytes(b"mine")
+    result = run("fit", str(colors_data), "--out", str(own), "--overwrite", "--strategy", "feature-extractor")
+    assert result.returncode == 2 and "not a headstart model folder" in result.stderr
+    assert result.stderr.count("\n") == 1 and (own / "holiday.jpg").read_bytes() == b"mine"

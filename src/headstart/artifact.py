@@ -31,12 +31,34 @@ def versions() -> dict[str, str]:
     return found
 
 
+def check_replaceable(target: Path, overwrite: bool) -> None:
+    """A one-line error unless ``target`` is free, or ``overwrite`` is set and it is provably ours to replace: an
+    empty folder or a saved headstart model. A user's own files are never deleted."""
+    if not target.exists():
+        return
+    if not overwrite:
+        raise ArtifactError(f"{str(target)!r} already exists; pass --overwrite or choose another --out")
+    if not target.is_dir() or (any(target.iterdir()) and not _is_model(target)):
+        raise ArtifactError(f"{str(target)!r} is not a headstart model folder, so --overwrite will not replace it; "
+                            "choose another --out")
+
+
+def _is_model(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def replace_dir(staged: Path, target: Path, overwrite: bool) -> None:
-    """Move the finished folder ``staged`` to ``target``; an existing target is replaced only with ``overwrite``."""
+    """Move the finished folder ``staged`` to ``target``; an existing target is replaced only with ``overwrite``,
+    and only when it is an empty folder or a headstart model."""
     if target.exists():
-        if not overwrite:
+        try:
+            check_replaceable(target, overwrite)
+        except ArtifactError:
             shutil.rmtree(staged, ignore_errors=True)
-            raise ArtifactError(f"{str(target)!r} already exists; pass --overwrite or choose another --out")
+            raise
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
         os.replace(staged, target)
@@ -52,8 +74,7 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise ArtifactError(f"{str(path)!r} already exists; pass --overwrite or choose another --out")
+    check_replaceable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
     try:

@@ -91,9 +91,10 @@ def cmd_fit(args: argparse.Namespace) -> None:
         raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
     if args.C is not None and not args.C > 0:
         raise HeadstartError(f"--C must be a positive number (the inverse regularisation strength), got {args.C:g}")
+    from .artifact import check_replaceable
+
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
-    if out.exists() and not args.overwrite:
-        raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
+    check_replaceable(out, args.overwrite)  # before any work: a user's own folder is never replaced
     splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
     may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
     workdir = _training_dir(out)

@@ -111,6 +111,13 @@ figure img{width:128px;height:128px;object-fit:contain;background:#eee;border-ra
 """
 
 
+def _layer_evidence(accuracy: float, evidence: dict[str, Any] | None, chosen: bool) -> str:
+    text = f"{accuracy:.4f} CV accuracy on training images"
+    if evidence:
+        text += f", log loss {evidence['cv_log_loss']:.4f}" + (" (tied)" if evidence.get("tied") else "")
+    return text + (" - chosen" if chosen else "")
+
+
 def auto_section(auto: dict[str, Any]) -> str:
     """How ``--strategy auto`` chose: the measurements, the advice, the decision and its check."""
     advice = auto.get("advice", {})
@@ -120,8 +127,10 @@ def auto_section(auto: dict[str, Any]) -> str:
                      f"({size.get('rule')})"],
             ["similarity to ImageNet", f"ratio {sim.get('ratio')} (similar from {sim.get('threshold')})"
              if "ratio" in sim else sim.get("method")],
-            *[[f"layer {k}", f"{v:.4f} (CV accuracy on training images)"]
+            *[[f"layer {k}", _layer_evidence(v, advice.get("layer_choice", {}).get("candidates", {}).get(k),
+                                             k == advice.get("layer"))]
               for k, v in advice.get("layer_scores", {}).items()],
+            ["layer rule", advice.get("layer_choice", {}).get("rule")],
             ["advice", advice.get("reason")], ["decision", auto.get("decision")]]
     if "check" in auto:
         rows.append(["check", f"fine-tuned {auto['check']['fine_tune_held_out_accuracy']:.4f} on held-out training "
