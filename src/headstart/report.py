@@ -28,29 +28,22 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def confusion_figure(matrix: np.ndarray, names: list[str]) -> str:
-    """The confusion matrix (rows: true, columns: predicted, normalised per row) as a PNG data URI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def confusion_table(matrix: np.ndarray, names: list[str]) -> str:
+    """The confusion matrix as an HTML table (rows: true, columns: predicted), each cell shaded by its share of the
+    row; counts shown up to 25 classes, and in every cell's tooltip. No plotting library, crisp at any zoom."""
     k = len(names)
-    side = min(18.0, 2.5 + 0.32 * k)
-    fig, ax = plt.subplots(figsize=(side, side))
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    fontsize = max(4, min(11, 200 // max(k, 1)))
-    ax.set_xticks(range(k), names, rotation=90, fontsize=fontsize)
-    ax.set_yticks(range(k), names, fontsize=fontsize)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if k <= 25:  # counts in the cells while they stay legible
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=fontsize,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    return _png(fig)
+    show = k <= 25
+    head = "".join(f"<th class=col title='{html.escape(n)}'>{html.escape(n)}</th>" for n in names)
+    rows = []
+    for i, name in enumerate(names):
+        cells = "".join(
+            f"<td style='background:rgba(31,119,180,{rates[i, j]:.3f});color:{'#fff' if rates[i, j] > 0.5 else '#222'}'"
+            f" title='true {html.escape(name)}, predicted {html.escape(names[j])}: {matrix[i, j]}'>"
+            f"{matrix[i, j] if show else ''}</td>" for j in range(k))
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return (f"<table class=confusion aria-label='confusion matrix'><tr><th>true \\ predicted</th>{head}</tr>"
+            f"{''.join(rows)}</table>")
 
 
 def curves_figure(metrics_csv: Path) -> str | None:
@@ -108,6 +101,9 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem} td,th{border-bott
 text-align:left} .gallery{display:flex;flex-wrap:wrap;gap:.6rem} figure{margin:0;width:140px;font-size:.75rem}
 figure img{width:128px;height:128px;object-fit:contain;background:#eee;border-radius:4px} img.plot{max-width:100%}
 .wrong{color:#b00}
+table.confusion{font-size:.8rem;display:block;overflow-x:auto} table.confusion td{text-align:center;min-width:1.6rem;
+border:1px solid #fff;padding:.2rem} table.confusion th.col{writing-mode:vertical-rl;transform:rotate(180deg);
+max-height:9rem;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 """
 
 
@@ -179,7 +175,7 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
         "</div>",
         "<h2>Model and data</h2>", _table(about, ["", ""]),
         "<h2>Per class</h2>", _table(per_class, ["class", "precision", "recall", "F1", "images"]),
-        "<h2>Confusion matrix</h2>", f'<img class=plot alt="confusion matrix" src="{confusion_figure(matrix, names)}">',
+        "<h2>Confusion matrix</h2>", confusion_table(matrix, names),
         f"<h2>Most confidently wrong ({len(worst)} of {len(wrong)} errors)</h2><div class=gallery>{gallery}</div>",
     ]
     if config.get("auto"):
