@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 import headstart
@@ -80,8 +81,10 @@ def test_resume_after_kill_9(tmp_path):
     import csv
 
     with (out / "logs" / "metrics.csv").open() as f:
-        epochs = {int(float(r["epoch"])) for r in csv.DictReader(f) if r.get("monitor_acc")}
-    assert epochs == set(range(12))  # the epochs before the kill are kept
+        rows = [r for r in csv.DictReader(f) if r.get("monitor_acc")]
+    epochs, steps = [int(float(r["epoch"])) for r in rows], [int(r["step"]) for r in rows]
+    assert epochs == list(range(12))  # the epochs before the kill are kept, and none is run twice
+    assert len(set(np.diff(steps))) == 1  # the resumed run continued after the last checkpointed epoch
 
 
 def test_two_process_ddp_on_cpu(tmp_path, colors_data):

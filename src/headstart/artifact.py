@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from .cache import current_umask
 from .errors import ArtifactError
 
 FORMAT = "headstart-model/1"
+
 CONFIG = "config.json"
 BACKBONE = "backbone.safetensors"
 HEAD = "head.safetensors"
@@ -41,6 +43,23 @@ def check_replaceable(target: Path, overwrite: bool) -> None:
     if not target.is_dir() or (any(target.iterdir()) and not _is_model(target)):
         raise ArtifactError(f"{str(target)!r} is not a headstart model folder, so --overwrite will not replace it; "
                             "choose another --out")
+
+
+def check_writable(target: Path, what: str = "--out") -> None:
+    """A one-line error unless ``target`` can be created: its nearest existing ancestor must be a folder this user can
+    write into (tried by creating and removing an empty folder there, which also catches read-only and virtual file
+    systems). Called before any work, so that a long run never fails at its last step."""
+    target = Path(target).expanduser().absolute()
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ArtifactError(f"cannot write {what} {str(target)!r}: {str(ancestor)!r} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".headstart-write-check-"))
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {what} {str(target)!r}: {str(ancestor)!r} is not writable "
+                            f"({exc.strerror or exc}); choose another {what}") from None
 
 
 def _is_model(path: Path) -> bool:
@@ -77,6 +96,7 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
     check_replaceable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    os.chmod(staged, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the model folder private
     try:
         backbone = clf.backbone_
         save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()},
@@ -154,6 +174,10 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
     backbone = restore_backbone(config["model"], state, Preprocess.from_dict(config["preprocess"]), config["weights"])
     if backbone.digest != config["weights_digest"]:
         raise ArtifactError(f"weights in {str(path)!r} do not match their recorded digest; fit the model again")
+    names = config.get("class_names")
+    if not isinstance(names, list) or len(names) != head["weight"].shape[0]:
+        raise ArtifactError(f"{str(path / CONFIG)!r} names {len(names) if isinstance(names, list) else 'no'} classes "
+                            f"but the head has {head['weight'].shape[0]}; the folder was edited or damaged, fit again")
     params = config.get("params", {})
     clf = TransferClassifier(model=config["model"], weights=config["weights"], strategy=config["strategy"],
                              layer=config["layers"], classifier=params.get("classifier", "logistic"),

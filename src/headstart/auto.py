@@ -16,7 +16,7 @@ from typing import Any
 
 from .advisor import advise, candidate_layers, keep_fine_tuned, plan_auto, say
 from .cache import write_atomic
-from .finetune import FineTuneConfig
+from .options import FineTuneConfig
 
 AUTO_JSON = "auto.json"  # the decision of an auto run that fine-tunes, kept in its workdir for --resume
 #: Fine-tuning options that auto plans, unless the user set them (a value other than FineTuneConfig's default).

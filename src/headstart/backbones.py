@@ -17,6 +17,7 @@ from torch import nn
 from .defaults import DEFAULT_MODEL
 from .errors import ModelError
 from .images import Preprocess
+from .options import check_image_size
 
 PENULTIMATE = "penultimate"  # the pooled activations that fed the removed classifier
 LOGITS = "logits"  # the pretrained classifier's outputs (only with keep_classifier)
@@ -72,12 +73,6 @@ def check_model_name(name: str) -> None:
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `headstart models` lists them"
         raise ModelError(f"unknown model {name!r}{hint}")
-
-
-def check_image_size(image_size: int | None) -> None:
-    """A one-line error for an input resolution no network can use."""
-    if image_size is not None and not 16 <= image_size <= 4096:
-        raise ModelError(f"--image-size must be between 16 and 4096 pixels, got {image_size}")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

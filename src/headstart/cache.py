@@ -35,13 +35,14 @@ def file_identity(path: Path) -> str | None:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read without changing it for good)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-_MODE = 0o666 & ~_umask()  # what open() would give a new file
+_MODE = 0o666 & ~current_umask()  # what open() would give a new file
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -16,18 +16,10 @@ from .data import ImageSet, read_class_folders
 from .defaults import DEFAULT_BUDGET, FIT_STRATEGIES
 from .errors import DataError, HeadstartError
 from .features import Codes, FeatureExtractor
-from .finetune import FineTuneConfig
+from .images import rgb_from_memory
 from .linear import LinearHead, fit_linear
 from .metrics import classification_metrics
-
-
-def parse_layers(layer: str | Sequence[str]) -> list[str]:
-    """``"blocks.5+penultimate"`` or a list: the layers whose codes are concatenated."""
-    layers = layer.split("+") if isinstance(layer, str) else list(layer)
-    layers = [name.strip() for name in layers if name.strip()]
-    if not layers:
-        raise DataError("--layer is empty; give a layer name such as 'penultimate' (see `headstart summary`)")
-    return layers
+from .options import FineTuneConfig, parse_layers
 
 
 class TransferClassifier:
@@ -151,15 +143,17 @@ class TransferClassifier:
             info = fine_tune(self.backbone_, images, config, Path(self.workdir or scratch), self.progress,
                              self.resume)
         head = self.backbone_.model.get_classifier()
-        self.head_ = LinearHead(np.array(head.weight.detach(), order="C"), np.array(head.bias.detach(), order="C"),
+        self.head_ = LinearHead(np.array(head.weight.detach().numpy(), order="C"),
+                                np.array(head.bias.detach().numpy(), order="C"),
                                 {"classifier": "fine-tuned linear layer", **info})
         self.backbone_.model.reset_classifier(0)
         self.backbone_.digest = state_digest(self.backbone_.model)
         self.strategy_, self.layers_, self.classes_ = config.strategy, [PENULTIMATE], list(images.class_names)
         self._also = None
         finished = time.perf_counter()
-        self.fit_info_ = {"n_train_images": len(images), "n_skipped": len(skipped),
-                          "skipped": [{"path": p, "reason": r} for p, r in skipped], "n_codes_computed": 0,
+        skipped = [{"path": p, "reason": r} for p, r in skipped] + info["skipped_during_training"]
+        self.fit_info_ = {"n_train_images": len(images), "n_skipped": len(skipped), "skipped": skipped,
+                          "n_codes_computed": 0,
                           "codes_dim": int(self.head_.weight.shape[1]), "classifier": self.head_.info,
                           "training": info, "seconds": {"train": round(finished - started, 3),
                                                         "total": round(finished - started, 3)}}
@@ -187,19 +181,32 @@ class TransferClassifier:
     def predict_files(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         """(probabilities of the usable files, their indices in ``paths``, skipped (path, reason))."""
         codes = self.codes(paths)
+        if not len(codes.kept):
+            return np.zeros((0, len(self.classes_))), codes.kept, codes.skipped
         return self.head_.predict_proba(codes.codes), codes.kept, codes.skipped
 
-    def predict_proba(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        """Class probabilities, one row per path (NaN rows for unusable files), columns in ``classes_`` order."""
-        proba, kept, skipped = self.predict_files(paths)
-        full = np.full((len(paths), len(self.classes_)), np.nan)
-        full[kept] = proba
-        self.last_skipped_ = skipped
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, one row per image, columns in ``classes_`` order; NaN rows for unusable files.
+
+        ``X``: a path, a folder (its images in sorted order), a Pillow image, an H x W x 3 uint8 array, an N x H x W x 3
+        batch, or a list of any of these.
+        """
+        self._check_fitted()
+        items = prediction_items(X)
+        full = np.full((len(items), len(self.classes_)), np.nan)
+        files = [i for i, item in enumerate(items) if isinstance(item, Path)]
+        if files:
+            proba, kept, _ = self.predict_files([items[i] for i in files])
+            full[np.asarray(files, np.int64)[kept]] = proba
+        images = [i for i, item in enumerate(items) if not isinstance(item, Path)]
+        if images:
+            batch = np.stack([self.backbone_.preprocess(rgb_from_memory(items[i])) for i in images])
+            full[images] = self.head_.predict_proba(self._extractor().transform_arrays(batch))
         return full
 
-    def predict(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        """Predicted class names (None for unusable files)."""
-        proba = self.predict_proba(paths)
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class names, one per image as in :meth:`predict_proba` (None for unusable files)."""
+        proba = self.predict_proba(X)
         names = np.asarray(self.classes_, dtype=object)
         return np.where(np.isnan(proba).any(1), None, names[np.nan_to_num(proba).argmax(1)])
 
@@ -226,6 +233,39 @@ class TransferClassifier:
 
         self._check_fitted()
         return save(self, Path(path), overwrite=overwrite, extra=extra, files=files)
+
+
+def prediction_items(X: Any) -> list[Any]:
+    """Paths (folders expanded to their files, sorted) and in-memory images, in the order given."""
+    from PIL import Image
+
+    from .data import files_under
+
+    if isinstance(X, (str, os.PathLike, Image.Image)) or (isinstance(X, np.ndarray) and X.ndim in (2, 3)):
+        X = [X]
+    elif isinstance(X, np.ndarray) and X.ndim == 4:
+        X = list(X)
+    elif isinstance(X, ImageSet):
+        X = X.paths
+    items: list[Any] = []
+    for item in X:
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item).expanduser()
+            if path.is_dir():
+                found = files_under(path)
+                if not found:
+                    raise DataError(f"folder {str(path)!r} holds no files to predict")
+                items.extend(found)
+            else:
+                items.append(path)  # a missing or unreadable file becomes a NaN row, with its reason in codes()
+        elif isinstance(item, (Image.Image, np.ndarray)):
+            items.append(item)
+        else:
+            raise DataError(f"cannot predict a {type(item).__name__}; give image paths, folders, Pillow images or "
+                            "H x W x 3 uint8 arrays")
+    if not items:
+        raise DataError("nothing to predict: the input is empty")
+    return items
 
 
 def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None = None) -> ImageSet:

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from . import checks
 from .errors import HeadstartError
 
 
@@ -40,12 +41,29 @@ RESUMED = ("data", "val", "val_fraction", "seed", "model", "weights", "strategy"
            "class_weight", "patience", "workers", "devices", "num_nodes", "accelerator", "distributed", "logger")
 
 
+def _fraction(value: float | None) -> float:
+    return 0.2 if value is None else value
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Counts that must be at least 1 (or 0), for the options a command has."""
+    for option, low in (("batch_size", 1), ("num_nodes", 1), ("workers", 0), ("seed", 0)):
+        if hasattr(args, option):
+            checks.at_least(f"--{option.replace('_', '-')}", getattr(args, option), low)
+    if hasattr(args, "devices"):
+        checks.devices(args.devices)
+    if hasattr(args, "image_size"):
+        from .options import check_image_size
+
+        check_image_size(args.image_size)
+
+
 def _training_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.training"
 
 
 def _finetune_config(args: argparse.Namespace):
-    from .finetune import FineTuneConfig
+    from .options import FineTuneConfig
 
     return FineTuneConfig(
         unfreeze=str(args.unfreeze), epochs=args.epochs, probe_epochs=args.probe_epochs, lr=args.lr,
@@ -53,7 +71,7 @@ def _finetune_config(args: argparse.Namespace):
         class_weight=args.class_weight, patience=args.patience, workers=args.workers,
         num_nodes=args.num_nodes, accelerator=args.accelerator, distributed=args.distributed,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
-        logger=args.logger or [], seed=args.seed,
+        logger=args.logger or [], seed=args.seed, verbose=getattr(args, "verbose", False),
     )
 
 
@@ -82,20 +100,27 @@ def cmd_fit(args: argparse.Namespace) -> None:
             raise HeadstartError(f"nothing to resume at {str(out)!r}: no interrupted training found there")
         for key, value in json.loads(saved.read_text()).items():
             setattr(args, key, value)
-    from .backbones import check_image_size, check_model_name
+    from .artifact import check_replaceable, check_writable
 
-    check_model_name(args.model)  # fail fast, before any data is read or measured
-    check_image_size(args.image_size)
+    _check_numbers(args)
     _finetune_config(args).check()
-    if not args.budget > 0:
-        raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
-    if args.C is not None and not args.C > 0:
-        raise HeadstartError(f"--C must be a positive number (the inverse regularisation strength), got {args.C:g}")
-    from .artifact import check_replaceable
+    checks.positive("--budget", args.budget, "a positive number of seconds")
+    checks.positive("--C", args.C, "a positive number (the inverse regularisation strength)")
+    checks.existing_folder(args.data, "data folder")
+    checks.val_options(args.data, args.val, args.val_fraction)
+    checks.weights(args.weights)
+    if args.layer is not None:
+        from .options import parse_layers
 
+        parse_layers(args.layer)
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
-    check_replaceable(out, args.overwrite)  # before any work: a user's own folder is never replaced
-    splits = find_splits(args.data, args.val, args.val_fraction, args.seed)
+    check_replaceable(out, args.overwrite or bool(args.resume))  # a user's own folder is never replaced
+    check_writable(out)
+    from .backbones import check_model_name
+
+    check_model_name(args.model)  # the last check (it imports timm), still before any data is read
+    splits = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed)
+    args.resume_hint = f"headstart fit --resume {out}"
     may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
     workdir = _training_dir(out)
     if may_train and not args.resume:
@@ -169,8 +194,11 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .artifact import read_config
     from .data import evaluation_set
 
+    read_config(args.model_dir)
+    checks.existing_folder(args.data, "data folder")
     clf = _load(args)
     result = clf.evaluate(evaluation_set(args.data, clf.classes_))
     if args.json:
@@ -186,15 +214,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from .artifact import read_config
     from .data import prediction_inputs
 
-    if str(args.model_dir).endswith(".onnx"):  # an exported file: ONNX Runtime only, torch is never imported
+    checks.at_least("--top", args.top, 1)
+    paths = prediction_inputs(args.inputs)
+    onnx = str(args.model_dir).endswith(".onnx")
+    if not onnx:
+        read_config(args.model_dir)
+    if onnx:  # an exported file: ONNX Runtime only, torch is never imported
         from .runtime import OnnxClassifier
 
         clf = OnnxClassifier(args.model_dir)
     else:
         clf = _load(args)
-    paths = prediction_inputs(args.inputs)
     proba, kept, skipped = clf.predict_files(paths)
     predictions = []
     for row, i in zip(proba, kept):
@@ -213,12 +246,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
+    from .data import find_splits
+
+    checks.existing_folder(args.data, "data folder")
+    checks.val_options(args.data, args.val, args.val_fraction)
+    checks.weights(args.weights)
+    train = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed).train
     from .advisor import advise, format_advice
     from .backbones import create_backbone
-    from .data import find_splits
     from .errors import ModelError
 
-    train = find_splits(args.data, args.val, args.val_fraction, args.seed).train
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results, texts = [], []
     for name in models:
@@ -249,17 +286,23 @@ def cmd_advise(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     import time
 
-    from .backbones import create_backbone
-    from .classifier import parse_layers
     from .data import find_splits
+    from .options import check_image_size, parse_layers
+
+    checks.existing_folder(args.data, "data folder")
+    checks.weights(args.weights)
+    check_image_size(args.image_size)
+    _check_numbers(args)
+    devices = checks.devices(args.devices)
+    layers = parse_layers(args.layer)
+    splits = find_splits(args.data, val_fraction=0.0)
+    from .backbones import create_backbone
     from .features import extract_distributed
 
-    splits = find_splits(args.data, val_fraction=0.0)
     paths = list(splits.train.paths) + (list(splits.val.paths) if splits.val else [])
     backbone = create_backbone(args.model, args.weights, image_size=args.image_size)
     started = time.perf_counter()
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    result = extract_distributed(backbone, parse_layers(args.layer), paths, args.cache_dir, devices, args.num_nodes,
+    result = extract_distributed(backbone, layers, paths, args.cache_dir, devices, args.num_nodes,
                                  args.accelerator, args.distributed, args.batch_size, progress=not args.quiet)
     if not result["is_global_zero"]:
         return
@@ -272,11 +315,14 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from .artifact import read_config
     from .data import evaluation_set
-    from .report import write_report
+    from .report import GENERATOR, write_report
 
+    read_config(args.model_dir)
+    checks.existing_folder(args.data, "data folder")
+    out = checks.output_file(args.out or Path(args.model_dir) / "report.html", args.overwrite, ours=GENERATOR)
     clf = _load(args)
-    out = Path(args.out or Path(args.model_dir) / "report.html")
     write_report(clf, evaluation_set(args.data, clf.classes_), out, f"headstart: {Path(args.model_dir).name}")
     if args.json:
         _print_json({"out": str(out)})
@@ -285,12 +331,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from .artifact import read_config
+
+    read_config(args.model_dir)
+    out = checks.output_file(args.out or Path(args.model_dir) / f"model.{'onnx' if args.format == 'onnx' else 'pt'}",
+                             args.overwrite)
     from .export import export
 
     clf = _load(args)
-    out = Path(args.out or Path(args.model_dir) / f"model.{'onnx' if args.format == 'onnx' else 'pt'}")
-    if out.exists() and not args.overwrite:
-        raise HeadstartError(f"{str(out)!r} already exists; pass --overwrite or choose another --out")
     export(clf, out, args.format)
     size = out.stat().st_size / 2**20
     if args.json:
@@ -300,21 +348,28 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
+    from .artifact import read_config
+    from .options import FineTuneConfig, parse_layers
+
+    checks.at_least("--num-classes", args.num_classes, 2)
+    blocks = FineTuneConfig(strategy=args.strategy, unfreeze=args.unfreeze).unfreeze_blocks()
+    checks.weights(args.weights)
+    parse_layers(args.layer)
+    if args.model_dir:
+        read_config(args.model_dir)
     from .backbones import create_backbone
-    from .classifier import parse_layers
-    from .finetune import FineTuneConfig, trainable_prefixes
+    from .finetune import trainable_prefixes
     from .summary import format_summary, summarize
 
     if args.model_dir:
         clf = _load(args)
-        backbone, layers, n_classes, strategy = clf.backbone_, clf.layers_, len(clf.classes_), clf.strategy
+        backbone, layers, n_classes, strategy = clf.backbone_, clf.layers_, len(clf.classes_), clf.strategy_
         trainable = clf.head_.info.get("trainable_prefixes")
     else:
         backbone = create_backbone(args.model, args.weights)
         layers, n_classes, strategy = parse_layers(args.layer), args.num_classes, args.strategy
         trainable = None
         if strategy != "feature-extractor":
-            blocks = FineTuneConfig(strategy=strategy, unfreeze=args.unfreeze).unfreeze_blocks()
             trainable = trainable_prefixes(backbone.model, blocks)
     codes_dim = None
     if layers != ["penultimate"]:
@@ -337,6 +392,10 @@ def cmd_models(args: argparse.Namespace) -> None:
     from .zoo import list_models
 
     rows = list_models(args.pattern)
+    if not rows:
+        wider = f"*{args.pattern.strip('*')}*"
+        raise HeadstartError(f"no model matches {args.pattern!r}; try a wider pattern such as {wider!r}, or "
+                             "`headstart models` for the list")
     if args.json:
         _print_json(rows)
         return
@@ -344,6 +403,15 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{row['name']:<48}{row['weights']}")
     if not args.pattern:
         print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("headstart")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -365,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = OneLineParser(prog="headstart", description="Transfer learning on image folders.")
+    parser.add_argument("--version", action="version", version=f"headstart {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -373,12 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--engine", default="auto", choices=ENGINES, help="runtime for the network (default auto: "
                                                                           "onnx on CPU, torch on CUDA)")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--verbose", action="store_true", help="also the training framework's own messages")
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
     fit.add_argument("data", nargs="?", help="folder of class folders, or with train/ and val/ inside")
     fit.add_argument("--val", help="a separate validation folder of class folders")
-    fit.add_argument("--val-fraction", type=float, default=0.2, help="held out when there is no val/ (default 0.2)")
+    fit.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--model", default=DEFAULT_MODEL, help=f"any timm model name (default {DEFAULT_MODEL})")
     fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
@@ -434,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--model", default=DEFAULT_MODEL, help="one model, or several joined by commas to rank them")
     ad.add_argument("--weights")
     ad.add_argument("--val")
-    ad.add_argument("--val-fraction", type=float, default=0.2)
+    ad.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     ad.add_argument("--seed", type=int, default=0)
     ad.set_defaults(run=cmd_advise)
 
@@ -456,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("model_dir")
     rp.add_argument("data", help="folder of class folders (or holding val/)")
     rp.add_argument("--out", help="HTML file to write (default MODEL_DIR/report.html)")
+    rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rp.set_defaults(run=cmd_report)
 
     ex = sub.add_parser("export", parents=[common], help="write a saved model as one ONNX or TorchScript file")
@@ -486,6 +557,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"headstart: warning: {message}", file=sys.stderr)
 
 
+#: Modules of the training stack; a deployment installed without them can still predict from an exported .onnx file.
+TRAINING_STACK = ("torch", "torchvision", "timm", "lightning", "sklearn", "scipy", "safetensors", "onnx")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
@@ -494,11 +569,21 @@ def main(argv: list[str] | None = None) -> int:
     except HeadstartError as exc:
         print(f"headstart: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAINING_STACK:
+            raise
+        print(f"headstart: error: `headstart {args.command}` needs the training stack ({exc.name} is not installed): "
+              "pip install the project with its dependencies; without them only `headstart predict MODEL.onnx` works",
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("headstart: interrupted; run the same command again to resume (computed CNN codes are cached)",
+        hint = getattr(args, "resume_hint", None)
+        training = hint and (_training_dir(Path(hint.split(" --resume ", 1)[1])) / "run.json").is_file()
+        print("headstart: interrupted; " + (f"resume with `{hint}`" if training else
+                                            "run the same command again (the CNN codes computed so far are cached)"),
               file=sys.stderr)
         return 130
     return 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,58 +19,9 @@ from .backbones import Backbone
 from .data import ImageSet, stratified_split
 from .errors import HeadstartError
 from .images import ImageSkipped, Preprocess, open_rgb
+from .options import FineTuneConfig
 
 CONTAINERS = ("blocks", "stages", "layers", "features")
-
-
-@dataclass
-class FineTuneConfig:
-    """Everything that defines a fine-tuning run; saved as run.json so ``--resume`` finishes the same run."""
-
-    strategy: str = "fine-tune"  # or "scratch"
-    unfreeze: str = "2"  # top N blocks, or "all"
-    epochs: int = 5
-    probe_epochs: int = 1  # epochs training only the new head before unfreezing
-    lr: float = 1e-3
-    backbone_lr_mult: float = 0.1
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    batch_size: int = 32
-    augment: bool = True
-    class_weight: str | None = None  # "balanced"
-    patience: int = 3
-    max_seconds: float | None = None  # stop training after this long (auto's budget); the best checkpoint is kept
-    monitor_fraction: float = 0.1  # of train, held out for early stopping (the val split stays unseen)
-    seed: int = 0
-    workers: int = 2
-    devices: str = "auto"
-    num_nodes: int = 1
-    accelerator: str = "auto"
-    distributed: str = "auto"  # Lightning strategy: ddp, ddp_spawn, ...
-    logger: list[str] = field(default_factory=list)  # tensorboard, mlflow
-
-    def check(self) -> None:
-        """One-line errors for values no training can use."""
-        for name, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
-                                 ("--probe-epochs", self.probe_epochs, 0), ("--workers", self.workers, 0),
-                                 ("--patience", self.patience, 1)):
-            if value < low:
-                raise HeadstartError(f"{name} must be at least {low}, got {value}")
-        if not self.lr > 0 or not self.backbone_lr_mult >= 0:
-            raise HeadstartError("--lr must be positive and --backbone-lr-mult not negative")
-        self.unfreeze_blocks()
-
-    def unfreeze_blocks(self) -> int | None:
-        """Number of top blocks to train (None: all of them)."""
-        if self.strategy == "scratch" or str(self.unfreeze) == "all":
-            return None
-        try:
-            n = int(self.unfreeze)
-        except ValueError:
-            raise HeadstartError(f"--unfreeze takes a number of top blocks or 'all', not {self.unfreeze!r}") from None
-        if n < 0:
-            raise HeadstartError("--unfreeze must be 0 or more")
-        return n
 
 
 def trainable_prefixes(model: nn.Module, n_blocks: int | None) -> list[str]:
@@ -103,8 +55,8 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             img = open_rgb(self.paths[i], min_short_side=self.preprocess.scale_size)
-        except ImageSkipped:
-            return None
+        except ImageSkipped as exc:  # broke after the check before training: reported with the skipped files
+            return None, str(self.paths[i]), str(exc)
         if self.augment:
             from torchvision import transforms
 
@@ -121,11 +73,12 @@ class ImageFiles(torch.utils.data.Dataset):
 
 
 def collate_usable(batch):
-    """Drop unusable images (reported before training) and stack the rest."""
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch])
+    """(images, labels, [(path, reason)] of the images that failed to decode): a failure never stops training."""
+    usable = [b for b in batch if b[0] is not None]
+    failed = [(b[1], b[2]) for b in batch if b[0] is None]
+    if not usable:
+        return None, None, failed
+    return torch.stack([b[0] for b in usable]), torch.tensor([b[1] for b in usable]), failed
 
 
 class ClassifierNet(nn.Module):
@@ -158,6 +111,7 @@ def build_module(backbone: Backbone, n_classes: int, config: FineTuneConfig, tot
             self.prefixes = trainable_prefixes(backbone.model, config.unfreeze_blocks())
             self.head_prefix = backbone.model.pretrained_cfg.get("classifier", "classifier")
             self.loss = nn.CrossEntropyLoss(weight=class_weights)
+            self.failed: dict[str, str] = {}  # images that failed to decode during training: path -> reason
             self._set_trainable(probe=config.probe_epochs > 0 and config.strategy != "scratch")
 
         def _set_trainable(self, probe: bool) -> None:
@@ -183,23 +137,28 @@ def build_module(backbone: Backbone, n_classes: int, config: FineTuneConfig, tot
             self.train()
 
         def training_step(self, batch, batch_idx):
-            if batch is None:
+            images, labels, failed = batch
+            self.failed.update(failed)
+            if images is None:
                 return None
-            images, labels = batch
             loss = self.loss(self.net(images), labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss.item()} at epoch {self.current_epoch}, step "
                                          f"{self.global_step}; lower --lr and --resume")
-            self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+            self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
+                     batch_size=len(labels))
             return loss
 
         def validation_step(self, batch, batch_idx):
-            if batch is None:
+            images, labels, failed = batch
+            self.failed.update(failed)
+            if images is None:
                 return
-            images, labels = batch
             logits = self.net(images)
-            self.log("monitor_loss", nn.functional.cross_entropy(logits, labels), sync_dist=True)
-            self.log("monitor_acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True, sync_dist=True)
+            self.log("monitor_loss", nn.functional.cross_entropy(logits, labels), sync_dist=True,
+                     batch_size=len(labels))
+            self.log("monitor_acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True, sync_dist=True,
+                     batch_size=len(labels))
 
         def configure_optimizers(self):
             head, body = [], []
@@ -336,21 +295,42 @@ def _merge_metrics(path: Path, earlier: list[dict[str, str]], resumed_from: int)
 def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir: Path, progress: bool,
               resume: bool = False) -> dict[str, Any]:
     """Train in ``workdir`` (checkpoints, logs); returns fit info. ``backbone.model`` ends with the best weights."""
+    import lightning.pytorch  # noqa: F401  (imported first: importing it sets its loggers to INFO)
+
+    with _quiet_lightning(config.verbose):
+        return _train(backbone, train, config, workdir, progress, resume)
+
+
+@contextlib.contextmanager
+def _quiet_lightning(verbose: bool):
+    """Lightning's banners, tips and expected warnings hidden for the duration of one run (unless ``verbose``);
+    logger levels and warning filters are restored afterwards."""
     import logging
     import warnings
 
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        if not verbose:
+            for logger in loggers:
+                logger.setLevel(logging.ERROR)
+            for message in (".*module\\(s\\) in eval mode.*", ".*LeafSpec.*", ".*does not have many workers.*",
+                            ".*smaller than the logging interval.*", ".*Previous log files in this directory.*",
+                            ".*Checkpoint directory .* exists and is not empty.*", ".*litlogger.*"):
+                warnings.filterwarnings("ignore", message=message)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def _train(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir: Path, progress: bool,
+           resume: bool) -> dict[str, Any]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    if not progress:
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen parts, on purpose
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")  # merged
     config.check()
     L.seed_everything(config.seed, workers=True, verbose=False)
     fit_idx, monitor_idx = stratified_split(train.labels, config.monitor_fraction, config.seed)
@@ -411,6 +391,7 @@ def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workd
     info = {"epochs_run": trainer.current_epoch, "best_monitor_acc": float(checkpoints.best_model_score or 0),
             "monitor_images": len(monitor_set), "trainable_prefixes": module.prefixes,
             "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
-            "resumed_from_epoch": resumed_from, "config": asdict(config)}
+            "resumed_from_epoch": resumed_from, "config": asdict(config),
+            "skipped_during_training": [{"path": p, "reason": r} for p, r in sorted(module.failed.items())]}
     (workdir / "fit_info.json").write_text(json.dumps(info, indent=2))
     return info

@@ -85,6 +85,24 @@ def open_rgb(path: str | os.PathLike, min_short_side: int = 0, max_pixels: int =
         raise ImageSkipped(f"unreadable image: {exc}") from None
 
 
+def rgb_from_memory(value: Any) -> Image.Image:
+    """A Pillow image, or a numpy array (H x W grayscale, H x W x 1/3/4 channels, uint8), as an RGB Pillow image."""
+    from .errors import DataError
+
+    if isinstance(value, Image.Image):
+        return to_rgb(value)
+    array = np.asarray(value)
+    if array.dtype != np.uint8:
+        raise DataError(f"image arrays must be uint8 (0-255) as Pillow and cv2 give them, got {array.dtype}; "
+                        "convert with (array * 255).astype('uint8') if yours are 0-1 floats")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise DataError(f"an image array must be H x W (grayscale) or H x W x 3/4 (RGB/RGBA), got shape "
+                        f"{array.shape}")
+    return to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """The model's eval preprocessing (timm's ``transforms_imagenet_eval``) on Pillow, as uint8 HWC arrays.

@@ -19,6 +19,9 @@ from .metrics import classification_metrics
 GALLERY = 24  # most confidently wrong images shown
 
 
+GENERATOR = "<meta name=generator content=headstart>"  # marks a file `headstart report` may replace
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -188,7 +191,7 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
               "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
               "document.body.dataset.imagesTotal=i.length;});</script>")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or 'headstart')}"
-            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}{script}</body></html>")
+            f"</title>{GENERATOR}<style>{STYLE}</style></head><body>{''.join(parts)}{script}</body></html>")
 
 
 def write_report(clf: Any, images: ImageSet, out: str | os.PathLike, title: str | None = None) -> Path:
