@@ -12,14 +12,15 @@ from .errors import ArtifactError, DataError, HeadstartError, ModelError
 
 _LAZY = {
     "TransferClassifier": "headstart.classifier",
+    "CNNCodes": "headstart.classifier",
     "load": "headstart.artifact",
     "advise": "headstart.advisor",
     "create_backbone": "headstart.backbones",
     "DEFAULT_MODEL": "headstart.defaults",
 }
 
-__all__ = ["DEFAULT_MODEL", "ArtifactError", "DataError", "HeadstartError", "ModelError", "TransferClassifier",
-           "advise", "create_backbone", "load"]
+__all__ = ["CNNCodes", "DEFAULT_MODEL", "ArtifactError", "DataError", "HeadstartError", "ModelError",
+           "TransferClassifier", "advise", "create_backbone", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -114,8 +114,7 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
             "preprocess": backbone.preprocess.to_dict(),
             "class_names": clf.classes_,
             "classifier": clf.head_.info,
-            "params": {"classifier": clf.classifier, "C": clf.C, "seed": clf.seed, "engine": clf.engine,
-                       "image_size": clf.image_size},
+            "params": _json_params(clf.get_params()),  # every constructor parameter, restored by load
             "versions": versions(),
             **(extra or {}),
         }
@@ -130,6 +129,12 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return path
+
+
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return {k: asdict(v) if is_dataclass(v) else (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
 
 
 def _json_default(value: Any) -> Any:
@@ -178,11 +183,15 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
     if not isinstance(names, list) or len(names) != head["weight"].shape[0]:
         raise ArtifactError(f"{str(path / CONFIG)!r} names {len(names) if isinstance(names, list) else 'no'} classes "
                             f"but the head has {head['weight'].shape[0]}; the folder was edited or damaged, fit again")
-    params = config.get("params", {})
-    clf = TransferClassifier(model=config["model"], weights=config["weights"], strategy=config["strategy"],
-                             layer=config["layers"], classifier=params.get("classifier", "logistic"),
-                             C=params.get("C"), cache_dir=cache_dir, engine=engine, seed=params.get("seed", 0),
-                             progress=progress)
+    params = {k: v for k, v in config.get("params", {}).items() if k in TransferClassifier._get_param_names()}
+    if isinstance(params.get("finetune"), dict):
+        from .options import FineTuneConfig
+
+        params["finetune"] = FineTuneConfig(**params["finetune"])
+    params.setdefault("layer", config["layers"])  # models saved before every parameter was kept
+    params.setdefault("strategy", config["strategy"])
+    clf = TransferClassifier(**{**params, "model": config["model"], "cache_dir": cache_dir, "engine": engine,
+                                "progress": progress})
     clf.backbone_, clf.layers_, clf.classes_ = backbone, list(config["layers"]), list(config["class_names"])
     clf.strategy_ = config["strategy"]
     clf.head_ = LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {}))

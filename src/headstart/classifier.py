@@ -1,4 +1,8 @@
-"""TransferClassifier: the scikit-learn-style estimator that ties backbone, CNN codes and classifier together."""
+"""TransferClassifier and CNNCodes: scikit-learn estimators that tie backbone, CNN codes and classifier together.
+
+They follow scikit-learn's contract (``__init__`` stores, ``fit`` learns, ``get_params`` tells), so ``clone``,
+``GridSearchCV``, ``cross_val_score`` and ``Pipeline`` work: ``X`` is image paths (or a folder), ``y`` their labels.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
 from .backbones import DEFAULT_MODEL, PENULTIMATE, create_backbone
 from .data import ImageSet, read_class_folders
@@ -22,7 +27,7 @@ from .metrics import classification_metrics
 from .options import FineTuneConfig, parse_layers
 
 
-class TransferClassifier:
+class TransferClassifier(ClassifierMixin, BaseEstimator):
     """An image classifier built on a pretrained timm network.
 
     >>> clf = TransferClassifier().fit("data/train")          # one subfolder per class
@@ -221,8 +226,8 @@ class TransferClassifier:
         result["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
         return result
 
-    def score(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,
-              y: Sequence[Any] | None = None) -> float:
+    def score(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,  # type: ignore[override]
+              y: Sequence[Any] | None = None, sample_weight: Any = None) -> float:
         """Accuracy on the usable labelled images."""
         return self.evaluate(X, y)["accuracy"]
 
@@ -278,14 +283,68 @@ def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None 
         return read_class_folders(X, class_names)
     if y is None:
         raise DataError("labels y are required with a list of paths")
-    paths, y = [Path(p) for p in X], list(y)
-    if len(paths) != len(y):
-        raise DataError(f"{len(paths)} paths but {len(y)} labels")
-    names = class_names or sorted({str(v) for v in y})
+    paths, values = [Path(p) for p in X], list(np.asarray(y).tolist())
+    if len(paths) != len(values):
+        raise DataError(f"{len(paths)} paths but {len(values)} labels")
+    names = list(class_names) if class_names is not None else sorted(set(values))
     if len(names) < 2:
         raise DataError("a classifier needs two or more classes")
-    unknown = sorted({str(v) for v in y} - set(names))
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({str(v) for v in values if v not in index})
     if unknown:
         raise DataError(f"unknown labels: {', '.join(unknown)}")
-    return ImageSet(paths, np.asarray([names.index(str(v)) for v in y], np.int64), list(names))
+    return ImageSet(paths, np.asarray([index[v] for v in values], np.int64), names)
 
+
+
+class CNNCodes(TransformerMixin, BaseEstimator):
+    """CNN codes of images as a scikit-learn transformer, for any scikit-learn classifier after it.
+
+    >>> make_pipeline(CNNCodes(layer="blocks.5"), LogisticRegression()).fit(paths, labels)
+
+    ``X``: image paths, a folder, Pillow images or uint8 arrays (as :meth:`TransferClassifier.predict`). Codes are
+    cached on disk like the classifier's; an unusable image is an error here, since a transformer owes one row per
+    sample.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None, layer: str | Sequence[str] = PENULTIMATE,
+                 image_size: int | None = None, cache_dir: str | Path | None | bool = None, engine: str = "auto",
+                 batch_size: int | None = None, progress: bool = False):
+        self.model = model
+        self.weights = weights
+        self.layer = layer
+        self.image_size = image_size
+        self.cache_dir = cache_dir
+        self.engine = engine
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def fit(self, X: Any = None, y: Any = None) -> CNNCodes:
+        """Build the network (nothing is learned from ``X``: the codes come from pretrained weights)."""
+        self.layers_ = parse_layers(self.layer)
+        self.backbone_ = create_backbone(self.model, self.weights, image_size=self.image_size)
+        self.extractor_ = FeatureExtractor(self.backbone_, self.layers_, self.cache_dir, self.engine, self.batch_size,
+                                           progress=self.progress)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """One row of codes per image, the tapped layers side by side."""
+        if not hasattr(self, "extractor_"):
+            self.fit()
+        items = prediction_items(X)
+        rows: list[np.ndarray | None] = [None] * len(items)
+        files = [i for i, item in enumerate(items) if isinstance(item, Path)]
+        if files:
+            codes = self.extractor_.transform([items[i] for i in files])
+            if codes.skipped:
+                path, reason = codes.skipped[0]
+                raise DataError(f"{len(codes.skipped)} image(s) cannot be used, e.g. {path!r}: {reason}; "
+                                "remove them before transforming")
+            for i, row in zip(files, codes.codes):
+                rows[i] = row
+        images = [i for i, item in enumerate(items) if not isinstance(item, Path)]
+        if images:
+            batch = np.stack([self.backbone_.preprocess(rgb_from_memory(items[i])) for i in images])
+            for i, row in zip(images, self.extractor_.transform_arrays(batch)):
+                rows[i] = row
+        return np.stack(rows)

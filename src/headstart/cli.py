@@ -104,7 +104,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     _check_numbers(args)
     _finetune_config(args).check()
-    checks.positive("--budget", args.budget, "a positive number of seconds")
+    if not args.budget > 0:
+        raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
     checks.positive("--C", args.C, "a positive number (the inverse regularisation strength)")
     checks.existing_folder(args.data, "data folder")
     checks.val_options(args.data, args.val, args.val_fraction)

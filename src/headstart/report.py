@@ -37,14 +37,14 @@ def confusion_table(matrix: np.ndarray, names: list[str]) -> str:
     k = len(names)
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     show = k <= 25
-    head = "".join(f"<th class=col title='{html.escape(n)}'>{html.escape(n)}</th>" for n in names)
+    head = "".join(f"<th class=col title='{html.escape(str(n))}'>{html.escape(str(n))}</th>" for n in names)
     rows = []
     for i, name in enumerate(names):
         cells = "".join(
             f"<td style='background:rgba(31,119,180,{rates[i, j]:.3f});color:{'#fff' if rates[i, j] > 0.5 else '#222'}'"
-            f" title='true {html.escape(name)}, predicted {html.escape(names[j])}: {matrix[i, j]}'>"
+            f" title='true {html.escape(str(name))}, predicted {html.escape(str(names[j]))}: {matrix[i, j]}'>"
             f"{matrix[i, j] if show else ''}</td>" for j in range(k))
-        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+        rows.append(f"<tr><th>{html.escape(str(name))}</th>{cells}</tr>")
     return (f"<table class=confusion aria-label='confusion matrix'><tr><th>true \\ predicted</th>{head}</tr>"
             f"{''.join(rows)}</table>")
 
@@ -149,8 +149,8 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
     worst = wrong[np.argsort(-proba[wrong, predicted[wrong]])][:GALLERY] if len(wrong) else []
     gallery = "".join(
         f'<figure><img src="{thumbnail(images.paths[kept[i]])}" alt="misclassified">'
-        f"<figcaption>true <b>{html.escape(names[labels[i]])}</b><br><span class=wrong>predicted "
-        f"{html.escape(names[predicted[i]])} ({proba[i, predicted[i]]:.2f})</span><br>"
+        f"<figcaption>true <b>{html.escape(str(names[labels[i]]))}</b><br><span class=wrong>predicted "
+        f"{html.escape(str(names[predicted[i]]))} ({proba[i, predicted[i]]:.2f})</span><br>"
         f"{html.escape(Path(images.paths[kept[i]]).name)}</figcaption></figure>"
         for i in worst
     )
