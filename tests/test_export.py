@@ -67,3 +67,24 @@ def test_predict_from_onnx_never_imports_torch(saved, tmp_path):
     assert result.returncode == 0, result.stderr
     prediction = json.loads(result.stdout)["predictions"][0]
     assert prediction["path"] == str(photo) and set(prediction["probabilities"]) == {"blue", "red"}
+
+
+def test_familiarity_is_the_same_saved_loaded_and_exported(tmp_path, colors_data):
+    """The saved model, the loaded one and the exported ONNX file give every image the same familiarity."""
+    from headstart.export import export
+    from headstart.runtime import OnnxClassifier
+    from tests.conftest import make_image
+
+    clf = headstart.TransferClassifier(layer="blocks.5", C=1.0).fit(colors_data / "train")
+    paths = sorted((colors_data / "val").rglob("*.png")) + [make_image(tmp_path / "green.png", (30, 220, 30))]
+    clf.save(tmp_path / "model")
+    loaded = headstart.load(tmp_path / "model")
+    export(loaded, tmp_path / "model.onnx")
+    onnx_model = OnnxClassifier(tmp_path / "model.onnx")
+    fitted, again, exported = (m.predict_files(paths).familiarity for m in (clf, loaded, onnx_model))
+    np.testing.assert_allclose(again, fitted, atol=1e-6)
+    np.testing.assert_allclose(exported, fitted, atol=1e-3)
+    assert onnx_model.threshold == pytest.approx(clf.familiarity_.threshold, abs=1e-6)
+    flags = loaded.unfamiliar(paths)
+    assert list(flags) == list(exported < onnx_model.threshold) and flags[-1]  # the green image is unlike red/blue
+    assert loaded.evaluate(colors_data / "val")["n_unfamiliar"] == int(flags[:-1].sum())

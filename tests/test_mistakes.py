@@ -199,3 +199,16 @@ def test_fine_tuning_is_quiet_unless_verbose(tmp_path, colors_data):
     verbose = subprocess.run([*command, "--out", str(tmp_path / "b"), "--verbose"], capture_output=True, text=True,
                              timeout=300)
     assert verbose.returncode == 0 and "GPU available" in verbose.stderr
+
+
+def test_predict_marks_unfamiliar_images_in_text_and_json(sandbox, tmp_path, capsys):
+    import json
+
+    from headstart.cli import main
+
+    green = make_image(tmp_path / "green.png", (30, 220, 30))
+    assert main(["predict", sandbox["model"], str(green), sandbox["image"], "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [p["unfamiliar"] for p in out["predictions"]] == [True, False] and out["familiarity_threshold"] > 0
+    assert main(["predict", sandbox["model"], str(green), "-q"]) == 0
+    assert "UNFAMILIAR" in capsys.readouterr().out

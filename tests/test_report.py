@@ -58,4 +58,4 @@ def test_report_scales_to_100_classes(tmp_path):
     clf = headstart.TransferClassifier(C=1.0).fit(tmp_path / "train")
     page = build_report(clf, read_class_folders(tmp_path / "train"))
     assert page.count("<tr>") >= 200 and page.count("<figure>") <= 24  # per-class and confusion rows; capped
-    assert "confusion matrix" in page
+    assert "confusion matrix" in page and "Least familiar images" in page

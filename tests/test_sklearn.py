@@ -71,6 +71,7 @@ def test_every_parameter_is_saved_and_restored(tmp_path, colors_data):
 
 def test_fit_never_changes_the_users_config(colors_data):
     config = FineTuneConfig(epochs=1, workers=0, batch_size=8)
-    headstart.TransferClassifier("test_efficientnet", weights="none", strategy="scratch", image_size=32,
-                                 finetune=config, seed=5).fit(colors_data / "train")
+    clf = headstart.TransferClassifier("test_efficientnet", weights="none", strategy="scratch", image_size=32,
+                                       finetune=config, seed=5).fit(colors_data / "train")
     assert config == FineTuneConfig(epochs=1, workers=0, batch_size=8)
+    assert len(clf.familiarity_.bank) == 24  # a trained network gets familiarity from its own penultimate codes

@@ -22,6 +22,7 @@ FORMAT = "headstart-model/1"
 CONFIG = "config.json"
 BACKBONE = "backbone.safetensors"
 HEAD = "head.safetensors"
+FAMILIARITY = "familiarity.safetensors"  # the training images' normalised penultimate codes (float16)
 
 
 def versions() -> dict[str, str]:
@@ -104,6 +105,9 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
         save_file({"weight": torch.from_numpy(np.ascontiguousarray(clf.head_.weight)),
                    "bias": torch.from_numpy(np.ascontiguousarray(clf.head_.bias))},
                   str(staged / HEAD))
+        familiarity = getattr(clf, "familiarity_", None)
+        if familiarity is not None:
+            save_file({"bank": torch.from_numpy(np.ascontiguousarray(familiarity.bank))}, str(staged / FAMILIARITY))
         config = {
             "format": FORMAT,
             "model": backbone.name,
@@ -114,6 +118,7 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
             "preprocess": backbone.preprocess.to_dict(),
             "class_names": clf.classes_,
             "classifier": clf.head_.info,
+            "familiarity": familiarity.info() if familiarity is not None else None,
             "params": _json_params(clf.get_params()),  # every constructor parameter, restored by load
             "versions": versions(),
             **(extra or {}),
@@ -195,5 +200,11 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
     clf.backbone_, clf.layers_, clf.classes_ = backbone, list(config["layers"]), list(config["class_names"])
     clf.strategy_ = config["strategy"]
     clf.head_ = LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {}))
+    if config.get("familiarity") and (path / FAMILIARITY).is_file():
+        from .familiarity import Familiarity
+
+        about = config["familiarity"]
+        clf.familiarity_ = Familiarity(load_file(str(path / FAMILIARITY))["bank"].numpy(), float(about["threshold"]),
+                                       int(about["k"]), float(about["flag_rate"]))
     clf.config_, clf.path_ = config, path
     return clf

@@ -17,14 +17,16 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
 from .backbones import DEFAULT_MODEL, PENULTIMATE, create_backbone
-from .data import ImageSet, read_class_folders
+from .data import ImageSet, read_class_folders, stratified_split
 from .defaults import DEFAULT_BUDGET, FIT_STRATEGIES
 from .errors import DataError, HeadstartError
+from .familiarity import BANK_MAX, fit_familiarity
 from .features import Codes, FeatureExtractor
 from .images import rgb_from_memory
 from .linear import LinearHead, fit_linear
 from .metrics import classification_metrics
 from .options import FineTuneConfig, parse_layers
+from .runtime import Predictions
 
 
 class TransferClassifier(ClassifierMixin, BaseEstimator):
@@ -113,13 +115,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             codes, labels, skipped, computed = measured.codes(layer), measured.images.labels, measured.skipped, 0
             search = advice.searches.get(layer)  # the C search this layer was scored with: the same as the fit's
             search = search if search is not None and search.classifier == self.classifier else None
+            penultimate = measured.parts[PENULTIMATE]
         else:
             extracted = self._extractor().transform(images.paths)
-            codes, labels = extracted.codes, images.labels[extracted.kept]
-            skipped, computed = extracted.skipped, extracted.extracted
+            codes, penultimate = self._split(extracted)
+            labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
         coded = time.perf_counter()
         self.head_: LinearHead = fit_linear(codes, labels, len(self.classes_), self.classifier, self.C, self.seed,
                                             search=search)
+        fitted = time.perf_counter()
+        self.familiarity_ = fit_familiarity(penultimate, labels, self.seed)
         finished = time.perf_counter()
         self.fit_info_ = {
             "n_train_images": int(len(labels)),
@@ -129,7 +134,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             "codes_dim": int(codes.shape[1]),
             "classifier": self.head_.info,
             "seconds": {"load_model": round(loaded - started, 3), "codes": round(coded - loaded, 3),
-                        "classifier": round(finished - coded, 3), "total": round(finished - started, 3)},
+                        "classifier": round(fitted - coded, 3), "familiarity": round(finished - fitted, 3),
+                        "total": round(finished - started, 3)},
         }
 
     def _fit_network(self, images: ImageSet, started: float, config: FineTuneConfig,
@@ -155,6 +161,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.backbone_.digest = state_digest(self.backbone_.model)
         self.strategy_, self.layers_, self.classes_ = config.strategy, [PENULTIMATE], list(images.class_names)
         self._also = None
+        sample = images.subset(stratified_split(images.labels, min(1.0, BANK_MAX / len(images)), self.seed)[1]
+                               if len(images) > BANK_MAX else np.arange(len(images)))
+        codes = self._extractor().transform(sample.paths)  # the trained network's codes, for familiarity
+        self.familiarity_ = fit_familiarity(codes.codes, sample.labels[codes.kept], self.seed)
         finished = time.perf_counter()
         skipped = [{"path": p, "reason": r} for p, r in skipped] + info["skipped_during_training"]
         self.fit_info_ = {"n_train_images": len(images), "n_skipped": len(skipped), "skipped": skipped,
@@ -163,12 +173,22 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                           "training": info, "seconds": {"train": round(finished - started, 3),
                                                         "total": round(finished - started, 3)}}
 
+    def _code_layers(self) -> list[str]:
+        """The head's layers, then the penultimate layer (familiarity's codes) if the head does not use it."""
+        return self.layers_ + ([] if PENULTIMATE in self.layers_ else [PENULTIMATE])
+
+    def _split(self, codes: Codes) -> tuple[np.ndarray, np.ndarray]:
+        """(the head's columns, the penultimate columns) of codes from :meth:`_extractor`."""
+        offsets = np.cumsum([0, *codes.widths])
+        j = self._code_layers().index(PENULTIMATE)
+        return codes.codes[:, :offsets[len(self.layers_)]], codes.codes[:, offsets[j]:offsets[j + 1]]
+
     def _extractor(self) -> FeatureExtractor:
         """The extractor for the fitted layers (rebuilt whenever the backbone or the layers change)."""
         also = getattr(self, "_also", None)
-        key = (self.backbone_.digest, tuple(self.layers_), tuple(also or ()))
+        key = (self.backbone_.digest, tuple(self._code_layers()), tuple(also or ()))
         if getattr(self, "_extractor_key", None) != key:
-            self._extractor_cache = FeatureExtractor(self.backbone_, self.layers_, self.cache_dir, self.engine,
+            self._extractor_cache = FeatureExtractor(self.backbone_, self._code_layers(), self.cache_dir, self.engine,
                                                      self.batch_size, progress=self.progress, also=also)
             self._extractor_key = key
         return self._extractor_cache
@@ -179,16 +199,65 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise HeadstartError("this TransferClassifier is not fitted yet; call fit() or headstart.load()")
 
     def codes(self, paths: Sequence[str | os.PathLike]) -> Codes:
-        """CNN codes of ``paths`` as this classifier computes them (cached)."""
+        """CNN codes of ``paths`` as this classifier's head reads them (cached)."""
         self._check_fitted()
-        return self._extractor().transform([Path(p) for p in paths])
+        codes = self._extractor().transform([Path(p) for p in paths])
+        if len(codes.kept):
+            codes.codes = self._split(codes)[0]
+        codes.widths = codes.widths[:len(self.layers_)]
+        return codes
 
-    def predict_files(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-        """(probabilities of the usable files, their indices in ``paths``, skipped (path, reason))."""
-        codes = self.codes(paths)
+    def predict_files(self, paths: Sequence[str | os.PathLike]) -> Predictions:
+        """(probabilities of the usable files, their indices in ``paths``, skipped (path, reason)), with
+        ``.familiarity`` of the usable files (None for models saved before familiarity existed)."""
+        self._check_fitted()
+        codes = self._extractor().transform([Path(p) for p in paths])
         if not len(codes.kept):
-            return np.zeros((0, len(self.classes_))), codes.kept, codes.skipped
-        return self.head_.predict_proba(codes.codes), codes.kept, codes.skipped
+            return Predictions(np.zeros((0, len(self.classes_))), codes.kept, codes.skipped, np.zeros(0, np.float32))
+        head, penultimate = self._split(codes)
+        return Predictions(self.head_.predict_proba(head), codes.kept, codes.skipped, self._familiarity(penultimate))
+
+    def _familiarity(self, penultimate: np.ndarray) -> np.ndarray | None:
+        familiarity = getattr(self, "familiarity_", None)
+        return familiarity.score(penultimate) if familiarity is not None else None
+
+    def _predict_items(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, familiarity), one row per image of ``X`` (NaN for unusable files)."""
+        self._check_fitted()
+        items = prediction_items(X)
+        proba = np.full((len(items), len(self.classes_)), np.nan)
+        familiarity = np.full(len(items), np.nan)
+        files = [i for i, item in enumerate(items) if isinstance(item, Path)]
+        if files:
+            found = self.predict_files([items[i] for i in files])
+            rows = np.asarray(files, np.int64)[found.kept]
+            proba[rows] = found.proba
+            if found.familiarity is not None:
+                familiarity[rows] = found.familiarity
+        images = [i for i, item in enumerate(items) if not isinstance(item, Path)]
+        if images:
+            batch = np.stack([self.backbone_.preprocess(rgb_from_memory(items[i])) for i in images])
+            head, penultimate = self._split(self._extractor().transform_arrays(batch))  # Codes of all layers
+            proba[images] = self.head_.predict_proba(head)
+            score = self._familiarity(penultimate)
+            if score is not None:
+                familiarity[images] = score
+        return proba, familiarity
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Familiarity of each image (as scikit-learn's outlier detectors name it: higher is more like the training
+        images); below ``familiarity_.threshold`` it is unfamiliar. NaN for unusable files."""
+        return self._predict_items(X)[1]
+
+    def familiarity(self, X: Any) -> np.ndarray:
+        """Alias of :meth:`score_samples`."""
+        return self.score_samples(X)
+
+    def unfamiliar(self, X: Any) -> np.ndarray:
+        """True for images unlike anything the classifier was trained on (about 5% of images like the training
+        ones are flagged too)."""
+        score = self.score_samples(X)
+        return np.where(np.isnan(score), False, score < self.familiarity_.threshold)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, one row per image, columns in ``classes_`` order; NaN rows for unusable files.
@@ -196,18 +265,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ``X``: a path, a folder (its images in sorted order), a Pillow image, an H x W x 3 uint8 array, an N x H x W x 3
         batch, or a list of any of these.
         """
-        self._check_fitted()
-        items = prediction_items(X)
-        full = np.full((len(items), len(self.classes_)), np.nan)
-        files = [i for i, item in enumerate(items) if isinstance(item, Path)]
-        if files:
-            proba, kept, _ = self.predict_files([items[i] for i in files])
-            full[np.asarray(files, np.int64)[kept]] = proba
-        images = [i for i, item in enumerate(items) if not isinstance(item, Path)]
-        if images:
-            batch = np.stack([self.backbone_.preprocess(rgb_from_memory(items[i])) for i in images])
-            full[images] = self.head_.predict_proba(self._extractor().transform_arrays(batch))
-        return full
+        return self._predict_items(X)[0]
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class names, one per image as in :meth:`predict_proba` (None for unusable files)."""
@@ -220,10 +278,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """Metrics on labelled images (a folder of class folders, or paths and labels)."""
         self._check_fitted()
         images = as_image_set(X, y, self.classes_)
-        proba, kept, skipped = self.predict_files(images.paths)
-        result = classification_metrics(images.labels[kept], proba, self.classes_)
-        result["n_skipped"] = len(skipped)
-        result["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
+        found = self.predict_files(images.paths)
+        result = classification_metrics(images.labels[found.kept], found.proba, self.classes_)
+        result["n_skipped"] = len(found.skipped)
+        result["skipped"] = [{"path": p, "reason": r} for p, r in found.skipped]
+        if found.familiarity is not None:
+            flagged = int(self.familiarity_.unfamiliar(found.familiarity).sum())
+            result.update(n_unfamiliar=flagged, unfamiliar_rate=round(flagged / max(1, len(found.kept)), 4),
+                          familiarity=self.familiarity_.info())
         return result
 
     def score(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,  # type: ignore[override]
@@ -345,6 +407,6 @@ class CNNCodes(TransformerMixin, BaseEstimator):
         images = [i for i, item in enumerate(items) if not isinstance(item, Path)]
         if images:
             batch = np.stack([self.backbone_.preprocess(rgb_from_memory(items[i])) for i in images])
-            for i, row in zip(images, self.extractor_.transform_arrays(batch)):
+            for i, row in zip(images, self.extractor_.transform_arrays(batch).codes):
                 rows[i] = row
         return np.stack(rows)

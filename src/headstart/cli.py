@@ -210,6 +210,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
              f"{'class':<24}{'precision':>10}{'recall':>10}{'f1':>10}{'n':>8}"]
     for name, m in result["per_class"].items():
         lines.append(f"{name[:23]:<24}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>8}")
+    if "n_unfamiliar" in result:
+        lines.append(f"unfamiliar: {result['n_unfamiliar']} of {result['n_images']} images "
+                     f"({100 * result['unfamiliar_rate']:.1f}%; about {100 * result['familiarity']['flag_rate']:.0f}% "
+                     "of images like the training ones are flagged)")
     lines += _skipped_lines(result["skipped"])
     print("\n".join(lines))
 
@@ -229,19 +233,27 @@ def cmd_predict(args: argparse.Namespace) -> None:
         clf = OnnxClassifier(args.model_dir)
     else:
         clf = _load(args)
-    proba, kept, skipped = clf.predict_files(paths)
+    found = clf.predict_files(paths)
+    threshold = clf.threshold if onnx else getattr(getattr(clf, "familiarity_", None), "threshold", None)
     predictions = []
-    for row, i in zip(proba, kept):
+    for n, (row, i) in enumerate(zip(found.proba, found.kept)):
         order = row.argsort()[::-1]
-        predictions.append({"path": str(paths[i]), "label": clf.classes_[order[0]],
-                            "probabilities": {clf.classes_[j]: round(float(row[j]), 6) for j in order}})
-    skipped_list = [{"path": p, "reason": r} for p, r in skipped]
+        entry = {"path": str(paths[i]), "label": clf.classes_[order[0]],
+                 "probabilities": {clf.classes_[j]: round(float(row[j]), 6) for j in order}}
+        if found.familiarity is not None:
+            score = float(found.familiarity[n])
+            entry.update(familiarity=round(score, 4), unfamiliar=score < threshold)
+        predictions.append(entry)
+    skipped_list = [{"path": p, "reason": r} for p, r in found.skipped]
     if args.json:
-        _print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list})
+        _print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list,
+                     "familiarity_threshold": threshold})
         return
     for p in predictions:
         top = list(p["probabilities"].items())[: args.top]
-        print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top))
+        mark = (f"\tUNFAMILIAR (familiarity {p['familiarity']:.3f} < {threshold:.3f}: unlike the training images)"
+                if p.get("unfamiliar") else "")
+        print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top) + mark)
     for line in _skipped_lines(skipped_list):
         print(line, file=sys.stderr)
 

@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,18 +19,32 @@ from .runtime import EXPORT_FORMAT
 
 
 class WholeClassifier(nn.Module):
-    """uint8 NHWC images in, class probabilities out: CodesNet, concatenation, the linear head, softmax."""
+    """uint8 NHWC images in; class probabilities out (CodesNet, concatenation, the linear head, softmax) and, when
+    the model has one, each image's familiarity (cosine similarity of its penultimate codes to the k-th nearest
+    training image)."""
 
-    def __init__(self, clf):
+    def __init__(self, clf, familiarity: bool = True):
         super().__init__()
-        self.codes = CodesNet(clf.backbone_, clf.layers_)
+        self.n_head_layers = len(clf.layers_)
+        self.familiarity = getattr(clf, "familiarity_", None) if familiarity else None
+        layers = clf._code_layers() if self.familiarity is not None else clf.layers_
+        self.codes = CodesNet(clf.backbone_, layers)
+        self.penultimate = layers.index("penultimate") if self.familiarity is not None else -1
         self.head = nn.Linear(clf.head_.weight.shape[1], clf.head_.weight.shape[0])
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(clf.head_.weight))
             self.head.bias.copy_(torch.from_numpy(clf.head_.bias))
+        if self.familiarity is not None:
+            self.register_buffer("bank", torch.from_numpy(self.familiarity.bank.astype(np.float32)))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.head(torch.cat(self.codes(images), 1)), dim=1)
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        codes = self.codes(images)
+        proba = torch.softmax(self.head(torch.cat(codes[:self.n_head_layers], 1)), dim=1)
+        if self.familiarity is None:
+            return proba
+        query = nn.functional.normalize(codes[self.penultimate], dim=1)
+        k = min(self.familiarity.k, self.bank.shape[0])
+        return proba, torch.topk(query @ self.bank.T, k, dim=1).values[:, -1]
 
 
 def export(clf, out: str | os.PathLike, fmt: str = "onnx") -> Path:
@@ -37,7 +52,7 @@ def export(clf, out: str | os.PathLike, fmt: str = "onnx") -> Path:
     if fmt not in FORMATS:
         raise ArtifactError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out).expanduser()
-    net = WholeClassifier(clf).eval()
+    net = WholeClassifier(clf, familiarity=fmt == "onnx").eval()  # TorchScript keeps its one output
     height, width = clf.backbone_.preprocess.input_size
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
     metadata = {
@@ -50,13 +65,16 @@ def export(clf, out: str | os.PathLike, fmt: str = "onnx") -> Path:
         "strategy": clf.strategy_,
         "input": "uint8 NHWC RGB images, resized and cropped per 'preprocess'; normalisation is in the graph",
     }
+    if net.familiarity is not None:
+        metadata["familiarity"] = json.dumps(net.familiarity.info())
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if fmt == "onnx":
             import onnx
 
+            outputs = ["probabilities"] + (["familiarity"] if net.familiarity is not None else [])
             program = torch.onnx.export(net, (example,), dynamo=True, input_names=["images"],
-                                        output_names=["probabilities"], opset_version=18, external_data=False,
+                                        output_names=outputs, opset_version=18, external_data=False,
                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
                                         verbose=False)
             model = program.model_proto

@@ -213,13 +213,15 @@ class FeatureExtractor:
         return Codes(np.concatenate(blocks, axis=1).astype(np.float32, copy=False), np.asarray(kept, np.int64),
                      skipped, len(todo), [b.shape[1] for b in blocks])
 
-    def transform_arrays(self, batch: np.ndarray) -> np.ndarray:
+    def transform_arrays(self, batch: np.ndarray) -> Codes:
         """Codes of images already decoded and preprocessed (uint8 N x H x W x 3, in memory: never cached)."""
-        runner, rows = self.runner(), []
+        runner, rows, widths = self.runner(), [], []
         for start in range(0, len(batch), self.batch_size):
             outputs = runner(np.ascontiguousarray(batch[start:start + self.batch_size]))
             rows.append(np.concatenate([outputs[j] for j in self._wanted], axis=1))
-        return np.concatenate(rows).astype(np.float32, copy=False)
+            widths = [outputs[j].shape[1] for j in self._wanted]
+        return Codes(np.concatenate(rows).astype(np.float32, copy=False), np.arange(len(batch)), [], len(batch),
+                     widths)
 
     def _extract(self, paths: list[Path], ids: list[str], per_layer: list[dict[str, np.ndarray]],
                  stores: list[CodeStore] | None, skipped: list[tuple[str, str]], bad: set[int],

@@ -137,9 +137,25 @@ def auto_section(auto: dict[str, Any]) -> str:
     return "<h2>How the strategy was chosen</h2>" + _table(rows, ["", ""])
 
 
+def unfamiliar_section(images: ImageSet, kept: np.ndarray, familiarity: np.ndarray, model: Any) -> str:
+    """The least familiar images, with how many fall below the threshold."""
+    flagged = int((familiarity < model.threshold).sum())
+    order = np.argsort(familiarity)[:GALLERY // 2]
+    gallery = "".join(
+        f'<figure><img src="{thumbnail(images.paths[kept[i]])}" alt="unfamiliar image">'
+        f"<figcaption>familiarity {familiarity[i]:.3f}" + (" <span class=wrong>unfamiliar</span>"
+                                                            if familiarity[i] < model.threshold else "")
+        + f"<br>{html.escape(Path(images.paths[kept[i]]).name)}</figcaption></figure>" for i in order)
+    return (f"<h2>Least familiar images ({flagged} of {len(kept)} below the threshold {model.threshold:.3f})</h2>"
+            f"<div class=sub>familiarity: {html.escape(model.info()['method'])}; about "
+            f"{100 * model.flag_rate:.0f}% of images like the training ones fall below the threshold</div>"
+            f"<div class=gallery>{gallery}</div>")
+
+
 def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
     """The report's HTML for ``clf`` scored on the labelled ``images``."""
-    proba, kept, skipped = clf.predict_files(images.paths)
+    found = clf.predict_files(images.paths)
+    proba, kept, skipped = found
     labels = images.labels[kept]
     names = clf.classes_
     metrics = classification_metrics(labels, proba, names)
@@ -181,6 +197,8 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
         "<h2>Confusion matrix</h2>", confusion_table(matrix, names),
         f"<h2>Most confidently wrong ({len(worst)} of {len(wrong)} errors)</h2><div class=gallery>{gallery}</div>",
     ]
+    if found.familiarity is not None and len(kept):
+        parts.append(unfamiliar_section(images, kept, found.familiarity, clf.familiarity_))
     if config.get("auto"):
         parts.append(auto_section(config["auto"]))
     if curves:
