@@ -24,12 +24,9 @@ def positive(option: str, value: float | None, what: str = "a positive number") 
 
 
 def existing_folder(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"{what} {str(path)!r} does not exist; check the path")
-    if not path.is_dir():
-        raise DataError(f"{what} {str(path)!r} is not a folder; give a folder with one subfolder per class")
-    return path
+    from .data import existing_dir
+
+    return existing_dir(path, what)
 
 
 def weights(source: str | None) -> None:

@@ -58,7 +58,7 @@ def files_under(folder: Path) -> list[Path]:
     return found
 
 
-def _existing_dir(path: str | os.PathLike, what: str) -> Path:
+def existing_dir(path: str | os.PathLike, what: str) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{what} {str(path)!r} does not exist; check the path")
@@ -69,7 +69,7 @@ def _existing_dir(path: str | os.PathLike, what: str) -> Path:
 
 def read_class_folders(root: str | os.PathLike, class_names: list[str] | None = None) -> ImageSet:
     """Read ``root/<class>/**/<file>``; with ``class_names`` given, labels follow that list."""
-    root = _existing_dir(root, "data folder")
+    root = existing_dir(root, "data folder")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p.name))
     if not folders:
         raise DataError(f"{str(root)!r} has no class folders; put each class's images in {root}/<class name>/")
@@ -115,14 +115,14 @@ def find_splits(data: str | os.PathLike, val: str | os.PathLike | None = None,
     """
     if not 0 <= val_fraction < 1:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    data = _existing_dir(data, "data folder")
+    data = existing_dir(data, "data folder")
     train_dir, val_dir, how = data, None, ""
     if (data / TRAIN_NAME).is_dir():
         train_dir = data / TRAIN_NAME
         val_dir = next((data / n for n in VAL_NAMES if (data / n).is_dir()), None)
         how = f"{train_dir.name}/ and {val_dir.name}/ folders" if val_dir else ""
     if val is not None:
-        val_dir, how = _existing_dir(val, "validation folder"), f"--val {val}"
+        val_dir, how = existing_dir(val, "validation folder"), f"--val {val}"
     train = read_class_folders(train_dir)
     if val_dir is not None:
         return Splits(train, read_class_folders(val_dir, train.class_names), how or "given folders")
@@ -135,7 +135,7 @@ def find_splits(data: str | os.PathLike, val: str | os.PathLike | None = None,
 
 def evaluation_set(data: str | os.PathLike, class_names: list[str]) -> ImageSet:
     """Labelled images to score: ``data`` holds class folders, or a val/ split holding them."""
-    data = _existing_dir(data, "data folder")
+    data = existing_dir(data, "data folder")
     subdirs = {p.name for p in data.iterdir() if p.is_dir()}
     if not subdirs & set(class_names):
         split = next((n for n in VAL_NAMES if n in subdirs), None)
