@@ -83,3 +83,21 @@ def test_two_processes_fill_one_cache(tmp_path, colors_data):
 
     again = FeatureExtractor(create_backbone(), ["penultimate"], cache_dir=cache).transform(files_under(colors_data))
     assert again.extracted == 0 and len(again.kept) == 32
+
+
+def test_codes_nets_leave_no_hooks_behind():
+    import gc
+
+    import torch
+
+    from headstart.backbones import CodesNet, create_backbone
+
+    backbone = create_backbone("test_efficientnet", "none", image_size=32)
+    block = dict(backbone.model.named_modules())["blocks.1"]
+    nets = [CodesNet(backbone, ["blocks.1", "penultimate"]) for _ in range(3)]
+    assert len(block._forward_hooks) == 3
+    del nets[:2]
+    gc.collect()
+    assert len(block._forward_hooks) == 1  # the dropped nets took their hooks with them
+    codes = nets[0](torch.zeros(2, 32, 32, 3, dtype=torch.uint8))
+    assert codes[0].shape[0] == 2 and not nets[0]._taps  # taps are consumed, not kept

@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +209,24 @@ def _pool(activation: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return activation.flatten(1)
 
 
+class _Taps(dict):
+    """Activations caught by forward hooks, by layer name (a dict subclass, so that hooks can refer to it weakly)."""
+
+
+def _keep(taps: weakref.ref, layer: str):
+    def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
+        found = taps()
+        if found is not None:
+            found[layer] = output
+
+    return hook
+
+
+def _remove_hooks(handles: list) -> None:
+    for handle in handles:
+        handle.remove()
+
+
 class CodesNet(nn.Module):
     """uint8 NHWC images in; the model's normalisation, then each tapped layer's pooled activations (a tuple)."""
 
@@ -219,21 +238,18 @@ class CodesNet(nn.Module):
         self.register_buffer("mean", torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1) * scale)
         self.register_buffer("std", torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1) * scale)
         modules = dict(self.model.named_modules())
-        self._taps: dict[str, torch.Tensor] = {}
+        self._taps = _Taps()
         self._channels_last = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
-        for layer in self.layers:
-            if layer in (PENULTIMATE, LOGITS):
-                continue
+        tapped = [layer for layer in self.layers if layer not in (PENULTIMATE, LOGITS)]
+        for layer in tapped:
             if layer not in modules or not layer:
                 raise ModelError(f"model {backbone.name!r} has no layer {layer!r}; "
                                  f"choose from {', '.join(backbone.layers())} (see `headstart summary`)")
-            modules[layer].register_forward_hook(self._keep(layer))
-
-    def _keep(self, layer: str):
-        def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
-            self._taps[layer] = output
-
-        return hook
+        # The hooks live on the shared model but hold this net's taps only weakly, and are removed with this net:
+        # many CodesNets over one backbone never pile up hooks or keep activations alive.
+        taps = weakref.ref(self._taps)
+        handles = [modules[layer].register_forward_hook(_keep(taps, layer)) for layer in tapped]
+        weakref.finalize(self, _remove_hooks, handles)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
