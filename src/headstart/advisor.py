@@ -329,7 +329,7 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     else:
         strategy = "feature-extractor"
         options = {"classifier": classifier, "layer": layer}
-        score = f" ({layer}: {scores[layer]:.3f} cross-validated accuracy on training images)" if scores else ""
+        score = f" ({scores[layer]:.3f} cross-validated accuracy on training images)" if scores else ""
         reason = (f"with {size['median_per_class']:.0f} images per class, a linear classifier on frozen codes "
                   "avoids overfitting; " + ("the images resemble ImageNet" if similar else
                                             "the images differ from ImageNet")
@@ -357,8 +357,10 @@ def format_advice(advice: Advice, model: str) -> str:
                      f" (similar from {sim['threshold']})")
     else:
         lines.append(f"similarity: {sim['method']}")
-    lines.append("layers (5-fold cross-validated accuracy on training images; * chosen): "
-                 + ", ".join(f"{k}{'*' if k == advice.layer else ''} {v:.3f}" for k, v in advice.layers.items()))
+    losses = {k: c["cv_log_loss"] for k, c in advice.choice.get("candidates", {}).items()}
+    lines.append("layers (5-fold cross-validated accuracy / log loss on training images; * chosen by the lowest loss):")
+    lines += [f"  {k:<48}{v:.3f} / {losses.get(k, float('nan')):.4f}{' *' if k == advice.layer else ''}"
+              for k, v in advice.layers.items()]
     lines += [f"note: {note}" for note in advice.notes]
     lines += ["", f"{'':<8}{'similar to ImageNet':<34}{'different from ImageNet':<34}",
               f"{'small':<8}{mark[('small', 'similar')]:<34}{mark[('small', 'different')]:<34}",
