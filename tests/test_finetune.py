@@ -112,3 +112,17 @@ def test_max_seconds_stops_training_early(tmp_path, colors_data):
     started = time.perf_counter()
     info = fine_tune(backbone, read_class_folders(colors_data / "train"), config, tmp_path, progress=False)
     assert info["epochs_run"] < 500 and time.perf_counter() - started < 30
+
+
+def test_a_checkpoint_restores_with_load_from_checkpoint(tmp_path, colors_data):
+    from headstart.finetune import ClassifierNet, FineTuner
+
+    backbone = create_backbone("test_efficientnet", "none", image_size=32)
+    config = FineTuneConfig(unfreeze="all", epochs=2, batch_size=8, workers=0)
+    fine_tune(backbone, read_class_folders(colors_data / "train"), config, tmp_path, progress=False)
+    restored = FineTuner.load_from_checkpoint(tmp_path / "checkpoints" / "best.ckpt").eval()
+    assert restored.hparams.model == "test_efficientnet" and restored.hparams.n_classes == 2
+    images = torch.randint(0, 255, (3, 32, 32, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        expected = ClassifierNet(backbone.model, backbone.preprocess).eval()(images)
+        torch.testing.assert_close(restored(images), expected)

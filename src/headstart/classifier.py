@@ -290,8 +290,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def score(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,  # type: ignore[override]
               y: Sequence[Any] | None = None, sample_weight: Any = None) -> float:
-        """Accuracy on the usable labelled images."""
-        return self.evaluate(X, y)["accuracy"]
+        """Accuracy on the usable labelled images (weighted by ``sample_weight``, one per image of ``X``, if given)."""
+        if sample_weight is None:
+            return self.evaluate(X, y)["accuracy"]
+        images = as_image_set(X, y, self.classes_)
+        found = self.predict_files(images.paths)
+        weight = np.asarray(sample_weight, np.float64)[found.kept]
+        correct = found.proba.argmax(1) == images.labels[found.kept]
+        return float((weight * correct).sum() / max(weight.sum(), 1e-12))
 
     def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict[str, Any] | None = None,
              files: dict[str, Path] | None = None) -> Path:

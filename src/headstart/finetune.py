@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from torch import nn
@@ -95,94 +96,106 @@ class ClassifierNet(nn.Module):
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
 
-def build_module(backbone: Backbone, n_classes: int, config: FineTuneConfig, total_steps: int,
-                 class_weights: torch.Tensor | None):
-    """The LightningModule for ``backbone`` with a new ``n_classes`` head."""
-    import lightning as L
+class FineTuner(L.LightningModule):
+    """A timm network with a new ``n_classes`` head, trained on uint8 images: top blocks unfrozen after
+    ``config.probe_epochs`` head-only epochs, frozen parts in inference mode (their BatchNorm statistics never
+    change), AdamW with the pretrained layers at ``lr * backbone_lr_mult``, linear warm-up then cosine decay.
 
-    class FineTuner(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            backbone.model.reset_classifier(n_classes)
-            if not isinstance(backbone.model.get_classifier(), nn.Linear):
-                raise HeadstartError(f"{backbone.name} has a {type(backbone.model.get_classifier()).__name__} "
-                                     "head; fine-tuning supports models whose classifier is one linear layer")
-            self.net = ClassifierNet(backbone.model, backbone.preprocess)
-            self.prefixes = trainable_prefixes(backbone.model, config.unfreeze_blocks())
-            self.head_prefix = backbone.model.pretrained_cfg.get("classifier", "classifier")
-            self.loss = nn.CrossEntropyLoss(weight=class_weights)
-            self.failed: dict[str, str] = {}  # images that failed to decode during training: path -> reason
-            self._set_trainable(probe=config.probe_epochs > 0 and config.strategy != "scratch")
+    Every argument but ``backbone`` is a plain value saved as a hyperparameter, so a checkpoint restores with
+    ``FineTuner.load_from_checkpoint(path)`` (the network is rebuilt from ``model`` and ``image_size``).
+    """
 
-        def _set_trainable(self, probe: bool) -> None:
-            prefixes = [self.head_prefix] if probe else self.prefixes
-            for name, param in self.net.model.named_parameters():
-                param.requires_grad_(_matches(name, prefixes))
+    def __init__(self, model: str, n_classes: int, config: dict[str, Any], total_steps: int,
+                 class_weights: list[float] | None = None, image_size: int | None = None,
+                 backbone: Backbone | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"])
+        if backbone is None:
+            from .backbones import create_backbone
 
-        def train(self, mode: bool = True):
-            """Frozen parts stay in inference mode: their BatchNorm statistics never change."""
-            super().train(mode)
-            if mode:
-                for name, module in self.net.model.named_modules():
-                    params = list(module.parameters(recurse=False))
-                    if params and not any(p.requires_grad for p in params):
-                        module.eval()
-                    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not _matches(name, self.prefixes):
-                        module.eval()
-            return self
+            backbone = create_backbone(model, "none", image_size=image_size)
+        self.config = FineTuneConfig(**config)
+        backbone.model.reset_classifier(n_classes)
+        if not isinstance(backbone.model.get_classifier(), nn.Linear):
+            raise HeadstartError(f"{backbone.name} has a {type(backbone.model.get_classifier()).__name__} "
+                                 "head; fine-tuning supports models whose classifier is one linear layer")
+        self.net = ClassifierNet(backbone.model, backbone.preprocess)
+        self.prefixes = trainable_prefixes(backbone.model, self.config.unfreeze_blocks())
+        self.head_prefix = backbone.model.pretrained_cfg.get("classifier", "classifier")
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.loss = nn.CrossEntropyLoss(weight=weight)
+        self.failed: dict[str, str] = {}  # images that failed to decode during training: path -> reason
+        self._set_trainable(probe=self.config.probe_epochs > 0 and self.config.strategy != "scratch")
 
-        def on_train_epoch_start(self) -> None:
-            if config.strategy != "scratch" and self.current_epoch >= config.probe_epochs:
-                self._set_trainable(probe=False)
-            self.train()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
 
-        def training_step(self, batch, batch_idx):
-            images, labels, failed = batch
-            self.failed.update(failed)
-            if images is None:
-                return None
-            loss = self.loss(self.net(images), labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at epoch {self.current_epoch}, step "
-                                         f"{self.global_step}; lower --lr and --resume")
-            self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
-                     batch_size=len(labels))
-            return loss
+    def _set_trainable(self, probe: bool) -> None:
+        prefixes = [self.head_prefix] if probe else self.prefixes
+        for name, param in self.net.model.named_parameters():
+            param.requires_grad_(_matches(name, prefixes))
 
-        def validation_step(self, batch, batch_idx):
-            images, labels, failed = batch
-            self.failed.update(failed)
-            if images is None:
-                return
-            logits = self.net(images)
-            self.log("monitor_loss", nn.functional.cross_entropy(logits, labels), sync_dist=True,
-                     batch_size=len(labels))
-            self.log("monitor_acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True, sync_dist=True,
-                     batch_size=len(labels))
+    def train(self, mode: bool = True):
+        """Frozen parts stay in inference mode: their BatchNorm statistics never change."""
+        super().train(mode)
+        if mode:
+            for name, module in self.net.model.named_modules():
+                params = list(module.parameters(recurse=False))
+                if params and not any(p.requires_grad for p in params):
+                    module.eval()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not _matches(name, self.prefixes):
+                    module.eval()
+        return self
 
-        def configure_optimizers(self):
-            head, body = [], []
-            for name, param in self.net.model.named_parameters():
-                if _matches(name, [self.head_prefix]):
-                    head.append(param)
-                elif _matches(name, self.prefixes):
-                    body.append(param)
-            mult = 1.0 if config.strategy == "scratch" else config.backbone_lr_mult
-            groups = [{"params": head, "lr": config.lr}]
-            if body:
-                groups.append({"params": body, "lr": config.lr * mult})
-            optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-            warmup = max(1, int(total_steps * config.warmup_fraction))
+    def on_train_epoch_start(self) -> None:
+        if self.config.strategy != "scratch" and self.current_epoch >= self.config.probe_epochs:
+            self._set_trainable(probe=False)
+        self.train()
 
-            def schedule(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+    def training_step(self, batch, batch_idx):
+        images, labels, failed = batch
+        self.failed.update(failed)
+        if images is None:
+            return None
+        loss = self.loss(self.net(images), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at epoch {self.current_epoch}, step "
+                                     f"{self.global_step}; lower --lr and --resume")
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=len(labels))
+        return loss
 
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def validation_step(self, batch, batch_idx):
+        images, labels, failed = batch
+        self.failed.update(failed)
+        if images is None:
+            return
+        logits = self.net(images)
+        self.log("monitor_loss", nn.functional.cross_entropy(logits, labels), sync_dist=True,
+                 batch_size=len(labels))
+        self.log("monitor_acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True, sync_dist=True,
+                 batch_size=len(labels))
 
-    return FineTuner()
+    def configure_optimizers(self):
+        head, body = [], []
+        for name, param in self.net.model.named_parameters():
+            if _matches(name, [self.head_prefix]):
+                head.append(param)
+            elif _matches(name, self.prefixes):
+                body.append(param)
+        config = self.config
+        mult = 1.0 if config.strategy == "scratch" else config.backbone_lr_mult
+        groups = [{"params": head, "lr": config.lr}]
+        if body:
+            groups.append({"params": body, "lr": config.lr * mult})
+        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        total = self.hparams.total_steps
+        warmup = max(1, int(total * config.warmup_fraction))
+        scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)),
+        ], milestones=[warmup])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def seconds_per_epoch(backbone: Backbone, train: ImageSet, config: FineTuneConfig, steps: int = 3) -> float:
@@ -347,7 +360,8 @@ def _train(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir:
                                                **loader_args)
     monitor_loader = torch.utils.data.DataLoader(ImageFiles(monitor_set, backbone.preprocess, False), **loader_args)
     total_steps = config.epochs * max(1, len(train_loader))
-    module = build_module(backbone, n_classes, config, total_steps, weights)
+    module = FineTuner(backbone.name, n_classes, asdict(config), total_steps,
+                       weights.tolist() if weights is not None else None, backbone.preprocess.input_size[0], backbone)
 
     checkpoints = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="monitor_acc",
                                   mode="max", save_last=True, save_top_k=1)
