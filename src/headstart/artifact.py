@@ -65,8 +65,9 @@ def check_writable(target: Path, what: str = "--out") -> None:
 
 def _is_model(path: Path) -> bool:
     try:
-        return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        read_config(path)
+        return True
+    except ArtifactError:
         return False
 
 

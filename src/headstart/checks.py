@@ -23,12 +23,6 @@ def positive(option: str, value: float | None, what: str = "a positive number") 
         raise HeadstartError(f"{option} must be {what}, got {value:g}")
 
 
-def existing_folder(path: str | os.PathLike, what: str) -> Path:
-    from .data import existing_dir
-
-    return existing_dir(path, what)
-
-
 def weights(source: str | None) -> None:
     """``--weights``: a known source, or a file that exists."""
     if source is None or source in WEIGHT_SOURCES:
@@ -55,10 +49,10 @@ def devices(value: str) -> int | str:
 
 def val_options(data: str | os.PathLike, val: str | None, val_fraction: float | None) -> None:
     """``--val-fraction`` is only meaningful when the validation images are not given as a folder."""
-    from .data import VAL_NAMES
+    from .data import VAL_NAMES, existing_dir
 
     if val is not None:
-        existing_folder(val, "validation folder")
+        existing_dir(val, "validation folder")
     if val_fraction is None:
         return
     if not 0 <= val_fraction < 1:

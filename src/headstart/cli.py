@@ -70,7 +70,7 @@ def _finetune_config(args: argparse.Namespace):
         backbone_lr_mult=args.backbone_lr_mult, batch_size=args.batch_size or 32, augment=args.augment,
         class_weight=args.class_weight, patience=args.patience, workers=args.workers,
         num_nodes=args.num_nodes, accelerator=args.accelerator, distributed=args.distributed,
-        devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
+        devices=checks.devices(args.devices),
         logger=args.logger or [], seed=args.seed, verbose=getattr(args, "verbose", False),
     )
 
@@ -86,11 +86,8 @@ def _classifier(args: argparse.Namespace, workdir: Path | None):
                               workdir=workdir, resume=bool(args.resume), budget=args.budget)
 
 
-def cmd_fit(args: argparse.Namespace) -> None:
-    import shutil
-
-    from .data import find_splits
-
+def _check_fit(args: argparse.Namespace) -> Path:
+    """Every fit option checked (after loading a resumed run's own), before any data is read; returns --out."""
     if not args.data and not args.resume:
         raise HeadstartError("give the DATA folder to fit (or --resume RUN)")
     if args.resume:
@@ -101,13 +98,14 @@ def cmd_fit(args: argparse.Namespace) -> None:
         for key, value in json.loads(saved.read_text()).items():
             setattr(args, key, value)
     from .artifact import check_replaceable, check_writable
+    from .data import existing_dir
 
     _check_numbers(args)
     _finetune_config(args).check()
     if not args.budget > 0:
         raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
     checks.positive("--C", args.C, "a positive number (the inverse regularisation strength)")
-    checks.existing_folder(args.data, "data folder")
+    existing_dir(args.data, "data folder")
     checks.val_options(args.data, args.val, args.val_fraction)
     checks.weights(args.weights)
     if args.layer is not None:
@@ -120,6 +118,15 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from .backbones import check_model_name
 
     check_model_name(args.model)  # the last check (it imports timm), still before any data is read
+    return out
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    import shutil
+
+    from .data import find_splits
+
+    out = _check_fit(args)
     splits = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed)
     args.resume_hint = f"headstart fit --resume {out}"
     may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
@@ -154,12 +161,17 @@ def cmd_fit(args: argparse.Namespace) -> None:
         result["report"] = str(write_report(clf, splits.val, out / "report.html", f"headstart: {out.name}"))
     if args.json:
         _print_json(result)
-        return
+    else:
+        print(_fit_text(clf, result, splits.how, network))
+
+
+def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
+    """What `fit` prints for people: data, model, classifier or training, validation, time, skipped files."""
+    val, data, info = result["validation"], result["data"], clf.head_.info
     n_val = val["n_images"] if val else 0
-    info = clf.head_.info
     lines = [
         f"data: {result['n_train_images']} train / {n_val} validation images, {len(clf.classes_)} classes "
-        f"({splits.how})",
+        f"({split})",
         f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {'+'.join(clf.layers_)}, "
         f"{result['codes_dim']}-d codes",
     ]
@@ -184,8 +196,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         lines.append(f"time: {s['total']:.1f} s ({deciding}codes {s['codes']:.1f} s, {result['n_codes_computed']} "
                      f"computed; classifier {s['classifier']:.1f} s)")
     lines += _skipped_lines(result["skipped"] + (val["skipped"] if val else []))
-    lines.append(f"saved: {out}" + (f" (report: {result['report']})" if result.get("report") else ""))
-    print("\n".join(lines))
+    lines.append(f"saved: {result['out']}" + (f" (report: {result['report']})" if result.get("report") else ""))
+    return "\n".join(lines)
 
 
 def _load(args: argparse.Namespace):
@@ -196,10 +208,10 @@ def _load(args: argparse.Namespace):
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .artifact import read_config
-    from .data import evaluation_set
+    from .data import evaluation_set, existing_dir
 
     read_config(args.model_dir)
-    checks.existing_folder(args.data, "data folder")
+    existing_dir(args.data, "data folder")
     clf = _load(args)
     result = clf.evaluate(evaluation_set(args.data, clf.classes_))
     if args.json:
@@ -225,13 +237,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     checks.at_least("--top", args.top, 1)
     paths = prediction_inputs(args.inputs)
     onnx = str(args.model_dir).endswith(".onnx")
-    if not onnx:
-        read_config(args.model_dir)
     if onnx:  # an exported file: ONNX Runtime only, torch is never imported
         from .runtime import OnnxClassifier
 
         clf = OnnxClassifier(args.model_dir)
     else:
+        read_config(args.model_dir)
         clf = _load(args)
     found = clf.predict_files(paths)
     threshold = clf.threshold if onnx else getattr(getattr(clf, "familiarity_", None), "threshold", None)
@@ -259,9 +270,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
-    from .data import find_splits
+    from .data import existing_dir, find_splits
 
-    checks.existing_folder(args.data, "data folder")
+    existing_dir(args.data, "data folder")
     checks.val_options(args.data, args.val, args.val_fraction)
     checks.weights(args.weights)
     train = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed).train
@@ -299,13 +310,12 @@ def cmd_advise(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     import time
 
-    from .data import find_splits
-    from .options import check_image_size, parse_layers
+    from .data import existing_dir, find_splits
+    from .options import parse_layers
 
-    checks.existing_folder(args.data, "data folder")
+    existing_dir(args.data, "data folder")
     checks.weights(args.weights)
-    check_image_size(args.image_size)
-    _check_numbers(args)
+    _check_numbers(args)  # --image-size, --batch-size, --num-nodes, --devices
     devices = checks.devices(args.devices)
     layers = parse_layers(args.layer)
     splits = find_splits(args.data, val_fraction=0.0)
@@ -329,11 +339,11 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from .artifact import read_config
-    from .data import evaluation_set
+    from .data import evaluation_set, existing_dir
     from .report import GENERATOR, write_report
 
     read_config(args.model_dir)
-    checks.existing_folder(args.data, "data folder")
+    existing_dir(args.data, "data folder")
     out = checks.output_file(args.out or Path(args.model_dir) / "report.html", args.overwrite, ours=GENERATOR)
     clf = _load(args)
     write_report(clf, evaluation_set(args.data, clf.classes_), out, f"headstart: {Path(args.model_dir).name}")
@@ -435,15 +445,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import (
-        CLASSIFIERS,
-        DEFAULT_BUDGET,
-        DEFAULT_MODEL,
-        ENGINES,
-        EXPORT_FORMATS,
-        FIT_STRATEGIES,
-        STRATEGIES,
-    )
+    from .defaults import ENGINES
 
     parser = OneLineParser(prog="headstart", description="Transfer learning on image folders.")
     parser.add_argument("--version", action="version", version=f"headstart {_version()}")
@@ -457,6 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     common.add_argument("--verbose", action="store_true", help="also the training framework's own messages")
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    _add_fit(sub, common)
+    _add_model_commands(sub, common)
+    _add_data_commands(sub, common)
+    return parser
+
+
+def _add_fit(sub, common: argparse.ArgumentParser) -> None:
+    from .defaults import CLASSIFIERS, DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES
 
     fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
     fit.add_argument("data", nargs="?", help="folder of class folders, or with train/ and val/ inside")
@@ -500,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--no-report", dest="report", action="store_false", help="skip OUT/report.html")
     fit.set_defaults(run=cmd_fit)
 
+
+def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
+    """The commands that use a saved model: evaluate, predict, report, export, summary."""
+    from .defaults import DEFAULT_MODEL, EXPORT_FORMATS, STRATEGIES
+
     ev = sub.add_parser("evaluate", parents=[common], help="score a saved model on labelled images")
     ev.add_argument("model_dir")
     ev.add_argument("data", help="folder of class folders (or holding val/)")
@@ -510,30 +525,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+")
     pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
     pr.set_defaults(run=cmd_predict)
-
-    ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
-                                                         "recommend a strategy")
-    ad.add_argument("data")
-    ad.add_argument("--model", default=DEFAULT_MODEL, help="one model, or several joined by commas to rank them")
-    ad.add_argument("--weights")
-    ad.add_argument("--val")
-    ad.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
-    ad.add_argument("--seed", type=int, default=0)
-    ad.set_defaults(run=cmd_advise)
-
-    xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
-                                                          "GPUs or nodes")
-    xt.add_argument("data")
-    xt.add_argument("--model", default=DEFAULT_MODEL)
-    xt.add_argument("--weights")
-    xt.add_argument("--layer", default="penultimate")
-    xt.add_argument("--image-size", type=int)
-    xt.add_argument("--batch-size", type=int)
-    xt.add_argument("--devices", default="1", help="Lightning devices: a count, ids, or auto")
-    xt.add_argument("--num-nodes", type=int, default=1)
-    xt.add_argument("--accelerator", default="auto")
-    xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
-    xt.set_defaults(run=cmd_extract)
 
     rp = sub.add_parser("report", parents=[common], help="write a self-contained HTML report on labelled images")
     rp.add_argument("model_dir")
@@ -559,11 +550,39 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--num-classes", type=int, help="include the new head for this many classes")
     sm.set_defaults(run=cmd_summary)
 
+
+def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
+    """The commands that measure data or list models: advise, extract, models."""
+    from .defaults import DEFAULT_MODEL
+
+    ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
+                                                         "recommend a strategy")
+    ad.add_argument("data")
+    ad.add_argument("--model", default=DEFAULT_MODEL, help="one model, or several joined by commas to rank them")
+    ad.add_argument("--weights")
+    ad.add_argument("--val")
+    ad.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.set_defaults(run=cmd_advise)
+
+    xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
+                                                          "GPUs or nodes")
+    xt.add_argument("data")
+    xt.add_argument("--model", default=DEFAULT_MODEL)
+    xt.add_argument("--weights")
+    xt.add_argument("--layer", default="penultimate")
+    xt.add_argument("--image-size", type=int)
+    xt.add_argument("--batch-size", type=int)
+    xt.add_argument("--devices", default="1", help="Lightning devices: a count, ids, or auto")
+    xt.add_argument("--num-nodes", type=int, default=1)
+    xt.add_argument("--accelerator", default="auto")
+    xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
+    xt.set_defaults(run=cmd_extract)
+
     md = sub.add_parser("models", help="known models and whether their weights are available now")
     md.add_argument("pattern", nargs="?", help="a timm name pattern, e.g. 'resnet*'")
     md.add_argument("--json", action="store_true")
     md.set_defaults(run=cmd_models)
-    return parser
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -338,11 +338,36 @@ def _quiet_lightning(verbose: bool):
                 logger.setLevel(level)
 
 
+def _trainer(config: FineTuneConfig, workdir: Path, progress: bool, checkpoints) -> L.Trainer:
+    """Lightning's Trainer for ``config``: checkpoints written atomically, early stopping on the held-out training
+    images, CSV metrics (and TensorBoard or MLflow when asked), bf16 on CUDA."""
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list[Any] = [CSVLogger(workdir, name="logs", version="")]
+    if "tensorboard" in config.logger:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(workdir, name="tensorboard", version=""))
+    if "mlflow" in config.logger:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        loggers.append(MLFlowLogger(experiment_name="headstart", tracking_uri=f"file:{workdir / 'mlruns'}"))
+    cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    max_time = None if config.max_seconds is None else timedelta(seconds=config.max_seconds)
+    return L.Trainer(
+        max_epochs=config.epochs, max_time=max_time, accelerator=config.accelerator, devices=config.devices,
+        num_nodes=config.num_nodes, strategy=config.distributed, precision="bf16-mixed" if cuda else "32-true",
+        callbacks=[checkpoints, EarlyStopping("monitor_acc", mode="max", patience=config.patience)],
+        logger=loggers, default_root_dir=workdir, enable_progress_bar=progress, enable_model_summary=False,
+        gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10,
+        plugins=[_atomic_checkpoint_io()],
+    )
+
+
 def _train(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir: Path, progress: bool,
            resume: bool) -> dict[str, Any]:
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     config.check()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -365,25 +390,7 @@ def _train(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir:
 
     checkpoints = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="monitor_acc",
                                   mode="max", save_last=True, save_top_k=1)
-    loggers: list[Any] = [CSVLogger(workdir, name="logs", version="")]
-    if "tensorboard" in config.logger:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(workdir, name="tensorboard", version=""))
-    if "mlflow" in config.logger:
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        loggers.append(MLFlowLogger(experiment_name="headstart", tracking_uri=f"file:{workdir / 'mlruns'}"))
-    cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
-    max_time = None if config.max_seconds is None else timedelta(seconds=config.max_seconds)
-    trainer = L.Trainer(
-        max_epochs=config.epochs, max_time=max_time, accelerator=config.accelerator, devices=config.devices,
-        num_nodes=config.num_nodes, strategy=config.distributed, precision="bf16-mixed" if cuda else "32-true",
-        callbacks=[checkpoints, EarlyStopping("monitor_acc", mode="max", patience=config.patience)],
-        logger=loggers, default_root_dir=workdir, enable_progress_bar=progress, enable_model_summary=False,
-        gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10,
-        plugins=[_atomic_checkpoint_io()],
-    )
+    trainer = _trainer(config, workdir, progress, checkpoints)
     last = workdir / "checkpoints" / "last.ckpt"
     resumed_from, earlier = None, []
     if resume and last.exists():
