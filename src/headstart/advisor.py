@@ -204,7 +204,7 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
 
 
 def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[str], measured: Measured,
-                 seed: int) -> Path | None:
+                 seed: int, precision: dict[str, str]) -> Path | None:
     """Where the layer scores of exactly these codes are cached (they depend on nothing else)."""
     import hashlib
 
@@ -214,18 +214,19 @@ def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[st
         return None
     files = hashlib.sha256("\n".join(str(file_identity(p)) for p in measured.images.paths).encode()).hexdigest()
     key = key_of({"weights": backbone.digest, "preprocess": backbone.preprocess.to_dict(), "candidates": candidates,
-                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 1})
+                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 1, **precision})
     return cache_dir / "scores" / f"{backbone.name}-{key}.json"
 
 
 def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone, cache_dir: Path | None,
-                  seed: int = 0, progress: bool = False) -> tuple[dict[str, Search], str, dict[str, Any]]:
+                  seed: int = 0, progress: bool = False, precision: dict[str, str] | None = None
+                  ) -> tuple[dict[str, Search], str, dict[str, Any]]:
     """(searches, chosen layer, evidence): from the cache when these codes were scored before, else computed."""
     import json
 
     from .cache import write_atomic
 
-    path = _scores_file(cache_dir, backbone, candidates, measured, seed)
+    path = _scores_file(cache_dir, backbone, candidates, measured, seed, precision or {})
     if path is not None and path.is_file():
         try:
             saved = json.loads(path.read_text())
@@ -295,9 +296,11 @@ def fine_tune_options(n_train: int, similar: bool, image_size: int | None, batch
 
 def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: str | Path | None | bool = None,
            seed: int = 0, classifier: str = "logistic", budget: float | None = None, progress: bool = False,
-           engine: str = "auto", batch_size: int | None = None, weights: str | None = None) -> Advice:
+           engine: str = "auto", batch_size: int | None = None, weights: str | None = None,
+           precision: str = "fp32") -> Advice:
     """Measure ``train`` (a folder of class folders or an ImageSet) against ``backbone`` (a model name or a built
-    Backbone) in one pass, and recommend a strategy, a layer and hyper-parameters."""
+    Backbone) in one pass, and recommend a strategy, a layer and hyper-parameters (``precision``: of the codes,
+    "fp32" or "int8" calibrated on ``train``)."""
     from .backbones import create_backbone
     from .data import read_class_folders
 
@@ -307,13 +310,15 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     size = measure_size(train)
     candidates = candidate_layers(backbone)
     parts = sorted({p for c in candidates for p in c.split("+")})
-    extractor = FeatureExtractor(backbone, parts, cache_dir, engine, batch_size, progress=progress)
+    extractor = FeatureExtractor(backbone, parts, cache_dir, engine, batch_size, progress=progress,
+                                 precision=precision, calibration=train.paths)
     measured = measure_codes(extractor, train, size["large"], budget, seed, progress)
     notes = [] if measured.complete else [
         f"layers measured on a stratified {len(measured.images)} of {len(train)} training images: a full pass was "
         f"predicted to take more than {FULL_PASS_SHARE:.0%} of the {budget:.0f} s budget"]
     similarity = measure_similarity(backbone, measured.parts[PENULTIMATE])
-    searches, layer, choice = scored_layers(measured, candidates, backbone, extractor.cache_dir, seed, progress)
+    searches, layer, choice = scored_layers(measured, candidates, backbone, extractor.cache_dir, seed, progress,
+                                            extractor.precision_key())
     if not searches:
         notes.append("a class has a single usable training image: layers could not be compared, penultimate used")
     scores = {c: round(s.cv_accuracy, 4) for c, s in searches.items()}

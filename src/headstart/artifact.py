@@ -23,6 +23,7 @@ CONFIG = "config.json"
 BACKBONE = "backbone.safetensors"
 HEAD = "head.safetensors"
 FAMILIARITY = "familiarity.safetensors"  # the training images' normalised penultimate codes (float16)
+INT8_NETWORK = "codes-int8.onnx"  # with precision int8: the quantised network the head was trained on
 
 
 def versions() -> dict[str, str]:
@@ -106,6 +107,9 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
         save_file({"weight": torch.from_numpy(np.ascontiguousarray(clf.head_.weight)),
                    "bias": torch.from_numpy(np.ascontiguousarray(clf.head_.bias))},
                   str(staged / HEAD))
+        network = clf.quantized_network()
+        if network is not None:
+            shutil.copyfile(network, staged / INT8_NETWORK)
         familiarity = getattr(clf, "familiarity_", None)
         if familiarity is not None:
             save_file({"bank": torch.from_numpy(np.ascontiguousarray(familiarity.bank))}, str(staged / FAMILIARITY))
@@ -116,6 +120,8 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
             "weights_digest": backbone.digest,
             "strategy": clf.strategy_,
             "layers": clf.layers_,
+            "precision": clf.precision,
+            "calibration": [str(p) for p in getattr(clf, "_calibration", None) or []],  # for a later int8 export
             "preprocess": backbone.preprocess.to_dict(),
             "class_names": clf.classes_,
             "classifier": clf.head_.info,
@@ -198,6 +204,13 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
     params.setdefault("strategy", config["strategy"])
     clf = TransferClassifier(**{**params, "model": config["model"], "cache_dir": cache_dir, "engine": engine,
                                 "progress": progress})
+    clf._calibration = [Path(p) for p in config.get("calibration") or []] or None
+    if clf.precision == "int8":
+        if engine == "torch":
+            raise ArtifactError(f"{str(path)!r} is an int8 model, which runs on ONNX Runtime; drop --engine torch")
+        if not (path / INT8_NETWORK).is_file():
+            raise ArtifactError(f"{str(path)!r} is an int8 model without its {INT8_NETWORK}; fit the model again")
+        clf._network = path / INT8_NETWORK
     clf.backbone_, clf.layers_, clf.classes_ = backbone, list(config["layers"]), list(config["class_names"])
     clf.strategy_ = config["strategy"]
     clf.head_ = LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {}))

@@ -44,7 +44,7 @@ def fit_auto(clf: Any, images: Any, started: float) -> None:
         say(f"resuming the earlier decision: {evidence['decision']}", clf.progress)
     else:
         advice = advise(clf.backbone_, images, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress,
-                        clf.engine, clf.batch_size)
+                        clf.engine, clf.batch_size, precision=clf.precision)
         strategy, options, evidence = plan_auto(advice, clf.model, clf.weights, images, clf.budget, started,
                                                 given_options(clf.finetune, clf.image_size))
         evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))

@@ -35,6 +35,15 @@ def file_identity(path: Path) -> str | None:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def current_umask() -> int:
     """The process's umask (read without changing it for good)."""
     mask = os.umask(0)

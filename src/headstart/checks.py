@@ -83,3 +83,10 @@ def _holds(path: Path, marker: str) -> bool:
             return marker.encode() in f.read(4096)
     except OSError:
         return False
+
+
+def precision(value: str | None, engine: str = "auto") -> None:
+    """int8 runs on ONNX Runtime only (``engine`` "torch" also stands for TorchScript export)."""
+    if value == "int8" and engine == "torch":
+        raise HeadstartError("--precision int8 runs on ONNX Runtime: use it with --format onnx and without "
+                             "--engine torch, or use --precision fp32")

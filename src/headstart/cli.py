@@ -38,7 +38,8 @@ def _default_out(data: Path) -> Path:
 
 RESUMED = ("data", "val", "val_fraction", "seed", "model", "weights", "strategy", "layer", "classifier", "C",
            "batch_size", "image_size", "unfreeze", "epochs", "probe_epochs", "lr", "backbone_lr_mult", "augment",
-           "class_weight", "patience", "workers", "devices", "num_nodes", "accelerator", "distributed", "logger")
+           "class_weight", "patience", "workers", "devices", "num_nodes", "accelerator", "distributed", "logger",
+           "precision")
 
 
 def _fraction(value: float | None) -> float:
@@ -83,7 +84,8 @@ def _classifier(args: argparse.Namespace, workdir: Path | None):
                               classifier=args.classifier, C=args.C, cache_dir=args.cache_dir, engine=args.engine,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
                               image_size=args.image_size, finetune=_finetune_config(args) if workdir else None,
-                              workdir=workdir, resume=bool(args.resume), budget=args.budget)
+                              workdir=workdir, resume=bool(args.resume), budget=args.budget,
+                              precision=args.precision)
 
 
 def _check_fit(args: argparse.Namespace) -> Path:
@@ -102,6 +104,7 @@ def _check_fit(args: argparse.Namespace) -> Path:
 
     _check_numbers(args)
     _finetune_config(args).check()
+    checks.precision(args.precision, args.engine)
     if not args.budget > 0:
         raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
     checks.positive("--C", args.C, "a positive number (the inverse regularisation strength)")
@@ -145,7 +148,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
             "train_counts": train_counts, "val_counts": splits.val.counts() if splits.val else None,
             "imbalance_ratio": round(max(train_counts.values()) / max(1, min(train_counts.values())), 2)}
     result = {"out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights,
-              "strategy": clf.strategy_, "layers": clf.layers_, "classifier": clf.classifier,
+              "precision": clf.precision, "strategy": clf.strategy_, "layers": clf.layers_,
+              "classifier": clf.classifier,
               "C": clf.head_.info.get("C"), "data": data, "validation": val,
               **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
     files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network else None
@@ -173,7 +177,7 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
         f"data: {result['n_train_images']} train / {n_val} validation images, {len(clf.classes_)} classes "
         f"({split})",
         f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {'+'.join(clf.layers_)}, "
-        f"{result['codes_dim']}-d codes",
+        f"{result['codes_dim']}-d {'int8 ' if clf.precision == 'int8' else ''}codes",
     ]
     if data["imbalance_ratio"] >= 1.5:
         lines.append(f"note: classes are imbalanced (largest/smallest = {data['imbalance_ratio']}); "
@@ -275,6 +279,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
     existing_dir(args.data, "data folder")
     checks.val_options(args.data, args.val, args.val_fraction)
     checks.weights(args.weights)
+    checks.precision(args.precision, args.engine)
     train = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed).train
     from .advisor import advise, format_advice
     from .backbones import create_backbone
@@ -290,7 +295,8 @@ def cmd_advise(args: argparse.Namespace) -> None:
                 raise
             results.append({"model": name, "error": str(exc)})
             continue
-        advice = advise(backbone, train, args.cache_dir, args.seed, progress=not args.quiet and not args.json)
+        advice = advise(backbone, train, args.cache_dir, args.seed, progress=not args.quiet and not args.json,
+                        engine=args.engine, precision=args.precision)
         results.append({"model": name, **advice.to_dict(), "best_layer_score": advice.layers.get(advice.layer, 0.0)})
         texts.append(format_advice(advice, name))
     ranked = sorted((r for r in results if "error" not in r), key=lambda r: -r["best_layer_score"])
@@ -317,6 +323,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     checks.weights(args.weights)
     _check_numbers(args)  # --image-size, --batch-size, --num-nodes, --devices
     devices = checks.devices(args.devices)
+    checks.precision(args.precision, args.engine)
     layers = parse_layers(args.layer)
     splits = find_splits(args.data, val_fraction=0.0)
     from .backbones import create_backbone
@@ -326,7 +333,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     backbone = create_backbone(args.model, args.weights, image_size=args.image_size)
     started = time.perf_counter()
     result = extract_distributed(backbone, layers, paths, args.cache_dir, devices, args.num_nodes,
-                                 args.accelerator, args.distributed, args.batch_size, progress=not args.quiet)
+                                 args.accelerator, args.distributed, args.batch_size, progress=not args.quiet,
+                                 precision=args.precision, calibration=splits.train.paths)
     if not result["is_global_zero"]:
         return
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -355,19 +363,25 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from .artifact import read_config
+    from .data import existing_dir, files_under
 
-    read_config(args.model_dir)
+    config = read_config(args.model_dir)
+    precision = args.precision or config.get("precision", "fp32")
+    checks.precision(precision, "torch" if args.format == "torchscript" else "onnx")
+    if args.calibration is not None and precision != "int8":
+        raise HeadstartError("--calibration is for --precision int8")
+    calibration = None if args.calibration is None else existing_dir(args.calibration, "calibration folder")
     out = checks.output_file(args.out or Path(args.model_dir) / f"model.{'onnx' if args.format == 'onnx' else 'pt'}",
                              args.overwrite)
     from .export import export
 
     clf = _load(args)
-    export(clf, out, args.format)
+    export(clf, out, args.format, precision, None if calibration is None else files_under(calibration))
     size = out.stat().st_size / 2**20
     if args.json:
-        _print_json({"out": str(out), "format": args.format, "megabytes": round(size, 2)})
+        _print_json({"out": str(out), "format": args.format, "precision": precision, "megabytes": round(size, 2)})
     else:
-        print(f"exported {args.format}: {out} ({size:.1f} MB)")
+        print(f"exported {args.format} ({precision}): {out} ({size:.1f} MB)")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -465,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _precision_option(parser: argparse.ArgumentParser, default: str | None = "fp32") -> None:
+    from .defaults import PRECISIONS
+
+    parser.add_argument("--precision", default=default, choices=PRECISIONS,
+                        help="int8: the network quantised by ONNX Runtime, calibrated on training images (about "
+                             "1.8x faster on CPUs with int8 instructions)"
+                             + (f" (default {default})" if default else " (default: the model's own)"))
+
+
 def _add_fit(sub, common: argparse.ArgumentParser) -> None:
     from .defaults import CLASSIFIERS, DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES
 
@@ -486,6 +509,7 @@ def _add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--C", type=float, help="regularisation (default: chosen by cross-validation on train)")
     fit.add_argument("--batch-size", type=int)
     fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
+    _precision_option(fit)
     tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
     tune.add_argument("--unfreeze", default="2",
                       help="top blocks trained with the head: a number or 'all' (default 2)")
@@ -537,6 +561,9 @@ def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
     ex.add_argument("model_dir")
     ex.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
     ex.add_argument("--out", help="file to write (default MODEL_DIR/model.onnx or model.pt)")
+    _precision_option(ex, None)
+    ex.add_argument("--calibration", metavar="DIR", help="training images to calibrate int8 on, for a model fitted "
+                                                         "in fp32 (default: its recorded training data)")
     ex.add_argument("--overwrite", action="store_true")
     ex.set_defaults(run=cmd_export)
 
@@ -563,6 +590,7 @@ def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     ad.add_argument("--val")
     ad.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     ad.add_argument("--seed", type=int, default=0)
+    _precision_option(ad)
     ad.set_defaults(run=cmd_advise)
 
     xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
@@ -577,6 +605,7 @@ def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     xt.add_argument("--num-nodes", type=int, default=1)
     xt.add_argument("--accelerator", default="auto")
     xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
+    _precision_option(xt)
     xt.set_defaults(run=cmd_extract)
 
     md = sub.add_parser("models", help="known models and whether their weights are available now")

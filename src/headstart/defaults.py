@@ -7,3 +7,4 @@ STRATEGIES = ("feature-extractor", "fine-tune", "scratch")
 FIT_STRATEGIES = ("auto", *STRATEGIES)
 DEFAULT_BUDGET = 600.0
 EXPORT_FORMATS = ("onnx", "torchscript")
+PRECISIONS = ("fp32", "int8")

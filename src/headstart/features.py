@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import collections
+import json
 import os
 import warnings
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,10 +13,12 @@ import numpy as np
 import torch
 
 from .backbones import Backbone, CodesNet
-from .cache import CodeStore, default_cache_dir, file_identity, key_of, write_atomic
-from .defaults import ENGINES
+from .cache import CodeStore, default_cache_dir, file_identity, file_sha256, key_of, write_atomic
+from .defaults import ENGINES, PRECISIONS
 from .errors import ModelError
-from .images import ImageSkipped, Preprocess
+from .images import Preprocess, decoded_batches
+from .quantize import calibration_sample
+from .runtime import onnx_session
 
 SHARD_SIZE = 1024  # images per cache shard: a killed run loses at most this much work
 
@@ -33,87 +34,89 @@ class Codes:
     widths: list[int] = field(default_factory=list)  # columns of each layer in ``codes``, in order
 
 
-def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int
-                    ) -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
-    """Yield (indices, uint8 NHWC batch, [(index, reason)] skipped), decoding ``workers`` images at a time.
-
-    Memory stays bounded: at most a few batches are decoded ahead of the consumer.
-    """
-
-    def load(i: int) -> tuple[int, np.ndarray | str]:
-        try:
-            return i, preprocess.load(paths[i])
-        except ImageSkipped as exc:
-            return i, str(exc)
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="headstart-decode") as pool:
-        pending: collections.deque = collections.deque()
-        todo = iter(range(len(paths)))
-        ahead = max(2 * batch_size, 4 * workers)
-        for i in todo:
-            pending.append(pool.submit(load, i))
-            if len(pending) >= ahead:
-                break
-        index, arrays, skipped = [], [], []
-        while pending:
-            i, result = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            if isinstance(result, str):
-                skipped.append((i, result))
-            else:
-                index.append(i)
-                arrays.append(result)
-            if len(arrays) == batch_size or (not pending and (arrays or skipped)):
-                yield index, (np.stack(arrays) if arrays else None), skipped
-                index, arrays, skipped = [], [], []
-
-
 class OnnxRunner:
-    """The frozen CodesNet exported once to ONNX (cached on disk) and run by ONNX Runtime on the CPU."""
+    """An exported CodesNet (fp32 or int8) run by ONNX Runtime on the CPU; outputs in the order of ``layers``."""
 
-    def __init__(self, backbone: Backbone, layers: list[str], cache_dir: Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        key = key_of({"model": backbone.name, "weights": backbone.digest, "layers": layers,
-                      "preprocess": backbone.preprocess.to_dict(), "torch": torch.__version__, "v": 1})
-        path = cache_dir / "onnx" / f"{backbone.name}-{key}.onnx"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        for attempt in range(2):  # a damaged export is removed and built again once
-            if not path.exists():
-                write_atomic(path, export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers)))
-            try:
-                self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                break
-            except Exception:
-                if attempt:
-                    raise
-                path.unlink(missing_ok=True)
+    def __init__(self, path: Path, layers: list[str], threads: int | None = None):
+        self.path = path
+        self.session = onnx_session(path, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        computed = json.loads(meta["layers"]) if "layers" in meta else layers
+        missing = [layer for layer in layers if layer not in computed]
+        if missing:
+            raise ModelError(f"{str(path)!r} computes no {', '.join(missing)}; it has {', '.join(computed)}")
+        self.outputs = [f"codes_{computed.index(layer)}" for layer in layers]
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {"images": batch})
+        return self.session.run(self.outputs, {"images": batch})
 
 
-def export_onnx(net: torch.nn.Module, preprocess: Preprocess, n_outputs: int) -> bytes:
-    """Serialise ``net`` (uint8 NHWC in, float codes out) to ONNX bytes with a dynamic batch dimension."""
-    import io
+def _cached(path: Path, build: Callable[[], bytes]) -> Path:
+    """``path``, built first when missing, or when ONNX Runtime cannot open it (a damaged file, rebuilt once)."""
+    for attempt in range(2):
+        if not path.exists():
+            write_atomic(path, build())
+        try:
+            onnx_session(path, 1)
+            return path
+        except Exception:
+            if attempt:
+                raise
+            path.unlink(missing_ok=True)
+    return path
 
-    height, width = preprocess.input_size
-    example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
-    buffer = io.BytesIO()
+
+def fp32_network(backbone: Backbone, layers: list[str], cache_dir: Path) -> Path:
+    """The ONNX export of CodesNet(backbone, layers), cached on disk by everything that shapes it."""
+    key = key_of({"model": backbone.name, "weights": backbone.digest, "layers": layers,
+                  "preprocess": backbone.preprocess.to_dict(), "torch": torch.__version__, "v": 2})
+    return _cached(cache_dir / "onnx" / f"{backbone.name}-{key}.onnx",
+                   lambda: export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers),
+                                       {"layers": json.dumps(layers)}))
+
+
+def int8_network(fp32: Path, calibration: list[Path], preprocess: Preprocess, workers: int) -> Path:
+    """``fp32`` quantised to int8 with ranges from the ``calibration`` images, cached beside it."""
+    import onnxruntime
+
+    from .quantize import RECIPE, quantize
+
+    key = key_of({"network": fp32.stem, "calibration": [file_identity(p) for p in calibration], "recipe": RECIPE,
+                  "onnxruntime": onnxruntime.__version__})
+
+    def build() -> bytes:
+        batches = [batch for _, batch, _ in decoded_batches(calibration, preprocess, 16, workers)
+                   if batch is not None]
+        return quantize(fp32, batches)
+
+    return _cached(fp32.with_name(f"{fp32.stem}-int8-{key}.onnx"), build)
+
+
+def export_onnx(net: torch.nn.Module, preprocess: Preprocess | None, n_outputs: int,
+                metadata: dict[str, str] | None = None, examples: tuple[torch.Tensor, ...] | None = None,
+                input_names: list[str] | None = None, output_names: list[str] | None = None) -> bytes:
+    """Serialise ``net`` to ONNX bytes with a dynamic batch dimension on every input tensor.
+
+    By default the input is "images" (uint8 NHWC at ``preprocess``'s size) and the outputs "codes_0".. .
+    """
+    from torch.utils._pytree import tree_map
+
+    if examples is None:
+        height, width = preprocess.input_size
+        examples = (torch.zeros(2, height, width, 3, dtype=torch.uint8),)
+    batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            net.eval(), (example,), dynamo=True, input_names=["images"],
-            output_names=[f"codes_{i}" for i in range(n_outputs)],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
-            opset_version=18, external_data=False, verbose=False,
+            net.eval(), examples, dynamo=True, input_names=input_names or ["images"],
+            output_names=output_names or [f"codes_{i}" for i in range(n_outputs)],
+            dynamic_shapes=tree_map(lambda _: {0: batch}, examples), opset_version=18, external_data=False,
+            verbose=False,
         )
-        program.save(buffer, external_data=False)
-    return buffer.getvalue()
+        model = program.model_proto
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
 
 
 class TorchRunner:
@@ -142,19 +145,34 @@ class FeatureExtractor:
     ``cache_dir``: None for the default location, False to disable caching.
     ``also``: more layers computed and cached whenever the network runs, so that one pass over the images serves
     several layer choices (auto's candidates); ``transform`` returns ``layers`` only.
+    ``precision``: "fp32", or "int8" (ONNX Runtime only): the network quantised with ranges measured on
+    ``calibration`` (training images; a reproducible sample of them is used), or the already quantised
+    ``network`` (an ONNX file, as a saved model holds). int8 codes are cached apart from fp32 ones.
     """
 
     def __init__(self, backbone: Backbone, layers: list[str], cache_dir: str | Path | None | bool = None,
                  engine: str = "auto", batch_size: int | None = None, workers: int | None = None,
-                 progress: bool = False, also: list[str] | None = None):
+                 progress: bool = False, also: list[str] | None = None, precision: str = "fp32",
+                 calibration: Sequence[str | Path] | None = None, network: str | Path | None = None):
         if engine not in ENGINES:
             raise ModelError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        if precision == "int8" and engine == "torch":
+            raise ModelError("int8 runs on ONNX Runtime; use engine 'onnx' (or 'auto'), or precision 'fp32'")
+        if precision == "int8" and calibration is None and network is None:
+            raise ModelError("int8 needs training images to calibrate on (calibration=...) or a quantised network")
         self.backbone = backbone
         self.layers = list(layers)
         # what one forward pass yields: one canonical order, so every extractor of the same set shares one export
         self.computed = sorted(set(self.layers) | set(also)) if also else self.layers
         self._wanted = [self.computed.index(layer) for layer in self.layers]
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
+        self.precision = precision
+        self.calibration = None if calibration is None else calibration_sample(calibration)
+        self._network = None if network is None else Path(network)
+        if precision == "int8":
+            engine = "onnx"
         self.engine = ("torch" if torch.cuda.is_available() else "onnx") if engine == "auto" else engine
         cuda = self.engine == "torch" and torch.cuda.is_available()
         self.batch_size = batch_size or (128 if cuda else 8)
@@ -162,28 +180,44 @@ class FeatureExtractor:
         self.progress = progress
         self._runner = None
 
+    def network(self) -> Path:
+        """The ONNX file that computes the codes (exported, and quantised for int8, on first use; cached)."""
+        if self._network is None:
+            if self.cache_dir is None:
+                import tempfile
+
+                self._tmp = tempfile.TemporaryDirectory(prefix="headstart-onnx-")
+            folder = Path(self._tmp.name) if self.cache_dir is None else self.cache_dir
+            network = fp32_network(self.backbone, self.computed, folder)
+            if self.precision == "int8":
+                network = int8_network(network, self.calibration, self.backbone.preprocess, self.workers)
+            self._network = network
+        return self._network
+
+    def precision_key(self) -> dict[str, str]:
+        """What sets int8 codes apart in cache keys (nothing for fp32): the quantised network itself, since its
+        calibration shapes the codes."""
+        if self.precision == "fp32":
+            return {}
+        return {"precision": self.precision, "network": key_of({"sha256": file_sha256(self.network())})}
+
     def _stores(self) -> list[CodeStore] | None:
         if self.cache_dir is None:
             return None
         stores = []
+        precision = self.precision_key()
         for layer in self.computed:
             fields = {"model": self.backbone.name, "weights": self.backbone.digest, "layer": layer,
-                      "preprocess": self.backbone.preprocess.to_dict(), "v": 1}
+                      "preprocess": self.backbone.preprocess.to_dict(), "v": 1, **precision}
             stores.append(CodeStore(self.cache_dir / "codes" / f"{self.backbone.name}-{key_of(fields)}",
                                     {**fields, "weights_source": self.backbone.weights}))
         return stores
 
     def runner(self):
-        """The inference runtime, created on first use (the ONNX export is cached on disk)."""
+        """The inference runtime, created on first use."""
         if self._runner is None:
             if self.engine == "onnx":
-                if self.cache_dir is None:
-                    import tempfile
-
-                    self._tmp = tempfile.TemporaryDirectory(prefix="headstart-onnx-")
-                    self._runner = OnnxRunner(self.backbone, self.computed, Path(self._tmp.name))
-                else:
-                    self._runner = OnnxRunner(self.backbone, self.computed, self.cache_dir)
+                self._runner = OnnxRunner(self.network(), self.computed)
             else:
                 self._runner = TorchRunner(self.backbone, self.computed,
                                            "cuda" if torch.cuda.is_available() else "cpu")
@@ -259,35 +293,58 @@ class FeatureExtractor:
         flush()
 
 
+class _OneProcess:
+    """What extraction needs of Lightning Fabric, for the common single-process CPU run (no launch, no import)."""
+
+    global_rank, world_size, is_global_zero = 0, 1, True
+    device = torch.device("cpu")
+
+    def barrier(self) -> None:
+        pass
+
+
 def extract_distributed(backbone: Backbone, layers: list[str], paths: list[Path], cache_dir: str | Path | None,
                         devices: int | str = "auto", num_nodes: int = 1, accelerator: str = "auto",
-                        strategy: str = "auto", batch_size: int | None = None, progress: bool = False) -> dict:
+                        strategy: str = "auto", batch_size: int | None = None, progress: bool = False,
+                        precision: str = "fp32", calibration: Sequence[str | Path] | None = None) -> dict:
     """Fill one cache with the codes of ``paths``, split across processes, GPUs and nodes by Lightning Fabric.
 
     Every process takes every world_size-th file; shards are content-addressed and written atomically, so all
     processes write into the same cache safely. Returns counts for this process (rank 0 also checks the total).
+    ``precision="int8"`` quantises the network first, calibrated on ``calibration`` (training images).
     """
-    import lightning as L
+    one = num_nodes == 1 and str(devices) in ("auto", "1") and accelerator in ("auto", "cpu") and strategy == "auto"
+    if one and not torch.cuda.is_available():
+        fabric = _OneProcess()
+    else:
+        import lightning as L
 
-    fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
-    fabric.launch()
-    cuda = fabric.device.type == "cuda"
+        fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
+        fabric.launch()
+    cuda = fabric.device.type == "cuda" and precision == "fp32"
     threads = max(1, (os.cpu_count() or 1) // max(1, fabric.world_size // max(1, num_nodes)))
-    extractor = FeatureExtractor(backbone, layers, cache_dir, "torch" if cuda else "onnx", batch_size,
-                                 workers=threads, progress=progress and fabric.is_global_zero)
-    if extractor.engine == "onnx":
+
+    def extractor(**kwargs) -> FeatureExtractor:
+        return FeatureExtractor(backbone, layers, cache_dir, "torch" if cuda else "onnx", batch_size,
+                                workers=threads, precision=precision, calibration=calibration, **kwargs)
+
+    mine = extractor(progress=progress and fabric.is_global_zero)
+    if mine.engine == "onnx":
         if fabric.is_global_zero:
-            extractor.runner()  # export once; the others load it after the barrier
+            mine.network()  # export (and calibrate) once; the others load it after the barrier
         fabric.barrier()
-        extractor._runner = OnnxRunner(backbone, layers, extractor.cache_dir, threads)
-    elif cuda:
-        extractor._runner = TorchRunner(backbone, layers, str(fabric.device))
-    mine = extractor.transform([Path(p) for p in paths[fabric.global_rank::fabric.world_size]])
+        mine._runner = OnnxRunner(mine.network(), mine.computed, threads)
+    else:
+        mine._runner = TorchRunner(backbone, layers, str(fabric.device))
+    codes = mine.transform([Path(p) for p in paths[fabric.global_rank::fabric.world_size]])
     fabric.barrier()
-    result = {"rank": fabric.global_rank, "world_size": fabric.world_size, "computed": mine.extracted,
-              "skipped": len(mine.skipped), "is_global_zero": fabric.is_global_zero}
+    result = {"rank": fabric.global_rank, "world_size": fabric.world_size, "computed": codes.extracted,
+              "skipped": len(codes.skipped), "is_global_zero": fabric.is_global_zero, "precision": precision}
     if fabric.is_global_zero:
-        everything = FeatureExtractor(backbone, layers, cache_dir, extractor.engine).transform(paths)
-        result.update(total_images=len(everything.kept), computed_after_merge=everything.extracted,
+        everything, merged = codes, 0  # one process: its codes are all of them
+        if fabric.world_size > 1:
+            everything = extractor(network=mine.network() if mine.engine == "onnx" else None).transform(paths)
+            merged = everything.extracted
+        result.update(total_images=len(everything.kept), computed_after_merge=merged,
                       skipped_total=[{"path": p, "reason": r} for p, r in everything.skipped])
     return result

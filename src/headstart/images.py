@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -172,3 +175,40 @@ class Preprocess:
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """Decode and preprocess one file; raises :class:`ImageSkipped` for unusable files."""
         return self(open_rgb(path, min_short_side=self.scale_size))
+
+
+def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int
+                    ) -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
+    """Yield (indices, uint8 NHWC batch, [(index, reason)] skipped), decoding ``workers`` images at a time.
+
+    Memory stays bounded: at most a few batches are decoded ahead of the consumer.
+    """
+
+    def load(i: int) -> tuple[int, np.ndarray | str]:
+        try:
+            return i, preprocess.load(paths[i])
+        except ImageSkipped as exc:
+            return i, str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="headstart-decode") as pool:
+        pending: collections.deque = collections.deque()
+        todo = iter(range(len(paths)))
+        ahead = max(2 * batch_size, 4 * workers)
+        for i in todo:
+            pending.append(pool.submit(load, i))
+            if len(pending) >= ahead:
+                break
+        index, arrays, skipped = [], [], []
+        while pending:
+            i, result = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            if isinstance(result, str):
+                skipped.append((i, result))
+            else:
+                index.append(i)
+                arrays.append(result)
+            if len(arrays) == batch_size or (not pending and (arrays or skipped)):
+                yield index, (np.stack(arrays) if arrays else None), skipped
+                index, arrays, skipped = [], [], []

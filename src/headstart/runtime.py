@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ArtifactError
-from .images import ImageSkipped, Preprocess
+from .images import Preprocess, decoded_batches
 
 EXPORT_FORMAT = "headstart-onnx/1"
 
@@ -38,19 +37,25 @@ class Predictions(tuple):
         return self[2]
 
 
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session over ``path``, all graph optimisations on, ``threads`` (default: all cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxClassifier:
     """A classifier exported by ``headstart export --format onnx``: images in, class probabilities out."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        import onnxruntime as ort
-
         path = Path(path).expanduser()
         if not path.is_file():
             raise ArtifactError(f"{str(path)!r} does not exist; give a file written by `headstart export`")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = onnx_session(path, threads)
         except Exception as exc:
             raise ArtifactError(f"cannot load {str(path)!r} as ONNX ({exc})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -65,24 +70,14 @@ class OnnxClassifier:
     def predict_files(self, paths: list[Path], batch_size: int = 8) -> Predictions:
         """(probabilities of the usable files, their indices in ``paths``, skipped (path, reason)), with
         ``.familiarity`` when the exported model has it."""
-
-        def load(path: Path) -> np.ndarray | str:
-            try:
-                return self.preprocess.load(path)
-            except ImageSkipped as exc:
-                return str(exc)
-
         rows, familiar, kept, skipped = [], [], [], []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for start in range(0, len(paths), batch_size):
-                chunk = list(pool.map(load, paths[start:start + batch_size]))
-                arrays = [(start + i, a) for i, a in enumerate(chunk) if not isinstance(a, str)]
-                skipped += [(str(paths[start + i]), a) for i, a in enumerate(chunk) if isinstance(a, str)]
-                if arrays:
-                    out = self.session.run(self.outputs, {"images": np.stack([a for _, a in arrays])})
-                    rows.append(out[0])
-                    familiar.append(out[-1])
-                    kept += [i for i, _ in arrays]
+        for index, batch, failed in decoded_batches(paths, self.preprocess, batch_size, os.cpu_count() or 1):
+            skipped += [(str(paths[i]), reason) for i, reason in failed]
+            if batch is not None:
+                out = self.session.run(self.outputs, {"images": batch})
+                rows.append(out[0])
+                familiar.append(out[-1])
+                kept += index
         proba = np.concatenate(rows) if rows else np.zeros((0, len(self.classes_)), np.float32)
         familiarity = None
         if self.familiarity_info:

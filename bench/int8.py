@@ -1,0 +1,133 @@
+"""int8 against fp32 on the same images, in one run: speed, accuracy, agreement and file size.
+
+    python bench/int8.py [speed] [accuracy] [export]      (all three by default; about 6 minutes here)
+
+speed:    the network alone (pre-decoded batches of 8, ONNX Runtime, all cores), and the whole command
+          `headstart extract ../shared/data/cats_vs_dogs` with and without `--precision int8`, each into an empty
+          code cache that already holds the one-time fp32 export of the network (made beforehand on other data);
+          int8's calibration on that dataset's training images is timed, as it is per dataset. Each side run twice,
+          alternating; the faster run of each side is reported.
+accuracy: validation accuracy with fp32 and int8 codes on cats_vs_dogs, dtd10 and pneumoniamnist, for the
+          penultimate layer and for auto's linear path (the layer it chooses; the budget kept too small to fine-tune,
+          so both sides stay linear probes). Validation images are used for scoring only.
+export:   dtd10 saved in fp32 and exported to ONNX in fp32 and in int8: file sizes, and the share of val images on
+          which the int8 file's labels agree with the fp32 saved model's (calibrated on the recorded training images).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def network_speed(backbone, paths: list[Path], cache: Path) -> None:
+    from headstart.features import FeatureExtractor
+    from headstart.images import decoded_batches
+
+    batch = np.concatenate([b for _, b, _ in decoded_batches(paths[:256], backbone.preprocess, 64, 2)])
+    rates = {}
+    for precision in ("fp32", "int8", "fp32", "int8"):
+        runner = FeatureExtractor(backbone, ["penultimate"], cache, "onnx", precision=precision,
+                                  calibration=paths).runner()
+        runner(batch[:8])
+        started = time.perf_counter()
+        for i in range(0, len(batch), 8):
+            runner(batch[i:i + 8])
+        rates[precision] = max(rates.get(precision, 0), len(batch) / (time.perf_counter() - started))
+    print(f"network alone (batch 8, {os.cpu_count()} threads): fp32 {rates['fp32']:.0f} img/s, int8 "
+          f"{rates['int8']:.0f} img/s, ratio {rates['int8'] / rates['fp32']:.2f}")
+
+
+def whole_command(data: Path, cache: Path, precision: str) -> float:
+    """Seconds for `headstart extract DATA` into a fresh code cache holding only the fp32 export."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "cache"
+        (fresh / "onnx").mkdir(parents=True)
+        for export in (cache / "onnx").glob("*.onnx"):
+            if "-int8-" not in export.name:
+                shutil.copy(export, fresh / "onnx" / export.name)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "headstart", "extract", str(data), "--cache-dir", str(fresh),
+                        "--precision", precision, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+
+def speed(cache: Path) -> None:
+    from headstart.backbones import create_backbone
+    from headstart.data import find_splits
+
+    backbone = create_backbone()
+    other = find_splits(DATA / "dtd10").train.paths  # the one-time fp32 export, made on other data
+    network_speed(backbone, list(other), cache)
+    data = DATA / "cats_vs_dogs"
+    n = len(find_splits(data, val_fraction=0.0).train) + len(find_splits(data).val)
+    seconds: dict[str, float] = {}
+    for precision in ("fp32", "int8", "fp32", "int8"):
+        took = whole_command(data, cache, precision)
+        seconds[precision] = min(seconds.get(precision, took), took)
+        print(f"  headstart extract {data.name} --precision {precision}: {took:.1f} s", flush=True)
+    print(f"whole command, {n} images: fp32 {seconds['fp32']:.1f} s ({n / seconds['fp32']:.0f} img/s), int8 "
+          f"{seconds['int8']:.1f} s ({n / seconds['int8']:.0f} img/s), ratio {seconds['fp32'] / seconds['int8']:.2f}")
+
+
+def accuracy(cache: Path) -> None:
+    from headstart import TransferClassifier
+    from headstart.data import find_splits
+
+    for name in ("cats_vs_dogs", "dtd10", "pneumoniamnist"):
+        splits = find_splits(DATA / name)
+        for label, params in (("penultimate", {"strategy": "feature-extractor"}),
+                              ("auto's layer", {"strategy": "auto", "budget": 1.0})):
+            scores = {}
+            for precision in ("fp32", "int8"):
+                clf = TransferClassifier(cache_dir=cache, precision=precision, **params).fit(splits.train)
+                scores[precision] = clf.score(splits.val)
+                layer = "+".join(clf.layers_)
+            print(f"{name:15s} {label:13s} ({layer}): val accuracy fp32 {scores['fp32']:.4f}, int8 "
+                  f"{scores['int8']:.4f}, difference {100 * (scores['int8'] - scores['fp32']):+.2f} points",
+                  flush=True)
+
+
+def export(cache: Path) -> None:
+    from headstart import TransferClassifier
+    from headstart.data import find_splits
+    from headstart.export import export as export_model
+    from headstart.runtime import OnnxClassifier
+
+    splits = find_splits(DATA / "dtd10")
+    with tempfile.TemporaryDirectory() as tmp:
+        clf = TransferClassifier(cache_dir=cache, strategy="auto").fit(splits.train)
+        reference = clf.predict_proba(splits.val.paths).argmax(1)
+        sizes, agree = {}, {}
+        for precision in ("fp32", "int8"):
+            out = export_model(clf, Path(tmp) / f"{precision}.onnx", precision=precision)
+            sizes[precision] = out.stat().st_size / 2**20
+            labels = OnnxClassifier(out).predict_files(splits.val.paths).proba.argmax(1)
+            agree[precision] = float(np.mean(labels == reference))
+            accuracy = float(np.mean(labels == splits.val.labels))
+            print(f"dtd10 exported {precision}: {sizes[precision]:.1f} MB, val accuracy {accuracy:.4f}, labels agree "
+                  f"with the fp32 saved model on {agree[precision]:.2%} of {len(reference)} val images")
+        print(f"int8 file: {sizes['int8'] / sizes['fp32']:.1%} of the fp32 file's size")
+
+
+def main() -> None:
+    parts = sys.argv[1:] or ["speed", "accuracy", "export"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        for part in parts:
+            started = time.perf_counter()
+            {"speed": speed, "accuracy": accuracy, "export": export}[part](cache)
+            print(f"[{part}: {time.perf_counter() - started:.0f} s]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
