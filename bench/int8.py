@@ -1,12 +1,12 @@
 """int8 against fp32 on the same images, in one run: speed, accuracy, agreement and file size.
 
-    python bench/int8.py [speed] [accuracy] [export]      (all three by default; about 6 minutes here)
+    python bench/int8.py [speed] [accuracy] [export] [large]   (the first three by default; about 7 minutes here)
 
 speed:    the network alone (pre-decoded batches of 8, ONNX Runtime, all cores), and the whole command
-          `headstart extract ../shared/data/cats_vs_dogs` with and without `--precision int8`, each into an empty
-          code cache that already holds the one-time fp32 export of the network (made beforehand on other data);
+          `headstart extract DATA` (cats_vs_dogs, pneumoniamnist) with and without `--precision int8`, each into an
+          empty code cache that already holds the one-time fp32 export of the network (made beforehand on other data);
           int8's calibration on that dataset's training images is timed, as it is per dataset. Each side run twice,
-          alternating; the faster run of each side is reported.
+          alternating; the faster run of each side is reported. large: the same on cifar10 (50000 images), once.
 accuracy: validation accuracy with fp32 and int8 codes on cats_vs_dogs, dtd10 and pneumoniamnist, for the
           penultimate layer and for auto's linear path (the layer it chooses; the budget kept too small to fine-tune,
           so both sides stay linear probes). Validation images are used for scoring only.
@@ -61,22 +61,30 @@ def whole_command(data: Path, cache: Path, precision: str) -> float:
         return time.perf_counter() - started
 
 
-def speed(cache: Path) -> None:
+def speed(cache: Path, datasets: tuple[str, ...] = ("cats_vs_dogs", "pneumoniamnist"), repeats: int = 2) -> None:
     from headstart.backbones import create_backbone
     from headstart.data import find_splits
 
     backbone = create_backbone()
     other = find_splits(DATA / "dtd10").train.paths  # the one-time fp32 export, made on other data
     network_speed(backbone, list(other), cache)
-    data = DATA / "cats_vs_dogs"
-    n = len(find_splits(data, val_fraction=0.0).train) + len(find_splits(data).val)
-    seconds: dict[str, float] = {}
-    for precision in ("fp32", "int8", "fp32", "int8"):
-        took = whole_command(data, cache, precision)
-        seconds[precision] = min(seconds.get(precision, took), took)
-        print(f"  headstart extract {data.name} --precision {precision}: {took:.1f} s", flush=True)
-    print(f"whole command, {n} images: fp32 {seconds['fp32']:.1f} s ({n / seconds['fp32']:.0f} img/s), int8 "
-          f"{seconds['int8']:.1f} s ({n / seconds['int8']:.0f} img/s), ratio {seconds['fp32'] / seconds['int8']:.2f}")
+    for name in datasets:
+        data = DATA / name
+        splits = find_splits(data, val_fraction=0.0)
+        n = len(splits.train) + (len(splits.val) if splits.val else 0)
+        seconds: dict[str, float] = {}
+        for precision in ("fp32", "int8") * repeats:
+            took = whole_command(data, cache, precision)
+            seconds[precision] = min(seconds.get(precision, took), took)
+            print(f"  headstart extract {name} --precision {precision}: {took:.1f} s", flush=True)
+        print(f"whole command, {name}, {n} images: fp32 {seconds['fp32']:.1f} s ({n / seconds['fp32']:.0f} img/s), "
+              f"int8 {seconds['int8']:.1f} s ({n / seconds['int8']:.0f} img/s), "
+              f"ratio {seconds['fp32'] / seconds['int8']:.2f}", flush=True)
+
+
+def large(cache: Path) -> None:
+    """The whole command on cifar10's 50000 images, once each way (about 5 minutes)."""
+    speed(cache, ("cifar10",), repeats=1)
 
 
 def accuracy(cache: Path) -> None:
@@ -125,7 +133,7 @@ def main() -> None:
         cache = Path(tmp)
         for part in parts:
             started = time.perf_counter()
-            {"speed": speed, "accuracy": accuracy, "export": export}[part](cache)
+            {"speed": speed, "large": large, "accuracy": accuracy, "export": export}[part](cache)
             print(f"[{part}: {time.perf_counter() - started:.0f} s]", flush=True)
 
 

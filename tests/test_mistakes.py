@@ -53,6 +53,7 @@ CASES = [
     ("fit --resume {sandbox}/nothing", "nothing to resume"),
     ("fit {data} --precision int8 --engine torch", "--precision int8 runs on ONNX Runtime"),
     ("fit {data} --precision int4", "invalid choice"),
+    ("fit {data} --strategy fine-tune --distributed ddp_spawn", "use --distributed ddp"),
     # evaluate, predict
     ("evaluate {data} {data}", "not a saved headstart model"),
     ("evaluate {model} no/such", "does not exist"),
@@ -81,6 +82,7 @@ CASES = [
     ("extract {data} --image-size 99999", "--image-size must be between"),
     ("extract {data} --layer +", "--layer is empty"),
     ("extract {data} --precision int8 --engine torch", "--precision int8 runs on ONNX Runtime"),
+    ("extract {data} --distributed ddp_spawn", "use --distributed ddp"),
     ("summary --num-classes 1", "--num-classes must be at least 2"),
     ("summary --strategy fine-tune --unfreeze x", "--unfreeze takes"),
     ("summary {data}", "not a saved headstart model"),

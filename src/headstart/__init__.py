@@ -13,7 +13,7 @@ from .errors import ArtifactError, DataError, HeadstartError, ModelError
 _LAZY = {
     "TransferClassifier": "headstart.classifier",
     "CNNCodes": "headstart.classifier",
-    "load": "headstart.artifact",
+    "load": "headstart.classifier",
     "advise": "headstart.advisor",
     "create_backbone": "headstart.backbones",
     "DEFAULT_MODEL": "headstart.defaults",

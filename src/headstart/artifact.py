@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -171,13 +172,23 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, engine: str = "auto",
-         progress: bool = False):
-    """Rebuild the fitted TransferClassifier saved in ``path``; its predictions equal those before saving."""
+@dataclass
+class SavedModel:
+    """A model folder, read and checked: what :func:`headstart.load` rebuilds the estimator from."""
+
+    path: Path
+    config: dict[str, Any]
+    backbone: Any  # Backbone
+    head: Any  # LinearHead
+    familiarity: Any = None  # Familiarity, when the model has one
+    int8_network: Path | None = None  # with precision int8: the quantised network the head was trained on
+
+
+def read_model(path: str | os.PathLike) -> SavedModel:
+    """The weights, head, familiarity and config of the model folder ``path``, each checked against the others."""
     from safetensors.torch import load_file
 
     from .backbones import restore_backbone
-    from .classifier import TransferClassifier
     from .images import Preprocess
     from .linear import LinearHead
 
@@ -195,30 +206,16 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
     if not isinstance(names, list) or len(names) != head["weight"].shape[0]:
         raise ArtifactError(f"{str(path / CONFIG)!r} names {len(names) if isinstance(names, list) else 'no'} classes "
                             f"but the head has {head['weight'].shape[0]}; the folder was edited or damaged, fit again")
-    params = {k: v for k, v in config.get("params", {}).items() if k in TransferClassifier._get_param_names()}
-    if isinstance(params.get("finetune"), dict):
-        from .options import FineTuneConfig
-
-        params["finetune"] = FineTuneConfig(**params["finetune"])
-    params.setdefault("layer", config["layers"])  # models saved before every parameter was kept
-    params.setdefault("strategy", config["strategy"])
-    clf = TransferClassifier(**{**params, "model": config["model"], "cache_dir": cache_dir, "engine": engine,
-                                "progress": progress})
-    clf._calibration = [Path(p) for p in config.get("calibration") or []] or None
-    if clf.precision == "int8":
-        if engine == "torch":
-            raise ArtifactError(f"{str(path)!r} is an int8 model, which runs on ONNX Runtime; drop --engine torch")
+    saved = SavedModel(path, config, backbone,
+                       LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {})))
+    if config.get("precision") == "int8":
         if not (path / INT8_NETWORK).is_file():
             raise ArtifactError(f"{str(path)!r} is an int8 model without its {INT8_NETWORK}; fit the model again")
-        clf._network = path / INT8_NETWORK
-    clf.backbone_, clf.layers_, clf.classes_ = backbone, list(config["layers"]), list(config["class_names"])
-    clf.strategy_ = config["strategy"]
-    clf.head_ = LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {}))
+        saved.int8_network = path / INT8_NETWORK
     if config.get("familiarity") and (path / FAMILIARITY).is_file():
         from .familiarity import Familiarity
 
         about = config["familiarity"]
-        clf.familiarity_ = Familiarity(load_file(str(path / FAMILIARITY))["bank"].numpy(), float(about["threshold"]),
-                                       int(about["k"]), float(about["flag_rate"]))
-    clf.config_, clf.path_ = config, path
-    return clf
+        saved.familiarity = Familiarity(load_file(str(path / FAMILIARITY))["bank"].numpy(),
+                                        float(about["threshold"]), int(about["k"]), float(about["flag_rate"]))
+    return saved

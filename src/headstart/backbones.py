@@ -44,15 +44,41 @@ class Backbone:
 
     def layers(self) -> list[str]:
         """Layers whose activations can be used as CNN codes, earliest first, ending with the penultimate."""
-        modules = dict(self.model.named_modules())
-        names: list[str] = []
-        for container in ("blocks", "stages", "layers", "features"):
-            if isinstance(modules.get(container), (nn.Sequential, nn.ModuleList)):
-                names = [f"{container}.{child}" for child, _ in modules[container].named_children()]
-                break
+        names = block_names(self.model)
         if not names:
             names = [info["module"] for info in getattr(self.model, "feature_info", []) if info.get("module")]
         return names + [PENULTIMATE]
+
+
+#: Where timm architectures keep their sequence of blocks (EfficientNet "blocks", ConvNeXt "stages", ...).
+BLOCK_CONTAINERS = ("blocks", "stages", "layers", "features")
+
+
+def block_container(model: nn.Module) -> str | None:
+    """The name of ``model``'s top-level sequence of blocks, or None when it has none."""
+    children = dict(model.named_children())
+    return next((name for name in BLOCK_CONTAINERS
+                 if isinstance(children.get(name), (nn.Sequential, nn.ModuleList))), None)
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """``model``'s blocks in order ("blocks.0", "blocks.1", ...): the units of --layer, --unfreeze and summary."""
+    container = block_container(model)
+    if container is None:
+        return []
+    return [f"{container}.{name}" for name, _ in getattr(model, container).named_children()]
+
+
+class Normalize(nn.Module):
+    """uint8 NHWC images in; the float NCHW input the pretrained weights expect (the model's mean and std)."""
+
+    def __init__(self, preprocess: Preprocess):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
 
 def embedded_weights_path(name: str) -> Path | None:
@@ -232,11 +258,9 @@ class CodesNet(nn.Module):
 
     def __init__(self, backbone: Backbone, layers: list[str]):
         super().__init__()
+        self.normalize = Normalize(backbone.preprocess)
         self.model = backbone.model
         self.layers = list(layers)
-        scale = 255.0
-        self.register_buffer("mean", torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1) * scale)
-        self.register_buffer("std", torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1) * scale)
         modules = dict(self.model.named_modules())
         self._taps = _Taps()
         self._channels_last = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
@@ -252,7 +276,7 @@ class CodesNet(nn.Module):
         weakref.finalize(self, _remove_hooks, handles)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        x = self.normalize(images)
         if LOGITS in self.layers:
             final = self.model(x)
         else:

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
+from .artifact import read_model, save
 from .backbones import DEFAULT_MODEL, PENULTIMATE, create_backbone
 from .data import ImageSet, read_class_folders, stratified_split
 from .defaults import DEFAULT_BUDGET, FIT_STRATEGIES, PRECISIONS
-from .errors import DataError, HeadstartError
+from .errors import ArtifactError, DataError, HeadstartError
 from .familiarity import BANK_MAX, fit_familiarity
 from .features import Codes, FeatureExtractor
 from .images import rgb_from_memory
@@ -153,14 +154,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         import tempfile
 
         from .backbones import state_digest
-        from .finetune import fine_tune, usable_images
+        from .finetune import ImageDataModule, fine_tune
 
         config = replace(config, strategy="scratch" if self.strategy == "scratch" else "fine-tune", seed=self.seed)
         if image_size is not None and image_size != self.image_size:
             self._rebuild_backbone(image_size)
-        images, skipped = usable_images(images, self.backbone_.preprocess, config.workers or 2)
+        data = ImageDataModule(images, self.backbone_.preprocess, config)
+        data.prepare_data()  # the image check, before training
+        images, skipped = data.usable, data.skipped
         with tempfile.TemporaryDirectory(prefix="headstart-train-") as scratch:
-            info = fine_tune(self.backbone_, images, config, Path(self.workdir or scratch), self.progress,
+            info = fine_tune(self.backbone_, data, config, Path(self.workdir or scratch), self.progress,
                              self.resume)
         head = self.backbone_.model.get_classifier()
         self.head_ = LinearHead(np.array(head.weight.detach().numpy(), order="C"),
@@ -320,10 +323,32 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict[str, Any] | None = None,
              files: dict[str, Path] | None = None) -> Path:
         """Write the model folder (safetensors + config.json) atomically; see :func:`headstart.load`."""
-        from .artifact import save
-
         self._check_fitted()
         return save(self, Path(path), overwrite=overwrite, extra=extra, files=files)
+
+
+def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, engine: str = "auto",
+         progress: bool = False) -> TransferClassifier:
+    """Rebuild the fitted TransferClassifier saved in ``path``; its predictions equal those before saving."""
+    saved = read_model(path)
+    config = saved.config
+    params = {k: v for k, v in config.get("params", {}).items() if k in TransferClassifier._get_param_names()}
+    if isinstance(params.get("finetune"), dict):
+        params["finetune"] = FineTuneConfig(**params["finetune"])
+    params.setdefault("layer", config["layers"])  # models saved before every parameter was kept
+    params.setdefault("strategy", config["strategy"])
+    clf = TransferClassifier(**{**params, "model": config["model"], "cache_dir": cache_dir, "engine": engine,
+                                "progress": progress})
+    if clf.precision == "int8" and engine == "torch":
+        raise ArtifactError(f"{str(saved.path)!r} is an int8 model, which runs on ONNX Runtime; drop --engine torch")
+    clf._calibration = [Path(p) for p in config.get("calibration") or []] or None
+    clf._network = saved.int8_network
+    clf.backbone_, clf.layers_, clf.classes_ = saved.backbone, list(config["layers"]), list(config["class_names"])
+    clf.strategy_, clf.head_ = config["strategy"], saved.head
+    if saved.familiarity is not None:
+        clf.familiarity_ = saved.familiarity
+    clf.config_, clf.path_ = config, saved.path
+    return clf
 
 
 def prediction_items(X: Any) -> list[Any]:

@@ -36,10 +36,9 @@ def _default_out(data: Path) -> Path:
     return out
 
 
-RESUMED = ("data", "val", "val_fraction", "seed", "model", "weights", "strategy", "layer", "classifier", "C",
-           "batch_size", "image_size", "unfreeze", "epochs", "probe_epochs", "lr", "backbone_lr_mult", "augment",
-           "class_weight", "patience", "workers", "devices", "num_nodes", "accelerator", "distributed", "logger",
-           "precision")
+#: fit's options that do not shape the run; every other one is saved for --resume
+NOT_RESUMED = ("command", "run", "resume", "resume_hint", "out", "overwrite", "report", "json", "quiet", "verbose",
+               "cache_dir", "engine")
 
 
 def _fraction(value: float | None) -> float:
@@ -136,7 +135,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     workdir = _training_dir(out)
     if may_train and not args.resume:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "run.json").write_text(json.dumps({k: getattr(args, k) for k in RESUMED}, indent=2))
+        resumed = {k: v for k, v in vars(args).items() if k not in NOT_RESUMED}
+        (workdir / "run.json").write_text(json.dumps(resumed, indent=2))
     clf = _classifier(args, workdir if may_train else None).fit(splits.train)
     network = clf.strategy_ in ("fine-tune", "scratch")
     if network and not clf.fit_info_["training"]["is_global_zero"]:
@@ -205,7 +205,7 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
 
 
 def _load(args: argparse.Namespace):
-    from .artifact import load
+    from .classifier import load
 
     return load(args.model_dir, cache_dir=args.cache_dir, engine=args.engine, progress=not args.quiet)
 
@@ -317,13 +317,14 @@ def cmd_extract(args: argparse.Namespace) -> None:
     import time
 
     from .data import existing_dir, find_splits
-    from .options import parse_layers
+    from .options import check_distributed, parse_layers
 
     existing_dir(args.data, "data folder")
     checks.weights(args.weights)
     _check_numbers(args)  # --image-size, --batch-size, --num-nodes, --devices
     devices = checks.devices(args.devices)
     checks.precision(args.precision, args.engine)
+    check_distributed(args.distributed)
     layers = parse_layers(args.layer)
     splits = find_splits(args.data, val_fraction=0.0)
     from .backbones import create_backbone
@@ -510,29 +511,39 @@ def _add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--batch-size", type=int)
     fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
     _precision_option(fit)
-    tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
-    tune.add_argument("--unfreeze", default="2",
-                      help="top blocks trained with the head: a number or 'all' (default 2)")
-    tune.add_argument("--epochs", type=int, default=5)
-    tune.add_argument("--probe-epochs", type=int, default=1, help="epochs training only the new head first")
-    tune.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head (AdamW)")
-    tune.add_argument("--backbone-lr-mult", type=float, default=0.1,
-                      help="pretrained layers learn at lr x this")
-    tune.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
-    tune.add_argument("--class-weight", choices=("balanced",), help="weight the loss against class imbalance")
-    tune.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
-    tune.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    tune.add_argument("--devices", default="auto", help="Lightning devices: auto, a count, or ids")
-    tune.add_argument("--num-nodes", type=int, default=1)
-    tune.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
-    tune.add_argument("--distributed", default="auto", help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
-    tune.add_argument("--logger", action="append", choices=("tensorboard", "mlflow"), help="extra loggers (CSV is "
-                                                                                          "always written)")
-    tune.add_argument("--resume", metavar="RUN", help="finish the interrupted run whose --out was RUN")
+    _add_fine_tune_options(fit)
     fit.add_argument("--out", help="model folder to write (default runs/<data name>)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     fit.add_argument("--no-report", dest="report", action="store_false", help="skip OUT/report.html")
     fit.set_defaults(run=cmd_fit)
+
+
+def _add_fine_tune_options(fit: argparse.ArgumentParser) -> None:
+    """The fine-tuning options, their defaults taken from FineTuneConfig (defined there once)."""
+    from .options import FineTuneConfig
+
+    default = FineTuneConfig()
+    tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
+    tune.add_argument("--unfreeze", default=default.unfreeze,
+                      help=f"top blocks trained with the head: a number or 'all' (default {default.unfreeze})")
+    tune.add_argument("--epochs", type=int, default=default.epochs)
+    tune.add_argument("--probe-epochs", type=int, default=default.probe_epochs,
+                      help="epochs training only the new head first")
+    tune.add_argument("--lr", type=float, default=default.lr, help="learning rate of the new head (AdamW)")
+    tune.add_argument("--backbone-lr-mult", type=float, default=default.backbone_lr_mult,
+                      help="pretrained layers learn at lr x this")
+    tune.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
+    tune.add_argument("--class-weight", choices=("balanced",), help="weight the loss against class imbalance")
+    tune.add_argument("--patience", type=int, default=default.patience, help="early-stopping patience in epochs")
+    tune.add_argument("--workers", type=int, default=default.workers, help="data-loading processes")
+    tune.add_argument("--devices", default=default.devices, help="Lightning devices: auto, a count, or ids")
+    tune.add_argument("--num-nodes", type=int, default=default.num_nodes)
+    tune.add_argument("--accelerator", default=default.accelerator, help="auto, cpu, gpu, ...")
+    tune.add_argument("--distributed", default=default.distributed,
+                      help="Lightning strategy: auto, ddp, fsdp, ... (ddp_spawn is refused: use ddp)")
+    tune.add_argument("--logger", action="append", choices=("tensorboard", "mlflow"), help="extra loggers (CSV is "
+                                                                                          "always written)")
+    tune.add_argument("--resume", metavar="RUN", help="finish the interrupted run whose --out was RUN")
 
 
 def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:

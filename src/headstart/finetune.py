@@ -14,15 +14,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from .backbones import Backbone
+from .backbones import Backbone, Normalize, block_container, block_names
 from .data import ImageSet, stratified_split
 from .errors import HeadstartError
-from .images import ImageSkipped, Preprocess, open_rgb
+from .images import ImageSkipped, Preprocess, decoded_batches, open_rgb
 from .options import FineTuneConfig
-
-CONTAINERS = ("blocks", "stages", "layers", "features")
 
 
 def trainable_prefixes(model: nn.Module, n_blocks: int | None) -> list[str]:
@@ -31,12 +31,12 @@ def trainable_prefixes(model: nn.Module, n_blocks: int | None) -> list[str]:
     children = [name for name, _ in model.named_children()]
     if n_blocks is None:
         return children
-    container = next((c for c in CONTAINERS if c in children), None)
+    container = block_container(model)
     if container is None or n_blocks == 0:
         return [classifier]
-    blocks = [f"{container}.{name}" for name, _ in getattr(model, container).named_children()]
+    blocks = block_names(model)
     after = children[children.index(container) + 1:]
-    return blocks[max(0, len(blocks) - n_blocks):] + after if n_blocks else [classifier]
+    return blocks[max(0, len(blocks) - n_blocks):] + after
 
 
 def _matches(name: str, prefixes: list[str]) -> bool:
@@ -87,19 +87,33 @@ class ClassifierNet(nn.Module):
 
     def __init__(self, model: nn.Module, preprocess: Preprocess):
         super().__init__()
+        self.normalize = Normalize(preprocess)
         self.model = model
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        return self.model(x.contiguous(memory_format=torch.channels_last))
+        return self.model(self.normalize(images).contiguous(memory_format=torch.channels_last))
+
+
+class HeadFirst(BaseFinetuning):
+    """Lightning's fine-tuning callback: for the first ``probe_epochs`` epochs only the new head trains, then the
+    unfrozen top blocks join it (their optimiser group, at ``lr * backbone_lr_mult``, exists from the start)."""
+
+    def __init__(self, probe_epochs: int):
+        super().__init__()
+        self.probe_epochs = probe_epochs
+
+    def freeze_before_training(self, pl_module: FineTuner) -> None:
+        pl_module.set_trainable(head_only=self.probe_epochs > 0)
+
+    def finetune_function(self, pl_module: FineTuner, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        pl_module.set_trainable(head_only=epoch < self.probe_epochs)
 
 
 class FineTuner(L.LightningModule):
-    """A timm network with a new ``n_classes`` head, trained on uint8 images: top blocks unfrozen after
-    ``config.probe_epochs`` head-only epochs, frozen parts in inference mode (their BatchNorm statistics never
-    change), AdamW with the pretrained layers at ``lr * backbone_lr_mult``, linear warm-up then cosine decay.
+    """A timm network with a new ``n_classes`` head, trained on uint8 images: which parts train is set by
+    :meth:`set_trainable` (the :class:`HeadFirst` callback trains the head alone first), frozen parts stay in
+    inference mode (their BatchNorm statistics never change), AdamW with the pretrained layers at
+    ``lr * backbone_lr_mult``, linear warm-up then cosine decay.
 
     Every argument but ``backbone`` is a plain value saved as a hyperparameter, so a checkpoint restores with
     ``FineTuner.load_from_checkpoint(path)`` (the network is rebuilt from ``model`` and ``image_size``).
@@ -125,15 +139,17 @@ class FineTuner(L.LightningModule):
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.loss = nn.CrossEntropyLoss(weight=weight)
         self.failed: dict[str, str] = {}  # images that failed to decode during training: path -> reason
-        self._set_trainable(probe=self.config.probe_epochs > 0 and self.config.strategy != "scratch")
+        self.set_trainable(head_only=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _set_trainable(self, probe: bool) -> None:
-        prefixes = [self.head_prefix] if probe else self.prefixes
+    def set_trainable(self, head_only: bool) -> None:
+        """The new head alone, or the head with the unfrozen blocks, requires gradients; frozen parts in eval mode."""
+        prefixes = [self.head_prefix] if head_only else self.prefixes
         for name, param in self.net.model.named_parameters():
             param.requires_grad_(_matches(name, prefixes))
+        self.train(self.training)
 
     def train(self, mode: bool = True):
         """Frozen parts stay in inference mode: their BatchNorm statistics never change."""
@@ -146,11 +162,6 @@ class FineTuner(L.LightningModule):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and not _matches(name, self.prefixes):
                     module.eval()
         return self
-
-    def on_train_epoch_start(self) -> None:
-        if self.config.strategy != "scratch" and self.current_epoch >= self.config.probe_epochs:
-            self._set_trainable(probe=False)
-        self.train()
 
     def training_step(self, batch, batch_idx):
         images, labels, failed = batch
@@ -250,38 +261,73 @@ def seconds_per_epoch(backbone: Backbone, train: ImageSet, config: FineTuneConfi
     return max(network_s, decode_s)
 
 
-def _atomic_checkpoint_io():
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a kill never leaves half a checkpoint."""
 
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        """Checkpoints written to a temporary file and renamed: a kill never leaves half a checkpoint."""
-
-        def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-
-    return AtomicCheckpointIO()
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
 
 
 def usable_images(images: ImageSet, preprocess: Preprocess, workers: int = 2
                   ) -> tuple[ImageSet, list[tuple[str, str]]]:
     """The images that decode, and (path, reason) for those that do not: checked once, before training."""
-    from concurrent.futures import ThreadPoolExecutor
+    failed: dict[int, str] = {}
+    for _, _, skipped in decoded_batches(images.paths, preprocess, 64, max(1, workers)):
+        failed.update(skipped)
+    keep = np.asarray([i for i in range(len(images)) if i not in failed], dtype=np.int64)
+    return images.subset(keep), [(str(images.paths[i]), reason) for i, reason in sorted(failed.items())]
 
-    def reason(path: Path) -> str | None:
-        try:
-            open_rgb(path, min_short_side=preprocess.scale_size)
+
+class ImageDataModule(L.LightningDataModule):
+    """The training images of one fine-tuning run: the check that each decodes (once, before training), the
+    held-out monitor split for early stopping (stratified, ``config.seed``), class weights, and the loaders."""
+
+    def __init__(self, images: ImageSet, preprocess: Preprocess, config: FineTuneConfig):
+        super().__init__()
+        self.images, self.preprocess, self.config = images, preprocess, config
+        self.usable: ImageSet | None = None
+        self.skipped: list[tuple[str, str]] = []
+
+    def prepare_data(self) -> None:
+        """The image check; idempotent, and called again by :meth:`setup` in every process that needs it."""
+        if self.usable is None:
+            self.usable, self.skipped = usable_images(self.images, self.preprocess, self.config.workers or 2)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()
+        if not hasattr(self, "fit_set"):
+            fit_idx, monitor_idx = stratified_split(self.usable.labels, self.config.monitor_fraction,
+                                                    self.config.seed)
+            self.fit_set, self.monitor_set = self.usable.subset(fit_idx), self.usable.subset(monitor_idx)
+
+    def class_weights(self) -> list[float] | None:
+        """Inverse class frequencies of the fit split, with ``class_weight="balanced"``."""
+        if self.config.class_weight != "balanced":
             return None
-        except ImageSkipped as exc:
-            return str(exc)
+        n_classes = len(self.images.class_names)
+        counts = np.bincount(self.fit_set.labels, minlength=n_classes).astype(np.float64)
+        return (len(self.fit_set) / (n_classes * np.maximum(counts, 1))).tolist()
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        reasons = list(pool.map(reason, images.paths))
-    keep = np.asarray([i for i, r in enumerate(reasons) if r is None], dtype=np.int64)
-    return images.subset(keep), [(str(p), r) for p, r in zip(images.paths, reasons) if r is not None]
+    def steps_per_epoch(self) -> int:
+        size, batch = len(self.fit_set), self.config.batch_size
+        return max(1, size // batch if size > batch else 1)
+
+    def _loader(self, images: ImageSet, train: bool) -> torch.utils.data.DataLoader:
+        config = self.config
+        return torch.utils.data.DataLoader(
+            ImageFiles(images, self.preprocess, config.augment and train), batch_size=config.batch_size,
+            shuffle=train, drop_last=train and len(images) > config.batch_size, num_workers=config.workers,
+            collate_fn=collate_usable, persistent_workers=config.workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader(self.fit_set, train=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader(self.monitor_set, train=False)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -305,13 +351,15 @@ def _merge_metrics(path: Path, earlier: list[dict[str, str]], resumed_from: int)
         writer.writerows(rows)
 
 
-def fine_tune(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir: Path, progress: bool,
-              resume: bool = False) -> dict[str, Any]:
-    """Train in ``workdir`` (checkpoints, logs); returns fit info. ``backbone.model`` ends with the best weights."""
+def fine_tune(backbone: Backbone, train: ImageSet | ImageDataModule, config: FineTuneConfig, workdir: Path,
+              progress: bool, resume: bool = False) -> dict[str, Any]:
+    """Train in ``workdir`` (checkpoints, logs) on ``train`` (images, or their DataModule); returns fit info.
+    ``backbone.model`` ends with the best weights."""
     import lightning.pytorch  # noqa: F401  (imported first: importing it sets its loggers to INFO)
 
+    data = train if isinstance(train, ImageDataModule) else ImageDataModule(train, backbone.preprocess, config)
     with _quiet_lightning(config.verbose):
-        return _train(backbone, train, config, workdir, progress, resume)
+        return _train(backbone, data, config, workdir, progress, resume)
 
 
 @contextlib.contextmanager
@@ -358,36 +406,24 @@ def _trainer(config: FineTuneConfig, workdir: Path, progress: bool, checkpoints)
     return L.Trainer(
         max_epochs=config.epochs, max_time=max_time, accelerator=config.accelerator, devices=config.devices,
         num_nodes=config.num_nodes, strategy=config.distributed, precision="bf16-mixed" if cuda else "32-true",
-        callbacks=[checkpoints, EarlyStopping("monitor_acc", mode="max", patience=config.patience)],
+        callbacks=[checkpoints, EarlyStopping("monitor_acc", mode="max", patience=config.patience),
+                   HeadFirst(config.probe_epochs if config.strategy != "scratch" else 0)],
         logger=loggers, default_root_dir=workdir, enable_progress_bar=progress, enable_model_summary=False,
         gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10,
-        plugins=[_atomic_checkpoint_io()],
+        plugins=[AtomicCheckpointIO()],
     )
 
 
-def _train(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir: Path, progress: bool,
+def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, workdir: Path, progress: bool,
            resume: bool) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     config.check()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    fit_idx, monitor_idx = stratified_split(train.labels, config.monitor_fraction, config.seed)
-    fit_set, monitor_set = train.subset(fit_idx), train.subset(monitor_idx)
-    n_classes = len(train.class_names)
-    weights = None
-    if config.class_weight == "balanced":
-        counts = np.bincount(fit_set.labels, minlength=n_classes).astype(np.float64)
-        weights = torch.tensor(len(fit_set) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
-    loader_args = {"batch_size": config.batch_size, "num_workers": config.workers, "collate_fn": collate_usable,
-                   "persistent_workers": config.workers > 0, "pin_memory": torch.cuda.is_available()}
-    train_loader = torch.utils.data.DataLoader(ImageFiles(fit_set, backbone.preprocess, config.augment),
-                                               shuffle=True, drop_last=len(fit_set) > config.batch_size,
-                                               **loader_args)
-    monitor_loader = torch.utils.data.DataLoader(ImageFiles(monitor_set, backbone.preprocess, False), **loader_args)
-    total_steps = config.epochs * max(1, len(train_loader))
-    module = FineTuner(backbone.name, n_classes, asdict(config), total_steps,
-                       weights.tolist() if weights is not None else None, backbone.preprocess.input_size[0], backbone)
-
+    data.setup("fit")
+    module = FineTuner(backbone.name, len(data.images.class_names), asdict(config),
+                       config.epochs * data.steps_per_epoch(), data.class_weights(),
+                       backbone.preprocess.input_size[0], backbone)
     checkpoints = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="monitor_acc",
                                   mode="max", save_last=True, save_top_k=1)
     trainer = _trainer(config, workdir, progress, checkpoints)
@@ -397,7 +433,7 @@ def _train(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir:
         resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1  # epochs done
         earlier = _read_rows(workdir / "logs" / "metrics.csv")
     try:
-        trainer.fit(module, train_loader, monitor_loader, ckpt_path=str(last) if resumed_from is not None else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resumed_from is not None else None)
     except FloatingPointError as exc:
         raise HeadstartError(f"training stopped: {exc}; the last good checkpoint is kept in {workdir}") from None
     if trainer.interrupted:
@@ -406,11 +442,10 @@ def _train(backbone: Backbone, train: ImageSet, config: FineTuneConfig, workdir:
         _merge_metrics(workdir / "logs" / "metrics.csv", earlier, resumed_from)
     best = checkpoints.best_model_path or str(last)
     if best and Path(best).exists():
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     backbone.model.eval()
     info = {"epochs_run": trainer.current_epoch, "best_monitor_acc": float(checkpoints.best_model_score or 0),
-            "monitor_images": len(monitor_set), "trainable_prefixes": module.prefixes,
+            "monitor_images": len(data.monitor_set), "trainable_prefixes": module.prefixes,
             "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
             "resumed_from_epoch": resumed_from, "config": asdict(config),
             "skipped_during_training": [{"path": p, "reason": r} for p, r in sorted(module.failed.items())]}

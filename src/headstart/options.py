@@ -31,7 +31,7 @@ class FineTuneConfig:
     devices: str = "auto"
     num_nodes: int = 1
     accelerator: str = "auto"
-    distributed: str = "auto"  # Lightning strategy: ddp, ddp_spawn, ...
+    distributed: str = "auto"  # Lightning strategy: ddp, fsdp, ... (not the spawning ones)
     logger: list[str] = field(default_factory=list)  # tensorboard, mlflow
     verbose: bool = False  # Lightning's banners, tips and warnings
 
@@ -44,6 +44,7 @@ class FineTuneConfig:
                 raise HeadstartError(f"{name} must be at least {low}, got {value}")
         if not self.lr > 0 or not self.backbone_lr_mult >= 0:
             raise HeadstartError("--lr must be positive and --backbone-lr-mult not negative")
+        check_distributed(self.distributed)
         self.unfreeze_blocks()
 
     def unfreeze_blocks(self) -> int | None:
@@ -57,6 +58,14 @@ class FineTuneConfig:
         if n < 0:
             raise HeadstartError("--unfreeze must be 0 or more")
         return n
+
+
+def check_distributed(strategy: str) -> None:
+    """Lightning strategies that start their processes by spawning are refused: the trained weights and the
+    trainer's state (epochs run, best checkpoint) stay in the spawned processes. ``ddp`` runs the same training."""
+    if "spawn" in str(strategy) or "notebook" in str(strategy):
+        raise HeadstartError(f"--distributed {strategy} is not supported (its processes keep the training state); "
+                             "use --distributed ddp")
 
 
 def check_image_size(image_size: int | None) -> None:

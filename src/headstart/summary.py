@@ -7,16 +7,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backbones import Backbone
-
-CONTAINERS = ("blocks", "stages", "layers", "features")
+from .backbones import Backbone, block_container, block_names
 
 
 def _rows_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    rows = []
+    """The model's top-level modules, its blocks one by one."""
+    container, modules, rows = block_container(model), dict(model.named_modules()), []
     for name, child in model.named_children():
-        if name in CONTAINERS and isinstance(child, (nn.Sequential, nn.ModuleList)):
-            rows.extend((f"{name}.{sub}", grandchild) for sub, grandchild in child.named_children())
+        if name == container:
+            rows.extend((block, modules[block]) for block in block_names(model))
         elif not isinstance(child, nn.Identity):
             rows.append((name, child))
     return rows
