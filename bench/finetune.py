@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -63,7 +64,9 @@ def _one_epoch(data: Path, out: Path, unfreeze: str) -> tuple[float, float]:
             f"assert main(['fit','{data}','--strategy','fine-tune','--unfreeze','{unfreeze}','--epochs','1',"
             f"'--probe-epochs','0','--val-fraction','0','--out','{out}','-q','--no-report']) == 0\n"
             "print(json.dumps([time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))")
-    timed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as cache:  # a fresh code cache: no run reuses another's exports or codes
+        timed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env={**os.environ, "HEADSTART_CACHE_DIR": cache})
     if timed.returncode:
         sys.exit(timed.stderr)
     seconds, rss = json.loads(timed.stdout.strip().splitlines()[-1])

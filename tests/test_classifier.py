@@ -70,3 +70,14 @@ def test_warm_cache_refit_is_much_faster(tmp_path):
     cold_s, warm_s = cold.fit_info_["seconds"]["codes"], warm.fit_info_["seconds"]["codes"]
     print(f"codes: cold {cold_s:.2f} s, warm {warm_s:.3f} s, {cold_s / warm_s:.0f}x")
     assert warm.fit_info_["n_codes_computed"] == 0 and cold_s > 10 * warm_s
+
+
+def test_fit_folder_is_fit_as_one_library_call(tmp_path, colors_data):
+    """What `headstart fit` does, from Python: the typed result it prints, and the model folder it writes."""
+    from headstart.data import find_splits
+
+    result = headstart.fit_folder(headstart.TransferClassifier(C=1.0), colors_data, find_splits(colors_data),
+                                  tmp_path / "model", report=False)
+    assert result["validation"]["accuracy"] == 1.0 and result["data"]["train_counts"] == {"blue": 12, "red": 12}
+    assert result["n_train_images"] == 24 and "report" not in result
+    assert headstart.load(tmp_path / "model").config_["validation"] == result["validation"]

@@ -15,12 +15,13 @@ _LAZY = {
     "CNNCodes": "headstart.classifier",
     "load": "headstart.classifier",
     "advise": "headstart.advisor",
+    "fit_folder": "headstart.workflow",
     "create_backbone": "headstart.backbones",
     "DEFAULT_MODEL": "headstart.defaults",
 }
 
 __all__ = ["CNNCodes", "DEFAULT_MODEL", "ArtifactError", "DataError", "HeadstartError", "ModelError",
-           "TransferClassifier", "advise", "create_backbone", "load"]
+           "TransferClassifier", "advise", "create_backbone", "fit_folder", "load"]
 
 
 def __getattr__(name: str) -> Any:

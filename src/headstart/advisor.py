@@ -22,6 +22,7 @@ from .backbones import PENULTIMATE, Backbone
 from .data import ImageSet, stratified_split
 from .features import FeatureExtractor
 from .linear import Search, search_C
+from .results import AutoEvidence
 
 #: Median images per class from which a dataset counts as large: with that many, fine-tuning the whole network
 #: beat every frozen-code classifier in our measurements (pneumoniamnist ~2400 per class, cifar10 4000); with
@@ -388,7 +389,7 @@ def fine_tune_seconds_per_epoch(backbone_name: str, weights: str | None, train: 
 
 
 def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: ImageSet, budget: float,
-              started: float, given: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+              started: float, given: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], AutoEvidence]:
     """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter);
     ``given``: fine-tuning options the user set, which replace the advised ones.
 
@@ -397,7 +398,7 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
     at least MIN_FINE_TUNE_EPOCHS, else the chosen probe is used; after training, :func:`keep_fine_tuned`
     checks it against that probe on held-out training images.
     """
-    evidence: dict[str, Any] = {"advice": advice.to_dict(), "budget_s": budget}
+    evidence: AutoEvidence = {"advice": advice.to_dict(), "budget_s": budget}
     probe_layer = advice.layer
     if advice.strategy != "fine-tune":
         evidence["decision"] = f"linear classifier on {advice.layer} (advisor; cross-validated layers)"
@@ -419,7 +420,7 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
     return "fine-tune", {**plan, "epochs": epochs, "max_seconds": round(remaining * 0.95, 1)}, evidence
 
 
-def keep_fine_tuned(evidence: dict[str, Any], monitor_accuracy: float) -> bool:
+def keep_fine_tuned(evidence: AutoEvidence, monitor_accuracy: float) -> bool:
     """Whether auto keeps the fine-tuned network: its accuracy on the training images it held out against the best
     probe's cross-validated accuracy on training images (both unseen in their fitting). Records the check."""
     probe = evidence["probe"]

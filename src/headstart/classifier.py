@@ -28,6 +28,7 @@ from .linear import LinearHead, fit_linear
 from .metrics import classification_metrics
 from .options import FineTuneConfig, parse_layers
 from .quantize import calibration_sample
+from .results import FitInfo
 from .runtime import Predictions
 
 
@@ -136,7 +137,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         fitted = time.perf_counter()
         self.familiarity_ = fit_familiarity(penultimate, labels, self.seed)
         finished = time.perf_counter()
-        self.fit_info_ = {
+        self.fit_info_: FitInfo = {
             "n_train_images": int(len(labels)),
             "n_skipped": len(skipped),
             "skipped": [{"path": p, "reason": r} for p, r in skipped],
@@ -179,7 +180,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.familiarity_ = fit_familiarity(codes.codes, sample.labels[codes.kept], self.seed)
         finished = time.perf_counter()
         skipped = [{"path": p, "reason": r} for p, r in skipped] + info["skipped_during_training"]
-        self.fit_info_ = {"n_train_images": len(images), "n_skipped": len(skipped), "skipped": skipped,
+        self.fit_info_: FitInfo = {"n_train_images": len(images), "n_skipped": len(skipped), "skipped": skipped,
                           "n_codes_computed": 0,
                           "codes_dim": int(self.head_.weight.shape[1]), "classifier": self.head_.info,
                           "training": info, "seconds": {"train": round(finished - started, 3),

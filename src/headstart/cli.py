@@ -124,49 +124,26 @@ def _check_fit(args: argparse.Namespace) -> Path:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    import shutil
-
     from .data import find_splits
+    from .workflow import fit_folder
 
     out = _check_fit(args)
     splits = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed)
     args.resume_hint = f"headstart fit --resume {out}"
     may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
-    workdir = _training_dir(out)
-    if may_train and not args.resume:
+    workdir = _training_dir(out) if may_train else None
+    if workdir is not None and not args.resume:
         workdir.mkdir(parents=True, exist_ok=True)
         resumed = {k: v for k, v in vars(args).items() if k not in NOT_RESUMED}
         (workdir / "run.json").write_text(json.dumps(resumed, indent=2))
-    clf = _classifier(args, workdir if may_train else None).fit(splits.train)
-    network = clf.strategy_ in ("fine-tune", "scratch")
-    if network and not clf.fit_info_["training"]["is_global_zero"]:
-        return  # other data-parallel processes: rank 0 evaluates and writes
-    auto = getattr(clf, "auto_", None)
-    val = clf.evaluate(splits.val) if splits.val is not None else None
-    train_counts = splits.train.counts()
-    data = {"path": str(Path(args.data).resolve()), "split": splits.how, "class_names": clf.classes_,
-            "train_counts": train_counts, "val_counts": splits.val.counts() if splits.val else None,
-            "imbalance_ratio": round(max(train_counts.values()) / max(1, min(train_counts.values())), 2)}
-    result = {"out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights,
-              "precision": clf.precision, "strategy": clf.strategy_, "layers": clf.layers_,
-              "classifier": clf.classifier,
-              "C": clf.head_.info.get("C"), "data": data, "validation": val,
-              **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
-    files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network else None
-    if auto:
-        result["auto"] = auto
-    clf.save(out, overwrite=args.overwrite, extra={"data": data, "validation": val, "fit": clf.fit_info_,
-                                                   "auto": auto}, files=files)
-    if may_train:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.report and splits.val is not None:
-        from .report import write_report
-
-        result["report"] = str(write_report(clf, splits.val, out / "report.html", f"headstart: {out.name}"))
+    clf = _classifier(args, workdir)
+    result = fit_folder(clf, args.data, splits, out, args.overwrite, workdir, args.report)
+    if result is None:
+        return  # another process of a data-parallel run: rank 0 reports
     if args.json:
         _print_json(result)
     else:
-        print(_fit_text(clf, result, splits.how, network))
+        print(_fit_text(clf, result, splits.how, clf.strategy_ in ("fine-tune", "scratch")))
 
 
 def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:

@@ -23,6 +23,7 @@ from .data import ImageSet, stratified_split
 from .errors import HeadstartError
 from .images import ImageSkipped, Preprocess, decoded_batches, open_rgb
 from .options import FineTuneConfig
+from .results import TrainingInfo
 
 
 def trainable_prefixes(model: nn.Module, n_blocks: int | None) -> list[str]:
@@ -352,7 +353,7 @@ def _merge_metrics(path: Path, earlier: list[dict[str, str]], resumed_from: int)
 
 
 def fine_tune(backbone: Backbone, train: ImageSet | ImageDataModule, config: FineTuneConfig, workdir: Path,
-              progress: bool, resume: bool = False) -> dict[str, Any]:
+              progress: bool, resume: bool = False) -> TrainingInfo:
     """Train in ``workdir`` (checkpoints, logs) on ``train`` (images, or their DataModule); returns fit info.
     ``backbone.model`` ends with the best weights."""
     import lightning.pytorch  # noqa: F401  (imported first: importing it sets its loggers to INFO)
@@ -415,7 +416,7 @@ def _trainer(config: FineTuneConfig, workdir: Path, progress: bool, checkpoints)
 
 
 def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, workdir: Path, progress: bool,
-           resume: bool) -> dict[str, Any]:
+           resume: bool) -> TrainingInfo:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     config.check()
@@ -444,10 +445,12 @@ def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, wo
     if best and Path(best).exists():
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     backbone.model.eval()
-    info = {"epochs_run": trainer.current_epoch, "best_monitor_acc": float(checkpoints.best_model_score or 0),
-            "monitor_images": len(data.monitor_set), "trainable_prefixes": module.prefixes,
-            "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
-            "resumed_from_epoch": resumed_from, "config": asdict(config),
-            "skipped_during_training": [{"path": p, "reason": r} for p, r in sorted(module.failed.items())]}
+    info: TrainingInfo = {"epochs_run": trainer.current_epoch,
+                          "best_monitor_acc": float(checkpoints.best_model_score or 0),
+                          "monitor_images": len(data.monitor_set), "trainable_prefixes": module.prefixes,
+                          "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
+                          "resumed_from_epoch": resumed_from, "config": asdict(config),
+                          "skipped_during_training": [{"path": p, "reason": r}
+                                                      for p, r in sorted(module.failed.items())]}
     (workdir / "fit_info.json").write_text(json.dumps(info, indent=2))
     return info

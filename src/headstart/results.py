@@ -1,0 +1,109 @@
+"""The typed shapes of what crosses modules: fit info, auto's evidence, skipped files, a fit's result.
+
+They are ``TypedDict``s: plain JSON-ready dicts at run time (what `--json`, ``config.json`` and existing code read
+by key), with their keys and types declared for readers and type checkers. Importable without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class SkippedFile(TypedDict):
+    """An image that could not be used, and why."""
+
+    path: str
+    reason: str
+
+
+class Seconds(TypedDict, total=False):
+    """Where a fit's time went; which keys appear depends on the strategy."""
+
+    load_model: float
+    codes: float
+    classifier: float
+    familiarity: float
+    train: float
+    decide: float  # auto: measuring and deciding
+    measure: float  # auto: the one pass over the training images
+    total: float
+
+
+class TrainingInfo(TypedDict):
+    """One fine-tuning (or from-scratch) run on Lightning."""
+
+    epochs_run: int
+    best_monitor_acc: float
+    monitor_images: int
+    trainable_prefixes: list[str]
+    is_global_zero: bool
+    world_size: int
+    resumed_from_epoch: int | None
+    config: dict[str, Any]  # the FineTuneConfig, as saved for --resume
+    skipped_during_training: list[SkippedFile]
+
+
+class FitInfo(TypedDict, total=False):
+    """``TransferClassifier.fit_info_``: what the fit saw and did (``training`` only when a network trained)."""
+
+    n_train_images: int
+    n_skipped: int
+    skipped: list[SkippedFile]
+    n_codes_computed: int
+    codes_dim: int
+    classifier: dict[str, Any]  # the linear head's search: C, folds, scores
+    seconds: Seconds
+    training: TrainingInfo
+
+
+class AutoEvidence(TypedDict, total=False):
+    """``TransferClassifier.auto_``: what ``strategy="auto"`` measured, decided and checked."""
+
+    advice: dict[str, Any]  # Advice.to_dict(): size, similarity, layer scores and choice, recommendation
+    budget_s: float
+    decision: str  # one sentence, updated when the check overrules the plan
+    probe: dict[str, Any]  # the linear probe fine-tuning must beat: layer, cv_accuracy
+    fine_tune_epoch_s: float
+    epochs_advised: int
+    epochs_affordable: int
+    check: dict[str, Any]  # fine-tuned held-out accuracy against the probe's, and whether it was kept
+    strategy: str
+    options: dict[str, Any]
+    seconds: float
+
+
+class DataSummary(TypedDict):
+    """The data a fit used."""
+
+    path: str
+    split: str  # how the validation images were found
+    class_names: list[str]
+    train_counts: dict[str, int]
+    val_counts: dict[str, int] | None
+    imbalance_ratio: float
+
+
+class FitResult(TypedDict, total=False):
+    """What ``headstart fit --json`` prints: the model, the data, validation metrics and the fit info's keys."""
+
+    out: str
+    model: str
+    weights: str
+    precision: str
+    strategy: str
+    layers: list[str]
+    classifier: str
+    C: float | None
+    data: DataSummary
+    validation: dict[str, Any] | None  # classification_metrics on the validation images
+    classifier_search: dict[str, Any]
+    auto: AutoEvidence
+    report: str
+    # and every key of FitInfo but "classifier"
+    n_train_images: int
+    n_skipped: int
+    skipped: list[SkippedFile]
+    n_codes_computed: int
+    codes_dim: int
+    seconds: Seconds
+    training: TrainingInfo

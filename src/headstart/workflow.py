@@ -1,0 +1,49 @@
+"""``headstart fit`` as one library call: fit on the training split, score the validation split, save the model
+folder (atomically), write its report; the typed result is what ``fit --json`` prints."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .data import Splits
+from .results import DataSummary, FitResult
+
+
+def summarise_data(data: str | Path, splits: Splits, class_names: list[str]) -> DataSummary:
+    """Where the images came from, how many per class, and how imbalanced they are."""
+    train = splits.train.counts()
+    return {"path": str(Path(data).resolve()), "split": splits.how, "class_names": class_names,
+            "train_counts": train, "val_counts": splits.val.counts() if splits.val else None,
+            "imbalance_ratio": round(max(train.values()) / max(1, min(train.values())), 2)}
+
+
+def fit_folder(clf, data: str | Path, splits: Splits, out: Path, overwrite: bool = False,
+               workdir: Path | None = None, report: bool = True) -> FitResult | None:
+    """Fit ``clf`` (a TransferClassifier) on ``splits.train``, save it to ``out`` with its validation metrics and
+    report, and return what was done; None in the other processes of a data-parallel run (rank 0 writes).
+    ``workdir``: where a network trains (checkpoints, logs), removed once the model is saved."""
+    clf.fit(splits.train)
+    network = clf.strategy_ in ("fine-tune", "scratch")
+    if network and not clf.fit_info_["training"]["is_global_zero"]:
+        return None
+    auto = getattr(clf, "auto_", None)
+    val = clf.evaluate(splits.val) if splits.val is not None else None
+    summary = summarise_data(data, splits, clf.classes_)
+    result: FitResult = {
+        "out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights, "precision": clf.precision,
+        "strategy": clf.strategy_, "layers": clf.layers_, "classifier": clf.classifier,
+        "C": clf.head_.info.get("C"), "data": summary, "validation": val,
+        **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
+    if auto:
+        result["auto"] = auto
+    files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network and workdir else None
+    clf.save(out, overwrite=overwrite, extra={"data": summary, "validation": val, "fit": clf.fit_info_,
+                                              "auto": auto}, files=files)
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if report and splits.val is not None:
+        from .report import write_report
+
+        result["report"] = str(write_report(clf, splits.val, out / "report.html", f"headstart: {out.name}"))
+    return result
