@@ -2,11 +2,14 @@
 
     python bench/finetune.py accuracy --data pneumoniamnist [-- extra fit options]
     python bench/finetune.py speed [--images 256]
+    python bench/finetune.py profile [--images 256]
 
 accuracy: runs `headstart fit` with the feature extractor (penultimate and an earlier layer) and with fine-tuning on
 the same split and prints validation accuracy of each (validation is never used for any choice).
 speed: one fully unfrozen epoch at 224 px on cats_vs_dogs subsets for --unfreeze 2 and all, in fresh processes:
 training images/s and peak resident memory of the training process (data-loading workers not included).
+profile: where a fully unfrozen training step's time goes at 96 px on cifar10 (decode + augment, collate, forward,
+backward, optimiser, checkpoint), NCHW against channels-last and float32 against bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -86,14 +89,74 @@ def speed(n_images: int) -> None:
                   f"{t_small:.0f} s, {t_large:.0f} s)", flush=True)
 
 
+def profile(n_images: int, image_size: int = 96, batch_size: int = 32, steps: int = 8) -> None:
+    """Where one training step's time goes, fully unfrozen at ``image_size`` px on cifar10 (issue 15's case):
+    decoding + augmenting one image (one core), collating a batch, forward, backward, optimiser step, and a
+    checkpoint; the network in NCHW and channels-last, float32 and bfloat16 autocast."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from headstart.backbones import create_backbone
+    from headstart.data import read_class_folders
+    from headstart.finetune import ClassifierNet, ImageFiles, collate_usable
+
+    train = read_class_folders(SHARED / "cifar10" / "train")
+    images = train.subset(np.arange(0, len(train), max(1, len(train) // n_images))[:n_images])
+    backbone = create_backbone(image_size=image_size)
+    dataset = ImageFiles(images, backbone.preprocess, augment=True)
+    started = time.perf_counter()
+    items = [dataset[i] for i in range(len(images))]
+    decode_ms = 1000 * (time.perf_counter() - started) / len(images)
+    started = time.perf_counter()
+    batches = [collate_usable(items[i:i + batch_size]) for i in range(0, len(items) - batch_size + 1, batch_size)]
+    collate_ms = 1000 * (time.perf_counter() - started) / (len(batches) * batch_size)
+    print(f"{len(images)} cifar10 images at {image_size} px, batch {batch_size}, torch threads "
+          f"{torch.get_num_threads()}: decode + augment {decode_ms:.2f} ms/img (one core), collate "
+          f"{collate_ms:.3f} ms/img", flush=True)
+    backbone.model.reset_classifier(len(train.class_names))
+    net = ClassifierNet(backbone.model, backbone.preprocess).train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    for layout in ("NCHW", "channels-last"):
+        net = net.to(memory_format=torch.channels_last if layout == "channels-last" else torch.contiguous_format)
+        for bf16 in (False, True):
+            parts: dict[str, list[float]] = {"forward": [], "backward": [], "optimiser": []}
+            for step in range(steps + 2):
+                x, y, _ = batches[step % len(batches)]
+                t0 = time.perf_counter()
+                with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    loss = torch.nn.functional.cross_entropy(net(x), y)
+                t1 = time.perf_counter()
+                optimizer.zero_grad()
+                loss.backward()
+                t2 = time.perf_counter()
+                optimizer.step()
+                t3 = time.perf_counter()
+                if step >= 2:  # the first steps allocate
+                    for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+                        parts[name].append(1000 * seconds / batch_size)
+            ms = {name: statistics.median(values) for name, values in parts.items()}
+            total = sum(ms.values())
+            print(f"  {layout:<13} {'bf16' if bf16 else 'fp32'}: forward {ms['forward']:.2f}, backward "
+                  f"{ms['backward']:.2f}, optimiser {ms['optimiser']:.2f} ms/img = {1000 / total:.0f} img/s "
+                  "for the network alone", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        torch.save({"state_dict": net.state_dict(), "optimizer": optimizer.state_dict()}, Path(tmp) / "c.ckpt")
+        print(f"checkpoint (weights + AdamW state): {time.perf_counter() - started:.2f} s per epoch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("accuracy", "speed"))
+    parser.add_argument("what", choices=("accuracy", "speed", "profile"))
     parser.add_argument("--data", default="pneumoniamnist")
     parser.add_argument("--images", type=int, default=256)
     args, extra = parser.parse_known_args()
     if args.what == "accuracy":
         accuracy(args.data, [e for e in extra if e != "--"])
+    elif args.what == "profile":
+        profile(args.images)
     else:
         speed(args.images)
 
