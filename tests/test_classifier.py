@@ -77,7 +77,7 @@ def test_fit_folder_is_fit_as_one_library_call(tmp_path, colors_data):
     from headstart.data import find_splits
 
     result = headstart.fit_folder(headstart.TransferClassifier(C=1.0), colors_data, find_splits(colors_data),
-                                  tmp_path / "model", report=False)
+                                  str(tmp_path / "model"), report=False)
     assert result["validation"]["accuracy"] == 1.0 and result["data"]["train_counts"] == {"blue": 12, "red": 12}
     assert result["n_train_images"] == 24 and "report" not in result
     assert headstart.load(tmp_path / "model").config_["validation"] == result["validation"]

@@ -18,11 +18,12 @@ def summarise_data(data: str | Path, splits: Splits, class_names: list[str]) -> 
             "imbalance_ratio": round(max(train.values()) / max(1, min(train.values())), 2)}
 
 
-def fit_folder(clf, data: str | Path, splits: Splits, out: Path, overwrite: bool = False,
+def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite: bool = False,
                workdir: Path | None = None, report: bool = True) -> FitResult | None:
     """Fit ``clf`` (a TransferClassifier) on ``splits.train``, save it to ``out`` with its validation metrics and
     report, and return what was done; None in the other processes of a data-parallel run (rank 0 writes).
     ``workdir``: where a network trains (checkpoints, logs), removed once the model is saved."""
+    out = Path(out).expanduser()
     clf.fit(splits.train)
     network = clf.strategy_ in ("fine-tune", "scratch")
     if network and not clf.fit_info_["training"]["is_global_zero"]:
