@@ -70,6 +70,7 @@ CASES = [
     ("export {model} --format torchscript --precision int8", "--precision int8 runs on ONNX Runtime"),
     ("export {model} --calibration {data}", "--calibration is for --precision int8"),
     ("export {model} --precision int8 --calibration no/such", "calibration folder"),
+    ("export {model} --precision int8 --calibration {own}", "give a folder of at least 8 training images"),
     ("report {model} {data} --out /proc/headstart-x.html", "cannot write --out"),
     ("report {model} {data} --out {file}", "already exists"),
     ("report {model} no/such", "does not exist"),

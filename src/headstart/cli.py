@@ -348,13 +348,20 @@ def cmd_export(args: argparse.Namespace) -> None:
     checks.precision(precision, "torch" if args.format == "torchscript" else "onnx")
     if args.calibration is not None and precision != "int8":
         raise HeadstartError("--calibration is for --precision int8")
-    calibration = None if args.calibration is None else existing_dir(args.calibration, "calibration folder")
+    calibration = None
+    if args.calibration is not None:
+        from .quantize import MIN_CALIBRATION_IMAGES
+
+        calibration = files_under(existing_dir(args.calibration, "calibration folder"))
+        if len(calibration) < MIN_CALIBRATION_IMAGES:
+            raise HeadstartError(f"--calibration {args.calibration} holds {len(calibration)} file(s); give a folder of "
+                                 f"at least {MIN_CALIBRATION_IMAGES} training images")
     out = checks.output_file(args.out or Path(args.model_dir) / f"model.{'onnx' if args.format == 'onnx' else 'pt'}",
                              args.overwrite)
     from .export import export
 
     clf = _load(args)
-    export(clf, out, args.format, precision, None if calibration is None else files_under(calibration))
+    export(clf, out, args.format, precision, calibration)
     size = out.stat().st_size / 2**20
     if args.json:
         _print_json({"out": str(out), "format": args.format, "precision": precision, "megabytes": round(size, 2)})

@@ -51,18 +51,27 @@ class OnnxRunner:
         return self.session.run(self.outputs, {"images": batch})
 
 
+#: ONNX files (path, size, modification time) that ONNX Runtime has opened in this process: not checked again
+_OPENED: set[str] = set()
+
+
 def _cached(path: Path, build: Callable[[], bytes]) -> Path:
     """``path``, built first when missing, or when ONNX Runtime cannot open it (a damaged file, rebuilt once)."""
     for attempt in range(2):
         if not path.exists():
             write_atomic(path, build())
+        identity = file_identity(path)
+        if identity in _OPENED:
+            return path
         try:
             onnx_session(path, 1)
-            return path
         except Exception:
             if attempt:
                 raise
             path.unlink(missing_ok=True)
+            continue
+        _OPENED.add(identity)
+        return path
     return path
 
 
@@ -169,7 +178,7 @@ class FeatureExtractor:
         self._wanted = [self.computed.index(layer) for layer in self.layers]
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
         self.precision = precision
-        self.calibration = None if calibration is None else calibration_sample(calibration)
+        self.calibration = calibration_sample(calibration) if precision == "int8" and calibration else None
         self._network = None if network is None else Path(network)
         if precision == "int8":
             engine = "onnx"
