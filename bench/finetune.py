@@ -3,6 +3,8 @@
     python bench/finetune.py accuracy --data pneumoniamnist [-- extra fit options]
     python bench/finetune.py speed [--images 256]
     python bench/finetune.py profile [--images 256]
+    python bench/finetune.py loader [--images 5000] [--epochs 2]
+    python bench/finetune.py activations [--images 5000] [--epochs 4] [--unfreeze 2]
 
 accuracy: runs `headstart fit` with the feature extractor (penultimate and an earlier layer) and with fine-tuning on
 the same split and prints validation accuracy of each (validation is never used for any choice).
@@ -10,6 +12,12 @@ speed: one fully unfrozen epoch at 224 px on cats_vs_dogs subsets for --unfreeze
 training images/s and peak resident memory of the training process (data-loading workers not included).
 profile: where a fully unfrozen training step's time goes at 96 px on cifar10 (decode + augment, collate, forward,
 backward, optimiser, checkpoint), NCHW against channels-last and float32 against bfloat16 autocast.
+loader: training images/s per epoch, fully unfrozen at 96 px on a fixed cifar10 subset (every n-th image of each
+class), with `--loader stream` (decoded and augmented per image in every epoch, the previous path) and with the
+default `--loader memory`, in the same run, and their ratio; the trainer's own epoch timing, monitor pass excluded.
+activations: `--unfreeze N` at 96 px on the same cifar10 subset, validated on a disjoint fixed 2000-image cifar10
+subset: the memory loader (the frozen blocks run in every epoch), `--loader activations` for the same epochs, and
+`--loader activations` for as many epochs as fit in the memory loader's wall time: accuracy, time, images/s.
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,14 +34,19 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def fit(args: list[str]) -> tuple[dict, float]:
+def fit(args: list[str]) -> tuple[dict, float, float]:
+    """(`fit --json` output, wall seconds, peak RSS GiB of that process alone)."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", *args, "--json", "-q", "--no-report"],
-                            capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(result.stderr)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    return json.loads(result.stdout), time.perf_counter() - started, peak
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", *args, "--json", "-q",
+                                    "--no-report"], stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0), err.seek(0)
+        if process.returncode:
+            sys.exit(err.read())
+        return json.loads(out.read()), seconds, usage.ru_maxrss / 2**20
 
 
 def accuracy(data: str, extra: list[str]) -> None:
@@ -147,9 +159,63 @@ def profile(n_images: int, image_size: int = 96, batch_size: int = 32, steps: in
         print(f"checkpoint (weights + AdamW state): {time.perf_counter() - started:.2f} s per epoch")
 
 
+def _cifar_subset(root: Path, n_images: int, offset: int = 0) -> Path:
+    """A fixed n_images subset of cifar10/train, every k-th file of each class from ``offset``, linked (never
+    copied); subsets with different offsets (below the step) are disjoint."""
+    classes = sorted(p for p in (SHARED / "cifar10" / "train").iterdir() if p.is_dir())
+    for folder in classes:
+        files = sorted(folder.iterdir())
+        step = max(1, len(files) * len(classes) // n_images)
+        (root / folder.name).mkdir(parents=True)
+        for path in files[offset::step][: n_images // len(classes)]:
+            (root / folder.name / path.name).symlink_to(path)
+    return root
+
+
+def loader(n_images: int, epochs: int) -> None:
+    """Both loaders on the same subset, one after the other in fresh processes; the rate of the last epoch (the
+    first includes the network's warm-up) and the whole run's wall time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _cifar_subset(Path(tmp) / "data", n_images)
+        rates = {}
+        for name in ("stream", "memory"):
+            out, seconds, _ = fit([str(data), "--out", f"{tmp}/{name}", "--strategy", "fine-tune", "--unfreeze",
+                                   "all", "--image-size", "96", "--epochs", str(epochs), "--probe-epochs", "0",
+                                   "--patience", str(epochs), "--val-fraction", "0", "--loader", name])
+            training = out["training"]
+            rates[name] = training["epochs"][-1]["images_per_s"]
+            per_epoch = ", ".join(f"{e['images_per_s']:.1f}" for e in training["epochs"])
+            print(f"--loader {name:<7} training images/s per epoch {per_epoch} (last {rates[name]:.1f}); "
+                  f"{seconds:.0f} s in all; image cache {training['image_cache']}", flush=True)
+        print(f"memory / stream: {rates['memory'] / rates['stream']:.2f}x training images/s "
+              f"({n_images} cifar10 images, 96 px, all layers unfrozen)")
+
+
+def activations(n_images: int, epochs: int, unfreeze: str) -> None:
+    """Streaming the frozen blocks (memory loader) against their cached activations, same subset and validation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data, val = _cifar_subset(Path(tmp) / "data", n_images), _cifar_subset(Path(tmp) / "val", 2000, offset=1)
+        common = [str(data), "--val", str(val), "--strategy", "fine-tune", "--unfreeze", unfreeze, "--image-size",
+                  "96", "--patience", "100"]
+        runs = [("memory", epochs), ("activations", epochs)]
+        seconds = {}
+        for i, (name, n) in enumerate(runs):
+            out, seconds[i], peak = fit([*common, "--out", f"{tmp}/{i}", "--loader", name, "--epochs", str(n)])
+            training = out["training"]
+            rate = training["epochs"][-1]["images_per_s"]
+            cache = {k: v for k, v in training["image_cache"].items() if "bytes" in k}
+            print(f"--unfreeze {unfreeze} --loader {name:<12} {n:>2} epochs: val accuracy "
+                  f"{out['validation']['accuracy']:.4f}, {seconds[i]:.0f} s, last epoch {rate:.0f} training images/s,"
+                  f" cache bytes {cache}, peak RSS {peak:.2f} GiB", flush=True)
+            if i == 1:  # the same wall time as the memory loader's run
+                runs.append(("activations", max(epochs, int(epochs * seconds[0] / seconds[1]))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("accuracy", "speed", "profile"))
+    parser.add_argument("what", choices=("accuracy", "speed", "profile", "loader", "activations"))
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--unfreeze", default="2")
     parser.add_argument("--data", default="pneumoniamnist")
     parser.add_argument("--images", type=int, default=256)
     args, extra = parser.parse_known_args()
@@ -157,6 +223,10 @@ def main() -> None:
         accuracy(args.data, [e for e in extra if e != "--"])
     elif args.what == "profile":
         profile(args.images)
+    elif args.what == "loader":
+        loader(args.images if args.images != 256 else 5000, args.epochs or 2)
+    elif args.what == "activations":
+        activations(args.images if args.images != 256 else 5000, args.epochs or 4, args.unfreeze)
     else:
         speed(args.images)
 

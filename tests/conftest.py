@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ def colors_data(tmp_path_factory) -> Path:
     for split, n in (("train", 12), ("val", 4)):
         for name, color in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
             for i in range(n):
-                make_image(root / split / name / f"{name}{i}.png", color, seed=hash((split, name, i)) % 2**32)
+                seed = zlib.crc32(f"{split}/{name}/{i}".encode())  # the same images in every process
+                make_image(root / split / name / f"{name}{i}.png", color, seed=seed)
     return root
 
 

@@ -73,15 +73,18 @@ def test_similarity_orders_the_shared_datasets():
     assert imagenet["ratio"] > cats["ratio"] > xrays["ratio"]
 
 
-@pytest.mark.parametrize("budget, strategy, epochs", [(1000, "fine-tune", 5), (450, "fine-tune", 3),
+@pytest.mark.parametrize("budget, strategy, epochs", [(1000, "fine-tune", 5), (380, "fine-tune", 3),
                                                      (300, "feature-extractor", None)])
 def test_auto_fits_fine_tuning_epochs_into_the_budget_or_falls_back_to_the_probe(colors_data, monkeypatch, budget,
                                                                                  strategy, epochs):
     import time
 
     import headstart.advisor
+    from headstart.finetune import TrainingCost
 
-    monkeypatch.setattr(headstart.advisor, "fine_tune_seconds_per_epoch", lambda *args: 100.0)
+    epoch = TrainingCost(step_s=1.0, head_step_s=1.0, eval_s=0.0, augment_s=0.0, decode_s=0.0, n_fit=3200,
+                         n_monitor=0, batch_size=32, loader="memory", workers=2)  # 100 s an epoch
+    monkeypatch.setattr(headstart.advisor, "fine_tune_cost", lambda *args: epoch)
     advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"penultimate": 0.9, "blocks.5": 0.95},
                     strategy="fine-tune", layer="blocks.5",
                     options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
@@ -91,8 +94,8 @@ def test_auto_fits_fine_tuning_epochs_into_the_budget_or_falls_back_to_the_probe
     assert chosen == strategy and evidence["fine_tune_epoch_s"] == 100.0
     if epochs:
         assert options["epochs"] == epochs and options["max_seconds"] <= budget
-    else:
-        assert options["layer"] == "blocks.5" and "instead" in evidence["decision"]
+    else:  # 3 epochs take 300 s, which fit 90% of a 350 s budget
+        assert options["layer"] == "blocks.5" and "instead (--budget 350 or more" in evidence["decision"]
 
 
 def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):
@@ -120,3 +123,21 @@ def test_fit_auto_fine_tunes_large_data_then_checks_it_against_the_probe(tmp_pat
     assert fit["strategy"] == "fine-tune" or fit["layers"] == auto["probe"]["layer"].split("+")
     assert json.loads((tmp_path / "auto" / "config.json").read_text())["auto"]["check"] == auto["check"]
     assert not (tmp_path / ".auto.training").exists()
+
+
+def test_a_cached_sample_does_not_make_the_other_images_look_free(colors_data, monkeypatch, tmp_path):
+    """With the sample's codes all in the cache, a slice of the other images is timed before deciding on them."""
+    import headstart.advisor
+    from headstart.advisor import measure_codes
+
+    monkeypatch.setattr(headstart.advisor, "PROBE_SAMPLE", 8)
+    monkeypatch.setattr(headstart.advisor, "RATE_SLICE", 4)
+    monkeypatch.setattr(headstart.advisor, "FULL_PASS_SHARE", 1e-9)  # no full pass fits if it costs anything
+    extractor = FeatureExtractor(create_backbone("test_efficientnet", "none", image_size=32), ["penultimate"],
+                                 tmp_path)
+    train = read_class_folders(colors_data / "train")
+    first = measure_codes(extractor, train, large=True, budget=600)
+    again = measure_codes(extractor, train, large=True, budget=600)
+    assert (first.complete, len(first.images), first.computed) == (False, 8, 8)
+    assert (again.complete, len(again.images), again.computed) == (False, 12, 4)
+    assert measure_codes(extractor, train, large=True, budget=None).complete  # no budget: every image

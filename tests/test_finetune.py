@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
 import headstart
@@ -54,14 +55,59 @@ def test_fine_tuned_model_saves_evaluates_and_summarises(tmp_path, colors_data, 
     assert summary["trainable_params"] == summary["total_params"]
 
 
-def test_resume_after_kill_9(tmp_path):
+def test_training_from_cached_activations_keeps_the_frozen_part_bit_identical(tmp_path, colors_data):
+    """The cache holds exactly what the whole network computes in its frozen part for the same augmented batch, and
+    after training the frozen part computes bit-identical outputs to the streaming run's."""
+    from headstart.activations import lower_forward
+    from headstart.backbones import block_names
+    from headstart.finetune import ClassifierNet, ImageDataModule
+    from headstart.imagecache import augment_batch
+
+    images = read_class_folders(colors_data / "train")
+    first = len(block_names(create_backbone("test_efficientnet", "none").model)) - 1
+    frozen_outputs = []
+    for loader in ("stream", "activations"):
+        torch.manual_seed(0)  # the same random weights in both runs
+        backbone = create_backbone("test_efficientnet", "none", image_size=32)
+        before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+        config = FineTuneConfig(unfreeze="1", epochs=2, probe_epochs=0, batch_size=8, workers=0, lr=1e-2,
+                                loader=loader)
+        data = ImageDataModule(images, backbone.preprocess, config, folder=tmp_path / loader)
+        info = fine_tune(backbone, data, config, tmp_path / loader, progress=False)
+        trained = info["trainable_prefixes"]
+        for key, value in backbone.model.state_dict().items():
+            if not _matches(key, trained) and not key.startswith("classifier"):
+                assert torch.equal(before[key], value), key
+        assert any(not torch.equal(before[k], v) for k, v in backbone.model.state_dict().items()
+                   if _matches(k, trained) and k in before)
+        net = ClassifierNet(backbone.model, backbone.preprocess).eval().to(memory_format=torch.channels_last)
+        probe = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+        with torch.inference_mode():
+            frozen_outputs.append(lower_forward(backbone.model, net.normalize(probe).contiguous(
+                memory_format=torch.channels_last), first))
+    assert info["image_cache"]["from_block"] == first and info["image_cache"]["activation_views"] == 2
+    assert torch.equal(*frozen_outputs)
+
+    # the cached view 0 is the frozen part's output, as the whole network computes it, for that augmented batch
+    seen = {}
+    hook = net.model.blocks[first].register_forward_pre_hook(lambda module, args: seen.update(x=args[0].clone()))
+    stored = torch.from_numpy(data.stored[data.fit_idx])
+    with torch.inference_mode():
+        net(augment_batch(stored, 32, torch.Generator().manual_seed(config.seed * 1009)))
+    hook.remove()
+    assert torch.equal(torch.from_numpy(data.activations[0]), seen["x"])
+
+
+@pytest.mark.parametrize("loader", ["memory", "activations"])
+def test_resume_after_kill_9(tmp_path, loader):
     data = tmp_path / "data"
     for name, color in (("a", (220, 30, 30)), ("b", (30, 30, 220))):
         for i in range(60):
             make_image(data / name / f"{i}.png", color, size=32, seed=i)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "headstart.cli", "fit", str(data), "--strategy", "fine-tune", "--epochs", "12",
-               "--patience", "100", "--batch-size", "4", "--out", str(out), "--json", *TINY[:-1], "-q"]
+               "--patience", "100", "--batch-size", "4", "--out", str(out), "--json", *TINY[:-1], "-q",
+               "--loader", loader, "--unfreeze", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     last = tmp_path / ".run.training" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300

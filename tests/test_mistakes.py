@@ -54,6 +54,9 @@ CASES = [
     ("fit {data} --precision int8 --engine torch", "--precision int8 runs on ONNX Runtime"),
     ("fit {data} --precision int4", "invalid choice"),
     ("fit {data} --strategy fine-tune --distributed ddp_spawn", "use --distributed ddp"),
+    ("fit {data} --loader activations --unfreeze all", "give --unfreeze a number of blocks"),
+    ("fit {data} --loader activations --unfreeze 2 --no-augment", "drop --no-augment"),
+    ("fit {data} --loader disk", "invalid choice"),
     # evaluate, predict
     ("evaluate {data} {data}", "not a saved headstart model"),
     ("evaluate {model} no/such", "does not exist"),

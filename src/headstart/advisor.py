@@ -10,19 +10,25 @@ full pass would not fit the budget.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backbones import PENULTIMATE, Backbone
 from .data import ImageSet, stratified_split
 from .features import FeatureExtractor
+from .images import typical_short_side
 from .linear import Search, search_C
+from .options import FineTuneConfig
 from .results import AutoEvidence
+
+if TYPE_CHECKING:
+    from .finetune import TrainingCost
 
 #: Median images per class from which a dataset counts as large: with that many, fine-tuning the whole network
 #: beat every frozen-code classifier in our measurements (pneumoniamnist ~2400 per class, cifar10 4000); with
@@ -39,10 +45,15 @@ SIMILAR_RATIO = 0.5
 #: MIN_FINE_TUNE_EPOCHS (auto falls back to a linear probe when those do not fit its budget).
 FINE_TUNE_STEPS = 1300
 MIN_FINE_TUNE_EPOCHS = 3
+#: Share of the budget left after deciding that fine-tuning may be planned to take: the rest is for what follows
+#: (the familiarity bank's codes, saving) and for the timing's error.
+PLAN_SHARE = 0.9
 #: When fine-tuning is likely (large data), the layers are first measured on this many training images; the rest
 #: are measured too only if their pass is predicted to take at most FULL_PASS_SHARE of the budget.
 PROBE_SAMPLE = 2000
 FULL_PASS_SHARE = 0.25
+#: When the sample's codes all came from the cache, this many of the other images are measured to time the rest.
+RATE_SLICE = 256
 #: Candidates whose out-of-fold log loss is within this many paired standard errors of the lowest are tied.
 TIE_SE = 1.0
 
@@ -107,22 +118,12 @@ def candidate_layers(backbone: Backbone) -> list[str]:
 
 def measure_size(images: ImageSet, sample: int = 64) -> dict[str, Any]:
     """Counts per class, the size rule's verdict, and the images' typical shorter side (from file headers)."""
-    from PIL import Image
-
     counts = np.bincount(images.labels, minlength=len(images.class_names))
-    rng = np.random.default_rng(0)
-    shorts = []
-    for i in rng.choice(len(images), min(sample, len(images)), replace=False):
-        try:
-            with Image.open(images.paths[i]) as img:
-                shorts.append(min(img.size))
-        except Exception:
-            continue
     median = float(np.median(counts))
     return {"images": int(len(images)), "classes": len(images.class_names), "min_per_class": int(counts.min()),
             "median_per_class": median, "large": median >= LARGE_PER_CLASS,
             "rule": f"large when the median class has at least {LARGE_PER_CLASS} training images",
-            "median_short_side": int(np.median(shorts)) if shorts else None}
+            "median_short_side": typical_short_side(images.paths, sample)}
 
 
 def _subsample(images: ImageSet, n: int, seed: int = 0) -> ImageSet:
@@ -149,11 +150,20 @@ def measure_codes(extractor: FeatureExtractor, train: ImageSet, large: bool, bud
     result = extractor.transform(first.paths)
     measured, skipped, computed = [(first, result)], list(result.skipped), result.extracted
     if len(first) < len(train):
-        seconds = time.perf_counter() - started
+        seconds, timed = time.perf_counter() - started, result.extracted
         chosen = set(map(str, first.paths))
         rest = train.subset(np.array([i for i, p in enumerate(train.paths) if str(p) not in chosen], np.int64))
-        predicted = seconds * len(rest) / max(1, result.extracted) if result.extracted else 0.0
-        if budget is None or predicted <= FULL_PASS_SHARE * budget:
+        if not timed and budget is not None:  # the sample came from the cache: time a slice of the rest instead
+            slice_started = time.perf_counter()
+            piece = rest.subset(np.arange(min(RATE_SLICE, len(rest))))
+            more = extractor.transform(piece.paths)
+            measured.append((piece, more))
+            skipped += more.skipped
+            computed += more.extracted
+            rest = rest.subset(np.arange(len(piece), len(rest)))
+            seconds, timed = time.perf_counter() - slice_started, more.extracted
+        predicted = seconds * len(rest) / timed if timed else 0.0  # nothing computed: the rest is cached too
+        if len(rest) and (budget is None or predicted <= FULL_PASS_SHARE * budget):
             say(f"measuring the other {len(rest)} training images", progress)
             more = extractor.transform(rest.paths)
             measured.append((rest, more))
@@ -377,26 +387,29 @@ def format_advice(advice: Advice, model: str) -> str:
     return "\n".join(lines)
 
 
-def fine_tune_seconds_per_epoch(backbone_name: str, weights: str | None, train: ImageSet, image_size: int | None,
-                                unfreeze: str) -> float:
-    """Seconds one fine-tuning epoch over ``train`` would take (timed steps on this machine; see
-    :func:`headstart.finetune.seconds_per_epoch`)."""
+def fine_tune_cost(backbone_name: str, weights: str | None, train: ImageSet, image_size: int | None,
+                   config: FineTuneConfig) -> TrainingCost:
+    """What fine-tuning ``train`` with ``config`` costs on this machine (timed steps; see
+    :func:`headstart.finetune.training_cost`)."""
     from .backbones import create_backbone
-    from .finetune import FineTuneConfig, seconds_per_epoch
+    from .finetune import training_cost
 
     backbone = create_backbone(backbone_name, weights, image_size=image_size)
-    return seconds_per_epoch(backbone, train, FineTuneConfig(unfreeze=unfreeze))
+    return training_cost(backbone, train, config)
 
 
 def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: ImageSet, budget: float,
-              started: float, given: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], AutoEvidence]:
+              started: float, given: dict[str, Any] | None = None, config: FineTuneConfig | None = None
+              ) -> tuple[str, dict[str, Any], AutoEvidence]:
     """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter);
-    ``given``: fine-tuning options the user set, which replace the advised ones.
+    ``given``: fine-tuning options the user set, which replace the advised ones; ``config``: the other fine-tuning
+    options (loader, batch size, head-only epochs), as the run will use them.
 
     Linear probes were already compared by cross-validation on training images (the advisor's layer choice).
-    Fine-tuning, when advised, is timed on a trial and planned for as many of the advised epochs as fit the budget,
-    at least MIN_FINE_TUNE_EPOCHS, else the chosen probe is used; after training, :func:`keep_fine_tuned`
-    checks it against that probe on held-out training images.
+    Fine-tuning, when advised, is timed on a few steps of each kind (:class:`~headstart.finetune.TrainingCost`) and
+    planned for as many of the advised epochs as fit PLAN_SHARE of the time left, at least MIN_FINE_TUNE_EPOCHS,
+    else the chosen probe is used and the decision says which budget would have fitted; after training,
+    :func:`keep_fine_tuned` checks it against that probe on held-out training images.
     """
     evidence: AutoEvidence = {"advice": advice.to_dict(), "budget_s": budget}
     probe_layer = advice.layer
@@ -405,18 +418,31 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
         return "feature-extractor", {"layer": advice.layer}, evidence
     evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers.get(probe_layer, 0.0)}
     plan = {**advice.options, **{k: v for k, v in (given or {}).items() if k in advice.options}}
-    epoch_s = fine_tune_seconds_per_epoch(backbone_name, weights, train, plan.get("image_size"), plan["unfreeze"])
-    remaining = budget - (time.perf_counter() - started)
+    config = replace(config or FineTuneConfig(), unfreeze=str(plan["unfreeze"]))
+    if config.loader == "activations" and config.unfreeze_blocks() is None:  # every block trains: nothing to cache
+        config = replace(config, loader="memory")
+        plan["loader"] = "memory"
+    cost = fine_tune_cost(backbone_name, weights, train, plan.get("image_size"), config)
+    elapsed = time.perf_counter() - started
+    remaining = budget - elapsed
     wanted = int(plan["epochs"])
-    epochs = min(wanted, int(remaining * 0.85 // max(epoch_s, 1e-6)))
-    evidence.update(fine_tune_epoch_s=round(epoch_s, 2), epochs_advised=wanted, epochs_affordable=epochs)
+    fits = [n for n in range(1, wanted + 1) if cost.run_s(n, config.probe_epochs) <= PLAN_SHARE * remaining]
+    epochs = max(fits, default=0)
+    evidence.update(fine_tune_epoch_s=round(cost.epoch_s(), 2), epochs_advised=wanted, epochs_affordable=epochs,
+                    fine_tune_cost={k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(cost).items()},
+                    fine_tune_predicted_s=round(cost.run_s(epochs, config.probe_epochs), 1))
     least = min(MIN_FINE_TUNE_EPOCHS, wanted)  # fewer only when the user asked for fewer
     if epochs < least:
-        evidence["decision"] = (f"fine-tuning advised but {least} epochs of about {epoch_s:.0f} s do "
-                                f"not fit the {remaining:.0f} s left: linear classifier on {probe_layer} instead")
+        needed = elapsed + cost.run_s(least, config.probe_epochs) / PLAN_SHARE
+        evidence["decision"] = (
+            f"fine-tuning advised but {least} epochs ({config.probe_epochs} of them training the head alone) would "
+            f"take about {cost.run_s(least, config.probe_epochs):.0f} s, more than the {remaining:.0f} s left "
+            f"allow: linear classifier on {probe_layer} instead (--budget {50 * math.ceil(needed / 50):.0f} or "
+            "more would fine-tune)")
         return "feature-extractor", {"layer": probe_layer}, evidence
-    evidence["decision"] = (f"fine-tune for {epochs} of {wanted} advised epochs (about {epoch_s:.0f} s each) within "
-                            f"the budget; kept if it beats the {probe_layer} probe on held-out training images")
+    evidence["decision"] = (f"fine-tune for {epochs} of {wanted} advised epochs (about {cost.epoch_s():.0f} s each, "
+                            f"{evidence['fine_tune_predicted_s']:.0f} s in all) within the budget; kept if it beats "
+                            f"the {probe_layer} probe on held-out training images")
     return "fine-tune", {**plan, "epochs": epochs, "max_seconds": round(remaining * 0.95, 1)}, evidence
 
 

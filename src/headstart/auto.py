@@ -46,7 +46,7 @@ def fit_auto(clf: Any, images: Any, started: float) -> None:
         advice = advise(clf.backbone_, images, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress,
                         clf.engine, clf.batch_size, precision=clf.precision)
         strategy, options, evidence = plan_auto(advice, clf.model, clf.weights, images, clf.budget, started,
-                                                given_options(clf.finetune, clf.image_size))
+                                                given_options(clf.finetune, clf.image_size), clf.finetune)
         evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))
         say(f"{evidence['decision']} ({evidence['seconds']:.0f} s to decide)", clf.progress)
     decided = time.perf_counter()

@@ -160,12 +160,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         config = replace(config, strategy="scratch" if self.strategy == "scratch" else "fine-tune", seed=self.seed)
         if image_size is not None and image_size != self.image_size:
             self._rebuild_backbone(image_size)
-        data = ImageDataModule(images, self.backbone_.preprocess, config)
-        data.prepare_data()  # the image check, before training
-        images, skipped = data.usable, data.skipped
         with tempfile.TemporaryDirectory(prefix="headstart-train-") as scratch:
-            info = fine_tune(self.backbone_, data, config, Path(self.workdir or scratch), self.progress,
-                             self.resume)
+            workdir = Path(self.workdir or scratch)
+            data = ImageDataModule(images, self.backbone_.preprocess, config, folder=workdir)
+            data.prepare_data()  # the image check (and, by default, the one decoding), before training
+            images, skipped = data.usable, data.skipped
+            info = fine_tune(self.backbone_, data, config, workdir, self.progress, self.resume)
         head = self.backbone_.model.get_classifier()
         self.head_ = LinearHead(np.array(head.weight.detach().numpy(), order="C"),
                                 np.array(head.bias.detach().numpy(), order="C"),

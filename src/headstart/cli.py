@@ -68,7 +68,7 @@ def _finetune_config(args: argparse.Namespace):
     return FineTuneConfig(
         unfreeze=str(args.unfreeze), epochs=args.epochs, probe_epochs=args.probe_epochs, lr=args.lr,
         backbone_lr_mult=args.backbone_lr_mult, batch_size=args.batch_size or 32, augment=args.augment,
-        class_weight=args.class_weight, patience=args.patience, workers=args.workers,
+        class_weight=args.class_weight, patience=args.patience, workers=args.workers, loader=args.loader,
         num_nodes=args.num_nodes, accelerator=args.accelerator, distributed=args.distributed,
         devices=checks.devices(args.devices),
         logger=args.logger or [], seed=args.seed, verbose=getattr(args, "verbose", False),
@@ -504,7 +504,7 @@ def _add_fit(sub, common: argparse.ArgumentParser) -> None:
 
 def _add_fine_tune_options(fit: argparse.ArgumentParser) -> None:
     """The fine-tuning options, their defaults taken from FineTuneConfig (defined there once)."""
-    from .options import FineTuneConfig
+    from .options import LOADERS, FineTuneConfig
 
     default = FineTuneConfig()
     tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
@@ -519,7 +519,12 @@ def _add_fine_tune_options(fit: argparse.ArgumentParser) -> None:
     tune.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
     tune.add_argument("--class-weight", choices=("balanced",), help="weight the loss against class imbalance")
     tune.add_argument("--patience", type=int, default=default.patience, help="early-stopping patience in epochs")
-    tune.add_argument("--workers", type=int, default=default.workers, help="data-loading processes")
+    tune.add_argument("--workers", type=int, default=default.workers,
+                      help="decoding threads (memory loader) or data-loading processes (stream loader)")
+    tune.add_argument("--loader", choices=LOADERS, default=default.loader,
+                      help="memory: images decoded once, augmented per batch (default); stream: decoded and "
+                           "augmented per image in every epoch, in --workers processes; activations (--unfreeze N): "
+                           "the frozen blocks run once per augmented view, epochs train only the top")
     tune.add_argument("--devices", default=default.devices, help="Lightning devices: auto, a count, or ids")
     tune.add_argument("--num-nodes", type=int, default=default.num_nodes)
     tune.add_argument("--accelerator", default=default.accelerator, help="auto, cpu, gpu, ...")

@@ -6,7 +6,9 @@ import contextlib
 import json
 import math
 import os
-from dataclasses import asdict
+import sys
+import time
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,17 @@ from torch import nn
 from .backbones import Backbone, Normalize, block_container, block_names
 from .data import ImageSet, stratified_split
 from .errors import HeadstartError
-from .images import ImageSkipped, Preprocess, decoded_batches, open_rgb
+from .imagecache import (
+    CROP_SCALE,
+    AugmentedImages,
+    EvalImages,
+    augment_batch,
+    decode_all,
+    store_preprocess,
+    store_size,
+    whole_batch,
+)
+from .images import ImageSkipped, Preprocess, decoded_batches, open_rgb, typical_short_side
 from .options import FineTuneConfig
 from .results import TrainingInfo
 
@@ -64,7 +76,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
             if self._train_transform is None:
                 self._train_transform = transforms.Compose([
-                    transforms.RandomResizedCrop(self.preprocess.input_size, scale=(0.35, 1.0),
+                    transforms.RandomResizedCrop(self.preprocess.input_size, scale=CROP_SCALE,
                                                  interpolation=transforms.InterpolationMode.BICUBIC),
                     transforms.RandomHorizontalFlip(),
                 ])
@@ -110,6 +122,26 @@ class HeadFirst(BaseFinetuning):
         pl_module.set_trainable(head_only=epoch < self.probe_epochs)
 
 
+class EpochTimer(L.Callback):
+    """Wall seconds and images of each epoch's training part (its monitor pass excluded), for the run's record."""
+
+    def __init__(self):
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started, self._images = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._images += 0 if batch[1] is None else len(batch[1])
+        self._seconds = time.perf_counter() - self._started
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._images:
+            self.epochs.append({"epoch": trainer.current_epoch, "train_s": round(self._seconds, 3),
+                                "images": self._images,
+                                "images_per_s": round(self._images / max(self._seconds, 1e-9), 1)})
+
+
 class FineTuner(L.LightningModule):
     """A timm network with a new ``n_classes`` head, trained on uint8 images: which parts train is set by
     :meth:`set_trainable` (the :class:`HeadFirst` callback trains the head alone first), frozen parts stay in
@@ -122,7 +154,7 @@ class FineTuner(L.LightningModule):
 
     def __init__(self, model: str, n_classes: int, config: dict[str, Any], total_steps: int,
                  class_weights: list[float] | None = None, image_size: int | None = None,
-                 backbone: Backbone | None = None):
+                 backbone: Backbone | None = None, from_block: int | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         if backbone is None:
@@ -140,6 +172,7 @@ class FineTuner(L.LightningModule):
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.loss = nn.CrossEntropyLoss(weight=weight)
         self.failed: dict[str, str] = {}  # images that failed to decode during training: path -> reason
+        self.from_block = from_block  # training batches are the cached activations entering this block
         self.set_trainable(head_only=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -169,7 +202,14 @@ class FineTuner(L.LightningModule):
         self.failed.update(failed)
         if images is None:
             return None
-        loss = self.loss(self.net(images), labels)
+        if self.from_block is None:
+            logits = self.net(images)
+        else:
+            from .activations import upper_forward
+
+            logits = upper_forward(self.net.model, images.contiguous(memory_format=torch.channels_last),
+                                   self.from_block)
+        loss = self.loss(logits, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at epoch {self.current_epoch}, step "
                                      f"{self.global_step}; lower --lr and --resume")
@@ -210,32 +250,83 @@ class FineTuner(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def seconds_per_epoch(backbone: Backbone, train: ImageSet, config: FineTuneConfig, steps: int = 3) -> float:
-    """Seconds one training epoch over ``train`` will take (its held-out monitor pass included), measured by timing
-    a few optimiser steps and forward passes on this machine, and decoding a few of the images; no training run.
+@dataclass
+class TrainingCost:
+    """What a fine-tuning run's parts cost on this machine, from a few timed steps (no training run): per batch, an
+    optimiser step with the unfrozen blocks (``step_s``) and with the new head alone (``head_step_s``), a monitor
+    batch (``eval_s``), augmenting a batch in the training process (``augment_s``: memory and activations
+    loaders) and, for the activations loader, running the frozen blocks on one (``cache_s``, once per view before
+    training); per image, decoding (``decode_s``: once before training with the memory and activations loaders, in
+    every epoch in ``workers`` processes, alongside the network, with the stream loader)."""
 
-    Decoding runs in ``config.workers`` processes alongside the network, so an epoch takes the longer of the two.
-    """
+    step_s: float
+    head_step_s: float
+    eval_s: float
+    augment_s: float
+    decode_s: float
+    n_fit: int
+    n_monitor: int
+    batch_size: int
+    loader: str
+    workers: int
+    cache_s: float = 0.0
+    views: int = 0
+
+    def epoch_s(self, head_only: bool = False) -> float:
+        """Seconds of one epoch: its training steps and its monitor pass."""
+        step = (self.head_step_s if head_only else self.step_s) + (self.augment_s if self.loader == "memory" else 0)
+        network = (self.n_fit / self.batch_size * step
+                   + math.ceil(self.n_monitor / self.batch_size) * self.eval_s)
+        if self.loader == "stream":
+            return max(network, self.decode_s * (self.n_fit + self.n_monitor) / max(1, self.workers))
+        return network
+
+    def before_s(self) -> float:
+        """Seconds before the first epoch: decoding (and, for the activations loader, caching) every image."""
+        if self.loader == "stream":
+            return 0.0
+        caching = self.views * self.n_fit / self.batch_size * (self.cache_s + self.augment_s)
+        return self.decode_s * (self.n_fit + self.n_monitor) / max(1, self.workers) + caching
+
+    def run_s(self, epochs: int, probe_epochs: int) -> float:
+        """Seconds of a run of ``epochs`` epochs whose first ``probe_epochs`` train the head alone, what comes before
+        the first epoch included."""
+        return self.before_s() + sum(self.epoch_s(head_only=epoch < probe_epochs) for epoch in range(epochs))
+
+
+def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, steps: int = 5) -> TrainingCost:
+    """Time a few training steps (unfrozen blocks, and head alone), monitor batches, batch augmentation, the frozen
+    part (activations loader) and image decoding for a run of ``config`` on ``train``, with the training code's own
+    modules."""
     import statistics
-    import time
+
+    from .activations import ACTIVATION_VIEWS, lower_forward, upper_forward
 
     cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     device = torch.device("cuda" if cuda else "cpu")
     n_classes = len(train.class_names)
-    backbone.model.reset_classifier(n_classes)
-    net = ClassifierNet(backbone.model, backbone.preprocess).to(device)
-    prefixes = trainable_prefixes(backbone.model, config.unfreeze_blocks())
-    for name, param in net.model.named_parameters():
-        param.requires_grad_(_matches(name, prefixes))
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-6)
+    module = FineTuner(backbone.name, n_classes, asdict(config), 1, backbone=backbone).to(device)
+    module.net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-6)
     height, width = backbone.preprocess.input_size
     images = torch.randint(0, 256, (config.batch_size, height, width, 3), dtype=torch.uint8, device=device)
     labels = torch.randint(0, n_classes, (config.batch_size,), device=device)
+    first = None
+    if config.loader == "activations":
+        first = max(0, len(block_names(backbone.model)) - config.unfreeze_blocks())
+        normalized = module.net.normalize(images).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():  # not inference mode: these tensors enter the timed training steps
+            activations = lower_forward(module.net.model.eval(), normalized, first)
+
+    def forward(train_step: bool) -> torch.Tensor:
+        if train_step and first is not None:
+            return upper_forward(module.net.model, activations, first)
+        return module(images)
 
     def timed(train_step: bool) -> float:
         started = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=cuda), torch.set_grad_enabled(train_step):
-            loss = nn.functional.cross_entropy(net(images), labels)
+            loss = nn.functional.cross_entropy(forward(train_step), labels)
         if train_step:
             optimizer.zero_grad()
             loss.backward()
@@ -244,22 +335,47 @@ def seconds_per_epoch(backbone: Backbone, train: ImageSet, config: FineTuneConfi
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
-    net.train()
-    for _ in range(2):  # warm-up: the first two steps on a CPU take several times longer (allocations, kernels)
-        timed(True)
-    train_s = statistics.median(timed(True) for _ in range(steps))
-    net.eval()
-    timed(False)
-    eval_s = statistics.median(timed(False) for _ in range(steps))
+    def median_step(head_only: bool | None) -> float:
+        if head_only is None:
+            module.eval()
+            timed(False)
+            return statistics.median(timed(False) for _ in range(steps))
+        module.set_trainable(head_only)
+        module.train()
+        for _ in range(2):  # warm-up: the first steps on a CPU take several times longer (allocations, kernels)
+            timed(True)
+        return statistics.median(timed(True) for _ in range(steps))
+
+    step_s, head_step_s, eval_s = median_step(False), median_step(True), median_step(None)
+    cache_s = 0.0
+    if first is not None:
+        with torch.inference_mode():
+            lower_forward(module.net.model, normalized, first)
+            started = time.perf_counter()
+            lower_forward(module.net.model, normalized, first)
+            cache_s = time.perf_counter() - started
+    module.net.to(memory_format=torch.contiguous_format)
     backbone.model.eval()
-    sample = ImageFiles(train.subset(np.arange(min(16, len(train)))), backbone.preprocess, config.augment)
+    sample = train.subset(np.arange(min(16, len(train))))
+    augment_s = 0.0
     started = time.perf_counter()
-    for i in range(len(sample)):
-        sample[i]
-    decode_s = (time.perf_counter() - started) / max(1, len(sample)) * len(train) / max(1, config.workers)
+    if config.loader == "stream":
+        files = ImageFiles(sample, backbone.preprocess, config.augment)
+        for i in range(len(files)):
+            files[i]
+        decode_s = (time.perf_counter() - started) / len(sample)
+    else:
+        side = store_size(backbone.preprocess, typical_short_side(train.paths))
+        decoded = [store_preprocess(backbone.preprocess, side).load(path) for path in sample.paths]
+        decode_s = (time.perf_counter() - started) / len(sample)
+        stored = torch.from_numpy(np.stack([decoded[i % len(decoded)] for i in range(config.batch_size)]))
+        started = time.perf_counter()
+        augment_batch(stored, height)
+        augment_s = time.perf_counter() - started
     n_monitor = math.ceil(len(train) * config.monitor_fraction)
-    network_s = ((len(train) - n_monitor) * train_s + n_monitor * eval_s) / config.batch_size
-    return max(network_s, decode_s)
+    return TrainingCost(step_s, head_step_s, eval_s, augment_s, decode_s, len(train) - n_monitor, n_monitor,
+                        config.batch_size, config.loader, config.workers or 2, cache_s,
+                        ACTIVATION_VIEWS if first is not None else 0)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -285,25 +401,67 @@ def usable_images(images: ImageSet, preprocess: Preprocess, workers: int = 2
 
 class ImageDataModule(L.LightningDataModule):
     """The training images of one fine-tuning run: the check that each decodes (once, before training), the
-    held-out monitor split for early stopping (stratified, ``config.seed``), class weights, and the loaders."""
+    held-out monitor split for early stopping (stratified, ``config.seed``), class weights, and the loaders.
 
-    def __init__(self, images: ImageSet, preprocess: Preprocess, config: FineTuneConfig):
+    With ``config.loader == "memory"`` the check decodes every image once into an array (see
+    :mod:`headstart.imagecache`; in a file in ``folder`` when too large for memory, removed after training) and
+    batches are augmented in the training process; ``"stream"`` decodes and augments every image in every epoch in
+    ``config.workers`` loader processes."""
+
+    def __init__(self, images: ImageSet, preprocess: Preprocess, config: FineTuneConfig, folder: Path | None = None):
         super().__init__()
-        self.images, self.preprocess, self.config = images, preprocess, config
+        self.images, self.preprocess, self.config, self.folder = images, preprocess, config, folder
         self.usable: ImageSet | None = None
         self.skipped: list[tuple[str, str]] = []
+        self.stored: np.ndarray | None = None  # memory loader: decoded images, rows aligned with ``usable``
+        self.activations: np.ndarray | None = None  # activations loader: (views, fit images, C, H, W)
+        self.image_cache: dict[str, Any] = {"loader": config.loader}
 
     def prepare_data(self) -> None:
         """The image check; idempotent, and called again by :meth:`setup` in every process that needs it."""
-        if self.usable is None:
-            self.usable, self.skipped = usable_images(self.images, self.preprocess, self.config.workers or 2)
+        if self.usable is not None:
+            return
+        workers = self.config.workers or 2
+        if self.config.loader == "stream":
+            self.usable, self.skipped = usable_images(self.images, self.preprocess, workers)
+            return
+        side = store_size(self.preprocess, typical_short_side(self.images.paths))
+        name = f"images-{side}px-{os.getpid()}.npy"
+        self.stored, kept, failed = decode_all(self.images, store_preprocess(self.preprocess, side), workers,
+                                               self.folder, name)
+        self.usable = self.images.subset(kept)
+        self.skipped = [(str(self.images.paths[i]), reason) for i, reason in failed]
+        on_disk = isinstance(self.stored, np.memmap)
+        self.image_cache.update(side=side, bytes=int(self.stored.nbytes),
+                                where=str(self.folder / name) if on_disk else "memory")
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
         if not hasattr(self, "fit_set"):
-            fit_idx, monitor_idx = stratified_split(self.usable.labels, self.config.monitor_fraction,
-                                                    self.config.seed)
-            self.fit_set, self.monitor_set = self.usable.subset(fit_idx), self.usable.subset(monitor_idx)
+            self.fit_idx, self.monitor_idx = stratified_split(self.usable.labels, self.config.monitor_fraction,
+                                                              self.config.seed)
+            self.fit_set, self.monitor_set = self.usable.subset(self.fit_idx), self.usable.subset(self.monitor_idx)
+
+    def cache_activations(self, net: ClassifierNet, first: int) -> None:
+        """Activations loader: the frozen part of ``net`` (up to block ``first``) run once per augmented view."""
+        from .activations import ACTIVATION_VIEWS, cache_activations
+
+        if self.activations is None:
+            self.activations = cache_activations(
+                net.model, net.normalize, first, self.stored, self.fit_idx, self.preprocess.input_size[0],
+                self.config.seed, self.folder, f"activations-block{first}-{os.getpid()}.npy")
+            on_disk = isinstance(self.activations, np.memmap)
+            self.image_cache.update(activation_views=ACTIVATION_VIEWS, from_block=first,
+                                    activation_bytes=int(self.activations.nbytes),
+                                    activation_where=self.activations.filename if on_disk else "memory")
+
+    def teardown(self, stage: str | None = None) -> None:
+        """The decoded images' and activations' files, if kept in files, are removed (they are this run's own)."""
+        for name in ("stored", "activations"):
+            array = getattr(self, name)
+            if isinstance(array, np.memmap):
+                setattr(self, name, None)
+                Path(array.filename).unlink(missing_ok=True)
 
     def class_weights(self) -> list[float] | None:
         """Inverse class frequencies of the fit split, with ``class_weight="balanced"``."""
@@ -317,18 +475,32 @@ class ImageDataModule(L.LightningDataModule):
         size, batch = len(self.fit_set), self.config.batch_size
         return max(1, size // batch if size > batch else 1)
 
-    def _loader(self, images: ImageSet, train: bool) -> torch.utils.data.DataLoader:
+    def _loader(self, images: ImageSet, rows: np.ndarray, train: bool) -> torch.utils.data.DataLoader:
         config = self.config
-        return torch.utils.data.DataLoader(
-            ImageFiles(images, self.preprocess, config.augment and train), batch_size=config.batch_size,
-            shuffle=train, drop_last=train and len(images) > config.batch_size, num_workers=config.workers,
-            collate_fn=collate_usable, persistent_workers=config.workers > 0, pin_memory=torch.cuda.is_available())
+        common = {"batch_size": config.batch_size, "shuffle": train,
+                  "drop_last": train and len(images) > config.batch_size, "pin_memory": torch.cuda.is_available()}
+        if self.stored is None:
+            return torch.utils.data.DataLoader(
+                ImageFiles(images, self.preprocess, config.augment and train), num_workers=config.workers,
+                collate_fn=collate_usable, persistent_workers=config.workers > 0, **common)
+        if train and config.augment:
+            dataset = AugmentedImages(self.stored, rows, images.labels, self.preprocess.input_size[0])
+        else:
+            dataset = EvalImages(self.stored, rows, images.labels, self.preprocess)
+        return torch.utils.data.DataLoader(dataset, collate_fn=whole_batch, **common)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.fit_set, train=True)
+        if self.activations is not None:
+            from .activations import CachedActivations
+
+            config = self.config
+            return torch.utils.data.DataLoader(
+                CachedActivations(self.activations, self.fit_set.labels), batch_size=config.batch_size,
+                shuffle=True, drop_last=len(self.fit_set) > config.batch_size, collate_fn=whole_batch)
+        return self._loader(self.fit_set, self.fit_idx, train=True)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.monitor_set, train=False)
+        return self._loader(self.monitor_set, self.monitor_idx, train=False)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -359,7 +531,7 @@ def fine_tune(backbone: Backbone, train: ImageSet | ImageDataModule, config: Fin
     import lightning.pytorch  # noqa: F401  (imported first: importing it sets its loggers to INFO)
 
     data = train if isinstance(train, ImageDataModule) else ImageDataModule(train, backbone.preprocess, config)
-    with _quiet_lightning(config.verbose):
+    with _quiet_lightning(config.verbose), contextlib.redirect_stdout(sys.stderr):  # its bars: stdout is ours
         return _train(backbone, data, config, workdir, progress, resume)
 
 
@@ -387,7 +559,7 @@ def _quiet_lightning(verbose: bool):
                 logger.setLevel(level)
 
 
-def _trainer(config: FineTuneConfig, workdir: Path, progress: bool, checkpoints) -> L.Trainer:
+def _trainer(config: FineTuneConfig, workdir: Path, progress: bool, callbacks: list[L.Callback]) -> L.Trainer:
     """Lightning's Trainer for ``config``: checkpoints written atomically, early stopping on the held-out training
     images, CSV metrics (and TensorBoard or MLflow when asked), bf16 on CUDA."""
     from lightning.pytorch.callbacks import EarlyStopping
@@ -407,7 +579,7 @@ def _trainer(config: FineTuneConfig, workdir: Path, progress: bool, checkpoints)
     return L.Trainer(
         max_epochs=config.epochs, max_time=max_time, accelerator=config.accelerator, devices=config.devices,
         num_nodes=config.num_nodes, strategy=config.distributed, precision="bf16-mixed" if cuda else "32-true",
-        callbacks=[checkpoints, EarlyStopping("monitor_acc", mode="max", patience=config.patience),
+        callbacks=[*callbacks, EarlyStopping("monitor_acc", mode="max", patience=config.patience),
                    HeadFirst(config.probe_epochs if config.strategy != "scratch" else 0)],
         logger=loggers, default_root_dir=workdir, enable_progress_bar=progress, enable_model_summary=False,
         gradient_clip_val=1.0, num_sanity_val_steps=0, log_every_n_steps=10,
@@ -422,12 +594,22 @@ def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, wo
     config.check()
     L.seed_everything(config.seed, workers=True, verbose=False)
     data.setup("fit")
+    from_block = None
+    if config.loader == "activations":
+        from .activations import check_split
+
+        from_block = max(0, len(block_names(backbone.model)) - config.unfreeze_blocks())
     module = FineTuner(backbone.name, len(data.images.class_names), asdict(config),
                        config.epochs * data.steps_per_epoch(), data.class_weights(),
-                       backbone.preprocess.input_size[0], backbone)
+                       backbone.preprocess.input_size[0], backbone, from_block)
+    module.net.to(memory_format=torch.channels_last)  # 12% faster training steps on a CPU (Lite0, 96 px)
+    if from_block is not None:
+        check_split(module.net.model, module.net.normalize, from_block, backbone.preprocess.input_size[0])
+        data.cache_activations(module.net, from_block)
     checkpoints = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="monitor_acc",
                                   mode="max", save_last=True, save_top_k=1)
-    trainer = _trainer(config, workdir, progress, checkpoints)
+    timer = EpochTimer()
+    trainer = _trainer(config, workdir, progress, [checkpoints, timer])
     last = workdir / "checkpoints" / "last.ckpt"
     resumed_from, earlier = None, []
     if resume and last.exists():
@@ -444,12 +626,13 @@ def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, wo
     best = checkpoints.best_model_path or str(last)
     if best and Path(best).exists():
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-    backbone.model.eval()
+    backbone.model.to(memory_format=torch.contiguous_format).eval()
     info: TrainingInfo = {"epochs_run": trainer.current_epoch,
                           "best_monitor_acc": float(checkpoints.best_model_score or 0),
                           "monitor_images": len(data.monitor_set), "trainable_prefixes": module.prefixes,
                           "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
                           "resumed_from_epoch": resumed_from, "config": asdict(config),
+                          "epochs": timer.epochs, "image_cache": data.image_cache,
                           "skipped_during_training": [{"path": p, "reason": r}
                                                       for p, r in sorted(module.failed.items())]}
     (workdir / "fit_info.json").write_text(json.dumps(info, indent=2))

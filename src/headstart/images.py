@@ -177,6 +177,19 @@ class Preprocess:
         return self(open_rgb(path, min_short_side=self.scale_size))
 
 
+def typical_short_side(paths: list[Path], sample: int = 64) -> int | None:
+    """Median shorter side of a fixed random sample of the images, read from file headers (no decoding)."""
+    rng = np.random.default_rng(0)
+    shorts = []
+    for i in rng.choice(len(paths), min(sample, len(paths)), replace=False):
+        try:
+            with Image.open(paths[i]) as img:
+                shorts.append(min(img.size))
+        except Exception:
+            continue
+    return int(np.median(shorts)) if shorts else None
+
+
 def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int
                     ) -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
     """Yield (indices, uint8 NHWC batch, [(index, reason)] skipped), decoding ``workers`` images at a time.

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from .errors import HeadstartError
 
+LOADERS = ("memory", "stream", "activations")
+
 
 @dataclass
 class FineTuneConfig:
@@ -27,7 +29,10 @@ class FineTuneConfig:
     max_seconds: float | None = None  # stop training after this long (auto's budget); the best checkpoint is kept
     monitor_fraction: float = 0.1  # of train, held out for early stopping (the val split stays unseen)
     seed: int = 0
-    workers: int = 2
+    workers: int = 2  # decoding threads (memory loader) or loader processes (stream loader)
+    #: "memory": images decoded once, augmented per batch; "stream": decoded in every epoch; "activations": the
+    #: frozen lower blocks run once per augmented view (--unfreeze N only)
+    loader: str = "memory"
     devices: str = "auto"
     num_nodes: int = 1
     accelerator: str = "auto"
@@ -45,6 +50,14 @@ class FineTuneConfig:
         if not self.lr > 0 or not self.backbone_lr_mult >= 0:
             raise HeadstartError("--lr must be positive and --backbone-lr-mult not negative")
         check_distributed(self.distributed)
+        if self.loader not in LOADERS:
+            raise HeadstartError(f"--loader takes {', '.join(LOADERS)}, not {self.loader!r}")
+        if self.loader == "activations" and self.unfreeze_blocks() is None:
+            raise HeadstartError("--loader activations trains the top blocks from the frozen ones' cached output: "
+                                 "give --unfreeze a number of blocks (not 'all', not --strategy scratch)")
+        if self.loader == "activations" and not self.augment:
+            raise HeadstartError("--loader activations caches augmented views; drop --no-augment or use "
+                                 "--loader memory")
         self.unfreeze_blocks()
 
     def unfreeze_blocks(self) -> int | None:

@@ -41,6 +41,8 @@ class TrainingInfo(TypedDict):
     resumed_from_epoch: int | None
     config: dict[str, Any]  # the FineTuneConfig, as saved for --resume
     skipped_during_training: list[SkippedFile]
+    epochs: list[dict[str, float]]  # per epoch run in this process: train_s, images, images_per_s
+    image_cache: dict[str, Any]  # loader; memory loader: side (px), bytes, where ("memory" or its file)
 
 
 class FitInfo(TypedDict, total=False):
@@ -63,7 +65,9 @@ class AutoEvidence(TypedDict, total=False):
     budget_s: float
     decision: str  # one sentence, updated when the check overrules the plan
     probe: dict[str, Any]  # the linear probe fine-tuning must beat: layer, cv_accuracy
-    fine_tune_epoch_s: float
+    fine_tune_epoch_s: float  # one epoch with the unfrozen blocks training, its monitor pass included
+    fine_tune_cost: dict[str, Any]  # finetune.TrainingCost: the timed parts
+    fine_tune_predicted_s: float  # the planned run, decoding and head-only epochs included
     epochs_advised: int
     epochs_affordable: int
     check: dict[str, Any]  # fine-tuned held-out accuracy against the probe's, and whether it was kept
