@@ -3,7 +3,7 @@
     python bench/finetune.py accuracy --data pneumoniamnist [-- extra fit options]
     python bench/finetune.py speed [--images 256]
     python bench/finetune.py profile [--images 256]
-    python bench/finetune.py loader [--images 5000] [--epochs 2]
+    python bench/finetune.py loader [--images 5000] [--epochs 2] [--previous WORKTREE/src]
     python bench/finetune.py activations [--images 5000] [--epochs 4] [--unfreeze 2]
 
 accuracy: runs `headstart fit` with the feature extractor (penultimate and an earlier layer) and with fine-tuning on
@@ -34,12 +34,13 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def fit(args: list[str]) -> tuple[dict, float, float]:
-    """(`fit --json` output, wall seconds, peak RSS GiB of that process alone)."""
+def fit(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, float, float]:
+    """(`fit --json` output, wall seconds, peak RSS GiB of that process alone); ``env``: added to the environment."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", *args, "--json", "-q",
-                                    "--no-report"], stdout=out, stderr=err, text=True)
+                                    "--no-report"], stdout=out, stderr=err, text=True,
+                                   env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
@@ -172,43 +173,66 @@ def _cifar_subset(root: Path, n_images: int, offset: int = 0) -> Path:
     return root
 
 
-def loader(n_images: int, epochs: int) -> None:
-    """Both loaders on the same subset, one after the other in fresh processes; the rate of the last epoch (the
-    first includes the network's warm-up) and the whole run's wall time."""
+def loader(n_images: int, epochs: int, previous: str | None, rounds: int = 2) -> None:
+    """Both loaders (and, with ``previous``, the previous release's code: its src folder) on the same subset, in fresh
+    processes, alternating for ``rounds`` rounds; the best of each side: the last epoch's training images/s (the
+    first includes the network's warm-up) and the whole training time (image check or decoding, epochs, monitor)."""
+    sides = ["stream", "memory"] + (["previous"] if previous else [])
+    best: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = _cifar_subset(Path(tmp) / "data", n_images)
-        rates = {}
-        for name in ("stream", "memory"):
-            out, seconds, _ = fit([str(data), "--out", f"{tmp}/{name}", "--strategy", "fine-tune", "--unfreeze",
-                                   "all", "--image-size", "96", "--epochs", str(epochs), "--probe-epochs", "0",
-                                   "--patience", str(epochs), "--val-fraction", "0", "--loader", name])
-            training = out["training"]
-            rates[name] = training["epochs"][-1]["images_per_s"]
-            per_epoch = ", ".join(f"{e['images_per_s']:.1f}" for e in training["epochs"])
-            print(f"--loader {name:<7} training images/s per epoch {per_epoch} (last {rates[name]:.1f}); "
-                  f"{seconds:.0f} s in all; image cache {training['image_cache']}", flush=True)
-        print(f"memory / stream: {rates['memory'] / rates['stream']:.2f}x training images/s "
-              f"({n_images} cifar10 images, 96 px, all layers unfrozen)")
+        for round_ in range(rounds):
+            for name in sides:
+                args = [str(data), "--out", f"{tmp}/{name}{round_}", "--strategy", "fine-tune", "--unfreeze", "all",
+                        "--image-size", "96", "--epochs", str(epochs), "--probe-epochs", "0", "--patience",
+                        str(epochs), "--val-fraction", "0"]
+                if name == "previous":
+                    out, _, _ = fit(args, env={"PYTHONPATH": previous})
+                    rate = float("nan")
+                else:
+                    out, _, _ = fit([*args, "--loader", name])
+                    rate = out["training"]["epochs"][-1]["images_per_s"]
+                train_s = out["seconds"]["train"]
+                print(f"round {round_ + 1} {name:<8} last epoch {rate:.1f} training images/s, training {train_s:.1f} s",
+                      flush=True)
+                kept = best.get(name, (0.0, float("inf")))
+                best[name] = (max(kept[0], rate) if rate == rate else kept[0], min(kept[1], train_s))
+    (stream_rate, stream_s), (memory_rate, memory_s) = best["stream"], best["memory"]
+    print(f"memory / stream: {memory_rate / stream_rate:.2f}x training images/s ({memory_rate:.1f} vs "
+          f"{stream_rate:.1f}), {stream_s / memory_s:.2f}x on the training time ({memory_s:.1f} s vs {stream_s:.1f} s);"
+          f" {n_images} cifar10 images, 96 px, all layers unfrozen, {epochs} epochs, best of {rounds}")
+    if previous:
+        print(f"memory / previous release: {best['previous'][1] / memory_s:.2f}x on the training time "
+              f"({memory_s:.1f} s vs {best['previous'][1]:.1f} s)")
+
+
+def _training_seconds(training: dict) -> tuple[float, float]:
+    """(seconds before the first epoch: decoding and caching; seconds per epoch: training part, last epoch)."""
+    cache = training["image_cache"]
+    return cache.get("seconds", 0) + cache.get("activation_seconds", 0), training["epochs"][-1]["train_s"]
 
 
 def activations(n_images: int, epochs: int, unfreeze: str) -> None:
-    """Streaming the frozen blocks (memory loader) against their cached activations, same subset and validation."""
+    """Streaming the frozen blocks (memory loader) against their cached activations, same subset and validation;
+    the third run gets as many epochs as fit in the memory run's training time (caching included)."""
     with tempfile.TemporaryDirectory() as tmp:
         data, val = _cifar_subset(Path(tmp) / "data", n_images), _cifar_subset(Path(tmp) / "val", 2000, offset=1)
         common = [str(data), "--val", str(val), "--strategy", "fine-tune", "--unfreeze", unfreeze, "--image-size",
                   "96", "--patience", "100"]
         runs = [("memory", epochs), ("activations", epochs)]
-        seconds = {}
+        timing = {}
         for i, (name, n) in enumerate(runs):
-            out, seconds[i], peak = fit([*common, "--out", f"{tmp}/{i}", "--loader", name, "--epochs", str(n)])
+            out, seconds, peak = fit([*common, "--out", f"{tmp}/{i}", "--loader", name, "--epochs", str(n)])
             training = out["training"]
-            rate = training["epochs"][-1]["images_per_s"]
+            before, per_epoch = timing[i] = _training_seconds(training)
             cache = {k: v for k, v in training["image_cache"].items() if "bytes" in k}
             print(f"--unfreeze {unfreeze} --loader {name:<12} {n:>2} epochs: val accuracy "
-                  f"{out['validation']['accuracy']:.4f}, {seconds[i]:.0f} s, last epoch {rate:.0f} training images/s,"
-                  f" cache bytes {cache}, peak RSS {peak:.2f} GiB", flush=True)
-            if i == 1:  # the same wall time as the memory loader's run
-                runs.append(("activations", max(epochs, int(epochs * seconds[0] / seconds[1]))))
+                  f"{out['validation']['accuracy']:.4f}; {before:.1f} s decoding/caching, {per_epoch:.1f} s per "
+                  f"epoch ({training['epochs'][-1]['images_per_s']:.0f} training images/s); {seconds:.0f} s in all;"
+                  f" cache bytes {cache}; peak RSS {peak:.2f} GiB", flush=True)
+            if i == 1:
+                budget = timing[0][0] + epochs * timing[0][1]  # the memory loader's training time
+                runs.append(("activations", max(epochs, int((budget - before) // per_epoch))))
 
 
 def main() -> None:
@@ -216,6 +240,8 @@ def main() -> None:
     parser.add_argument("what", choices=("accuracy", "speed", "profile", "loader", "activations"))
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--unfreeze", default="2")
+    parser.add_argument("--previous", metavar="SRC", help="loader: also time this src folder's code (the previous "
+                                                           "release, e.g. a git worktree's src)")
     parser.add_argument("--data", default="pneumoniamnist")
     parser.add_argument("--images", type=int, default=256)
     args, extra = parser.parse_known_args()
@@ -224,7 +250,7 @@ def main() -> None:
     elif args.what == "profile":
         profile(args.images)
     elif args.what == "loader":
-        loader(args.images if args.images != 256 else 5000, args.epochs or 2)
+        loader(args.images if args.images != 256 else 5000, args.epochs or 2, args.previous)
     elif args.what == "activations":
         activations(args.images if args.images != 256 else 5000, args.epochs or 4, args.unfreeze)
     else:

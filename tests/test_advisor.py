@@ -73,29 +73,40 @@ def test_similarity_orders_the_shared_datasets():
     assert imagenet["ratio"] > cats["ratio"] > xrays["ratio"]
 
 
-@pytest.mark.parametrize("budget, strategy, epochs", [(1000, "fine-tune", 5), (380, "fine-tune", 3),
-                                                     (300, "feature-extractor", None)])
-def test_auto_fits_fine_tuning_epochs_into_the_budget_or_falls_back_to_the_probe(colors_data, monkeypatch, budget,
-                                                                                 strategy, epochs):
+@pytest.mark.parametrize("budget, strategy, unfreeze, epochs", [(1000, "fine-tune", "all", 5),
+                                                               (380, "fine-tune", "all", 3),
+                                                               (300, "fine-tune", "3", 5),
+                                                               (80, "feature-extractor", None, None)])
+def test_auto_fits_fine_tuning_into_the_budget_then_fewer_blocks_then_the_probe(colors_data, monkeypatch, budget,
+                                                                                strategy, unfreeze, epochs):
     import time
 
     import headstart.advisor
     from headstart.finetune import TrainingCost
 
-    epoch = TrainingCost(step_s=1.0, head_step_s=1.0, eval_s=0.0, augment_s=0.0, decode_s=0.0, n_fit=3200,
-                         n_monitor=0, batch_size=32, loader="memory", workers=2)  # 100 s an epoch
-    monkeypatch.setattr(headstart.advisor, "fine_tune_cost", lambda *args: epoch)
+    def cost(name, weights, train, image_size, config):  # every block: 100 s an epoch; the top 3 cached: 30 s
+        step = 1.0 if config.unfreeze == "all" else 0.3
+        return TrainingCost(step_s=step, head_step_s=step, eval_s=0.0, augment_s=0.0, decode_s=0.0, n_fit=3200,
+                            n_monitor=0, batch_size=32, loader=config.loader, workers=2)
+
+    monkeypatch.setattr(headstart.advisor, "fine_tune_cost", cost)
     advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"penultimate": 0.9, "blocks.5": 0.95},
                     strategy="fine-tune", layer="blocks.5",
                     options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
     chosen, options, evidence = plan_auto(advice, "test_efficientnet", "none",
                                           read_class_folders(colors_data / "train"), budget=budget,
                                           started=time.perf_counter())
-    assert chosen == strategy and evidence["fine_tune_epoch_s"] == 100.0
+    assert chosen == strategy
     if epochs:
-        assert options["epochs"] == epochs and options["max_seconds"] <= budget
-    else:  # 3 epochs take 300 s, which fit 90% of a 350 s budget
+        assert (options["unfreeze"], options["epochs"]) == (unfreeze, epochs) and options["max_seconds"] <= budget
+        assert options["loader"] == ("memory" if unfreeze == "all" else "activations")
+        assert evidence["fine_tune_epoch_s"] == (100.0 if unfreeze == "all" else 30.0)
+    else:  # 3 epochs of every block take 300 s, which fit 90% of a 350 s budget; the top 3: 90 s
         assert options["layer"] == "blocks.5" and "instead (--budget 350 or more" in evidence["decision"]
+    assert [p["unfreeze"] for p in evidence["plans_tried"]] == (["all"] if unfreeze == "all" else ["all", "3"])
+    given = plan_auto(advice, "test_efficientnet", "none", read_class_folders(colors_data / "train"), budget=300,
+                      started=time.perf_counter(), given={"unfreeze": "all"})
+    assert given[0] == "feature-extractor"  # the user's --unfreeze all is kept: no fewer blocks instead
 
 
 def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):

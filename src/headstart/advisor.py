@@ -48,6 +48,9 @@ MIN_FINE_TUNE_EPOCHS = 3
 #: Share of the budget left after deciding that fine-tuning may be planned to take: the rest is for what follows
 #: (the familiarity bank's codes, saving) and for the timing's error.
 PLAN_SHARE = 0.9
+#: When training every block does not fit the budget, auto tries this many top blocks from cached activations
+#: (``--loader activations``) before falling back to the probe.
+FALLBACK_UNFREEZE = "3"
 #: When fine-tuning is likely (large data), the layers are first measured on this many training images; the rest
 #: are measured too only if their pass is predicted to take at most FULL_PASS_SHARE of the budget.
 PROBE_SAMPLE = 2000
@@ -407,9 +410,11 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
 
     Linear probes were already compared by cross-validation on training images (the advisor's layer choice).
     Fine-tuning, when advised, is timed on a few steps of each kind (:class:`~headstart.finetune.TrainingCost`) and
-    planned for as many of the advised epochs as fit PLAN_SHARE of the time left, at least MIN_FINE_TUNE_EPOCHS,
-    else the chosen probe is used and the decision says which budget would have fitted; after training,
-    :func:`keep_fine_tuned` checks it against that probe on held-out training images.
+    planned for as many of the advised epochs as fit PLAN_SHARE of the time left, at least MIN_FINE_TUNE_EPOCHS;
+    when training every block does not fit (and the user did not set --unfreeze), the top FALLBACK_UNFREEZE blocks
+    from cached activations are timed and planned the same way; else the chosen probe is used and the decision says
+    which budget would have fitted. After training, :func:`keep_fine_tuned` checks the network against that probe on
+    held-out training images.
     """
     evidence: AutoEvidence = {"advice": advice.to_dict(), "budget_s": budget}
     probe_layer = advice.layer
@@ -418,32 +423,47 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
         return "feature-extractor", {"layer": advice.layer}, evidence
     evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers.get(probe_layer, 0.0)}
     plan = {**advice.options, **{k: v for k, v in (given or {}).items() if k in advice.options}}
-    config = replace(config or FineTuneConfig(), unfreeze=str(plan["unfreeze"]))
-    if config.loader == "activations" and config.unfreeze_blocks() is None:  # every block trains: nothing to cache
-        config = replace(config, loader="memory")
-        plan["loader"] = "memory"
-    cost = fine_tune_cost(backbone_name, weights, train, plan.get("image_size"), config)
-    elapsed = time.perf_counter() - started
-    remaining = budget - elapsed
+    plans = [plan]
+    if str(plan["unfreeze"]) == "all" and "unfreeze" not in (given or {}):
+        plans.append({**plan, "unfreeze": FALLBACK_UNFREEZE, "loader": "activations"})
     wanted = int(plan["epochs"])
-    fits = [n for n in range(1, wanted + 1) if cost.run_s(n, config.probe_epochs) <= PLAN_SHARE * remaining]
-    epochs = max(fits, default=0)
-    evidence.update(fine_tune_epoch_s=round(cost.epoch_s(), 2), epochs_advised=wanted, epochs_affordable=epochs,
-                    fine_tune_cost={k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(cost).items()},
-                    fine_tune_predicted_s=round(cost.run_s(epochs, config.probe_epochs), 1))
     least = min(MIN_FINE_TUNE_EPOCHS, wanted)  # fewer only when the user asked for fewer
+    tried = []
+    for candidate in plans:
+        run = replace(config or FineTuneConfig(), unfreeze=str(candidate["unfreeze"]),
+                      loader=candidate.get("loader", (config or FineTuneConfig()).loader))
+        if run.loader == "activations" and run.unfreeze_blocks() is None:  # every block trains: nothing to cache
+            run = replace(run, loader="memory")
+        candidate["loader"] = run.loader
+        cost = fine_tune_cost(backbone_name, weights, train, candidate.get("image_size"), run)
+        elapsed = time.perf_counter() - started
+        remaining = budget - elapsed
+        fits = [n for n in range(1, wanted + 1) if cost.run_s(n, run.probe_epochs) <= PLAN_SHARE * remaining]
+        epochs = max(fits, default=0)
+        tried.append({"unfreeze": run.unfreeze, "loader": run.loader, "epoch_s": round(cost.epoch_s(), 2),
+                      "epochs_affordable": epochs, "least_s": round(cost.run_s(least, run.probe_epochs), 1),
+                      "predicted_s": round(cost.run_s(epochs, run.probe_epochs), 1), "left_s": round(remaining, 1),
+                      "cost": {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(cost).items()}})
+        if epochs >= least:
+            break
+    chosen, first = tried[-1], tried[0]
+    evidence.update(fine_tune_epoch_s=chosen["epoch_s"], epochs_advised=wanted, epochs_affordable=epochs,
+                    fine_tune_cost=chosen["cost"], fine_tune_predicted_s=chosen["predicted_s"], plans_tried=tried)
+    too_long = (f"{least} epochs ({first['cost']['n_fit']} images each) would take about {first['least_s']:.0f} s, "
+                f"more than the {first['left_s']:.0f} s left allow")
     if epochs < least:
-        needed = elapsed + cost.run_s(least, config.probe_epochs) / PLAN_SHARE
-        evidence["decision"] = (
-            f"fine-tuning advised but {least} epochs ({config.probe_epochs} of them training the head alone) would "
-            f"take about {cost.run_s(least, config.probe_epochs):.0f} s, more than the {remaining:.0f} s left "
-            f"allow: linear classifier on {probe_layer} instead (--budget {50 * math.ceil(needed / 50):.0f} or "
-            "more would fine-tune)")
+        needed = budget - first["left_s"] + first["least_s"] / PLAN_SHARE
+        fallback = "" if len(tried) == 1 else (f", and the top {FALLBACK_UNFREEZE} blocks from cached activations "
+                                               f"about {tried[1]['least_s']:.0f} s")
+        evidence["decision"] = (f"fine-tuning advised but {too_long}{fallback}: linear classifier on {probe_layer} "
+                                f"instead (--budget {50 * math.ceil(needed / 50):.0f} or more would fine-tune)")
         return "feature-extractor", {"layer": probe_layer}, evidence
-    evidence["decision"] = (f"fine-tune for {epochs} of {wanted} advised epochs (about {cost.epoch_s():.0f} s each, "
-                            f"{evidence['fine_tune_predicted_s']:.0f} s in all) within the budget; kept if it beats "
-                            f"the {probe_layer} probe on held-out training images")
-    return "fine-tune", {**plan, "epochs": epochs, "max_seconds": round(remaining * 0.95, 1)}, evidence
+    what = (f"fine-tune for {epochs} of {wanted} advised epochs" if len(tried) == 1 else
+            f"training every block: {too_long}; fine-tune the top {FALLBACK_UNFREEZE} blocks from cached "
+            f"activations for {epochs} epochs")
+    evidence["decision"] = (f"{what} (about {chosen['epoch_s']:.0f} s each, {chosen['predicted_s']:.0f} s in all) "
+                            f"within the budget; kept if it beats the {probe_layer} probe on held-out training images")
+    return "fine-tune", {**candidate, "epochs": epochs, "max_seconds": round(remaining * 0.95, 1)}, evidence
 
 
 def keep_fine_tuned(evidence: AutoEvidence, monitor_accuracy: float) -> bool:

@@ -425,6 +425,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.config.loader == "stream":
             self.usable, self.skipped = usable_images(self.images, self.preprocess, workers)
             return
+        started = time.perf_counter()
         side = store_size(self.preprocess, typical_short_side(self.images.paths))
         name = f"images-{side}px-{os.getpid()}.npy"
         self.stored, kept, failed = decode_all(self.images, store_preprocess(self.preprocess, side), workers,
@@ -433,7 +434,8 @@ class ImageDataModule(L.LightningDataModule):
         self.skipped = [(str(self.images.paths[i]), reason) for i, reason in failed]
         on_disk = isinstance(self.stored, np.memmap)
         self.image_cache.update(side=side, bytes=int(self.stored.nbytes),
-                                where=str(self.folder / name) if on_disk else "memory")
+                                where=str(self.folder / name) if on_disk else "memory",
+                                seconds=round(time.perf_counter() - started, 3))
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
@@ -447,13 +449,15 @@ class ImageDataModule(L.LightningDataModule):
         from .activations import ACTIVATION_VIEWS, cache_activations
 
         if self.activations is None:
+            started = time.perf_counter()
             self.activations = cache_activations(
                 net.model, net.normalize, first, self.stored, self.fit_idx, self.preprocess.input_size[0],
                 self.config.seed, self.folder, f"activations-block{first}-{os.getpid()}.npy")
             on_disk = isinstance(self.activations, np.memmap)
             self.image_cache.update(activation_views=ACTIVATION_VIEWS, from_block=first,
                                     activation_bytes=int(self.activations.nbytes),
-                                    activation_where=self.activations.filename if on_disk else "memory")
+                                    activation_where=self.activations.filename if on_disk else "memory",
+                                    activation_seconds=round(time.perf_counter() - started, 3))
 
     def teardown(self, stage: str | None = None) -> None:
         """The decoded images' and activations' files, if kept in files, are removed (they are this run's own)."""

@@ -4,9 +4,9 @@ The streaming loader decodes, resizes and augments every image in every epoch, i
 the network for the same few CPU cores. Here each training image is decoded once, resized so its shorter side is
 ``store_size`` and centre-cropped square (small images such as CIFAR's 32 px stay at their own size), and kept in
 memory, or in a file in the run's folder when that would take more than ``MEMORY_LIMIT``. Each batch is then
-augmented in one call (random resized crops and horizontal flips as one affine bicubic resampling,
-``torch.nn.functional.grid_sample``) in the training process itself. The held-out monitor images are kept already
-preprocessed per batch by :class:`~headstart.images.Preprocess`, as predictions see them.
+augmented in one call in the training process itself: random resized crops and horizontal flips with Pillow's own
+bicubic filter (as the streaming path's torchvision transform), as two batched matrix products. The held-out monitor
+images go through :class:`~headstart.images.Preprocess` per batch, as predictions see them.
 """
 
 from __future__ import annotations
@@ -84,21 +84,45 @@ def random_boxes(n: int, side: int, generator: torch.Generator | None = None) ->
     return torch.stack([x1, y1, x1 + w, y1 + h], 1)
 
 
-def augment_batch(stored: torch.Tensor, output: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random resized crops to ``output`` px and random horizontal flips of a uint8 NHWC batch of square images, in
-    one bicubic resampling (as the streaming loader's torchvision transform); uint8 NHWC out, as the network takes."""
-    n, side = stored.shape[0], stored.shape[1]
-    x1, y1, x2, y2 = random_boxes(n, side, generator).unbind(1)
-    flip = torch.rand(n, generator=generator) < 0.5
-    theta = torch.zeros(n, 2, 3)  # output [-1, 1] -> the box in the stored image's [-1, 1] (pixel edges)
-    theta[:, 0, 0] = torch.where(flip, -1.0, 1.0) * (x2 - x1) / side
-    theta[:, 0, 2] = (x1 + x2) / side - 1
-    theta[:, 1, 1] = (y2 - y1) / side
-    theta[:, 1, 2] = (y1 + y2) / side - 1
-    grid = torch.nn.functional.affine_grid(theta, [n, 3, output, output], align_corners=False)
-    crops = torch.nn.functional.grid_sample(stored.permute(0, 3, 1, 2).float(), grid, mode="bicubic",
-                                            padding_mode="border", align_corners=False)
+def _bicubic_weights(start: torch.Tensor, length: torch.Tensor, size: int, output: int) -> torch.Tensor:
+    """(n, output, size): Pillow's bicubic resize (a = -0.5, its support widened when shrinking) of the pixels
+    [start, start + length) of a row of ``size`` to ``output`` pixels, as weights on the whole row (Pillow's
+    ``precompute_coeffs``, in float)."""
+    scale = (length / output)[:, None, None]
+    widen = scale.clamp(min=1.0)
+    centre = start[:, None, None] + (torch.arange(output)[None, :, None] + 0.5) * scale
+    pixel = torch.arange(size)[None, None, :] + 0.5
+    x = ((pixel - centre) / widen).abs()
+    a = -0.5
+    weights = torch.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                          torch.where(x < 2, ((x - 5) * x + 8) * x * a - 4 * a, torch.zeros(())))
+    weights = weights * ((pixel > start[:, None, None]) & (pixel < (start + length)[:, None, None]))
+    return weights / weights.sum(-1, keepdim=True)
+
+
+def resized_crops(stored: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, output: int) -> torch.Tensor:
+    """Each uint8 NHWC image's box (x1, y1, x2, y2, whole pixels) resized to ``output`` x ``output`` by Pillow's
+    bicubic filter, mirrored where ``flip``: torchvision's ``resized_crop`` on PIL images, for a whole batch in two
+    matrix products (across, then down, rounded to uint8 in between as Pillow's Resample.c does; Pillow 13 sometimes
+    goes down first, which differs only where the first pass overshoots 0 or 255); uint8 NHWC out."""
+    n, height, width = stored.shape[:3]
+    x1, y1, x2, y2 = boxes.float().unbind(1)
+    rows = _bicubic_weights(y1, y2 - y1, height, output)
+    cols = _bicubic_weights(x1, x2 - x1, width, output)
+    cols = torch.where(flip[:, None, None], cols.flip(1), cols)
+    images = stored.permute(0, 3, 1, 2).float()
+    across = torch.einsum("nchw,npw->nchp", images, cols).round_().clamp_(0, 255)  # Pillow's first pass, in uint8
+    crops = torch.einsum("noh,nchp->ncop", rows, across)
     return crops.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def augment_batch(stored: torch.Tensor, output: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random resized crops to ``output`` px and random horizontal flips of a uint8 NHWC batch of square images:
+    the streaming loader's torchvision transform (RandomResizedCrop, bicubic, then RandomHorizontalFlip) for a
+    whole batch at once."""
+    boxes = random_boxes(stored.shape[0], stored.shape[1], generator)
+    flip = torch.rand(stored.shape[0], generator=generator) < 0.5
+    return resized_crops(stored, boxes, flip, output)
 
 
 class _Batched(torch.utils.data.Dataset):

@@ -42,7 +42,8 @@ class TrainingInfo(TypedDict):
     config: dict[str, Any]  # the FineTuneConfig, as saved for --resume
     skipped_during_training: list[SkippedFile]
     epochs: list[dict[str, float]]  # per epoch run in this process: train_s, images, images_per_s
-    image_cache: dict[str, Any]  # loader; memory loader: side (px), bytes, where ("memory" or its file)
+    image_cache: dict[str, Any]  # loader; memory: side (px), bytes, where ("memory" or its file), seconds;
+    # activations: also activation_views, from_block, activation_bytes, activation_where, activation_seconds
 
 
 class FitInfo(TypedDict, total=False):
@@ -68,6 +69,7 @@ class AutoEvidence(TypedDict, total=False):
     fine_tune_epoch_s: float  # one epoch with the unfrozen blocks training, its monitor pass included
     fine_tune_cost: dict[str, Any]  # finetune.TrainingCost: the timed parts
     fine_tune_predicted_s: float  # the planned run, decoding and head-only epochs included
+    plans_tried: list[dict[str, Any]]  # each fine-tuning plan timed: unfreeze, loader, epoch_s, epochs_affordable, ...
     epochs_advised: int
     epochs_affordable: int
     check: dict[str, Any]  # fine-tuned held-out accuracy against the probe's, and whether it was kept
