@@ -4,14 +4,15 @@ The streaming loader decodes, resizes and augments every image in every epoch, i
 the network for the same few CPU cores. Here each training image is decoded once, resized so its shorter side is
 ``store_size`` and centre-cropped square (small images such as CIFAR's 32 px stay at their own size), and kept in
 memory, or in a file in the run's folder when that would take more than ``MEMORY_LIMIT``. Each batch is then
-augmented in one call in the training process itself: random resized crops and horizontal flips with Pillow's own
-bicubic filter (as the streaming path's torchvision transform), as two batched matrix products. The held-out monitor
-images go through :class:`~headstart.images.Preprocess` per batch, as predictions see them.
+augmented in the training process itself, a few threads at a time: random resized crops and horizontal flips,
+sampled as torchvision samples them and resampled by Pillow's bicubic filter, as the streaming path does. The held-out
+monitor images go through :class:`~headstart.images.Preprocess` per batch, as predictions see them.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,8 @@ MEMORY_LIMIT = 2 * 2**30
 #: RandomResizedCrop's range of crop areas (as a fraction of the image) and of aspect ratios, as the streaming path.
 CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
+#: Threads that crop and resize a batch (2 take a 224 px batch of 32 from 18.8 to 10.4 ms here).
+AUGMENT_THREADS = 2
 
 
 def store_size(preprocess: Preprocess, median_short_side: int | None) -> int:
@@ -84,36 +87,20 @@ def random_boxes(n: int, side: int, generator: torch.Generator | None = None) ->
     return torch.stack([x1, y1, x1 + w, y1 + h], 1)
 
 
-def _bicubic_weights(start: torch.Tensor, length: torch.Tensor, size: int, output: int) -> torch.Tensor:
-    """(n, output, size): Pillow's bicubic resize (a = -0.5, its support widened when shrinking) of the pixels
-    [start, start + length) of a row of ``size`` to ``output`` pixels, as weights on the whole row (Pillow's
-    ``precompute_coeffs``, in float)."""
-    scale = (length / output)[:, None, None]
-    widen = scale.clamp(min=1.0)
-    centre = start[:, None, None] + (torch.arange(output)[None, :, None] + 0.5) * scale
-    pixel = torch.arange(size)[None, None, :] + 0.5
-    x = ((pixel - centre) / widen).abs()
-    a = -0.5
-    weights = torch.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
-                          torch.where(x < 2, ((x - 5) * x + 8) * x * a - 4 * a, torch.zeros(())))
-    weights = weights * ((pixel > start[:, None, None]) & (pixel < (start + length)[:, None, None]))
-    return weights / weights.sum(-1, keepdim=True)
-
-
 def resized_crops(stored: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, output: int) -> torch.Tensor:
-    """Each uint8 NHWC image's box (x1, y1, x2, y2, whole pixels) resized to ``output`` x ``output`` by Pillow's
-    bicubic filter, mirrored where ``flip``: torchvision's ``resized_crop`` on PIL images, for a whole batch in two
-    matrix products (across, then down, rounded to uint8 in between as Pillow's Resample.c does; Pillow 13 sometimes
-    goes down first, which differs only where the first pass overshoots 0 or 255); uint8 NHWC out."""
-    n, height, width = stored.shape[:3]
-    x1, y1, x2, y2 = boxes.float().unbind(1)
-    rows = _bicubic_weights(y1, y2 - y1, height, output)
-    cols = _bicubic_weights(x1, x2 - x1, width, output)
-    cols = torch.where(flip[:, None, None], cols.flip(1), cols)
-    images = stored.permute(0, 3, 1, 2).float()
-    across = torch.einsum("nchw,npw->nchp", images, cols).round_().clamp_(0, 255)  # Pillow's first pass, in uint8
-    crops = torch.einsum("noh,nchp->ncop", rows, across)
-    return crops.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    """Each uint8 NHWC image's box (x1, y1, x2, y2, whole pixels) resized to ``output`` x ``output`` with Pillow's
+    bicubic filter and mirrored where ``flip``: torchvision's ``resized_crop`` and ``hflip`` on PIL images, in
+    threads (Pillow releases the GIL); uint8 NHWC out."""
+    from PIL import Image
+
+    arrays, corners, mirrored = stored.numpy(), boxes.int().tolist(), flip.tolist()
+
+    def one(i: int) -> np.ndarray:
+        image = Image.fromarray(arrays[i]).crop(tuple(corners[i])).resize((output, output), Image.BICUBIC)
+        return np.asarray(image.transpose(Image.FLIP_LEFT_RIGHT) if mirrored[i] else image)
+
+    with ThreadPoolExecutor(AUGMENT_THREADS, thread_name_prefix="headstart-augment") as pool:
+        return torch.from_numpy(np.stack(list(pool.map(one, range(len(arrays))))))
 
 
 def augment_batch(stored: torch.Tensor, output: int, generator: torch.Generator | None = None) -> torch.Tensor:
