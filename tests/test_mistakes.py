@@ -56,6 +56,7 @@ CASES = [
     ("fit {data} --strategy fine-tune --distributed ddp_spawn", "use --distributed ddp"),
     ("fit {data} --loader activations --unfreeze all", "give --unfreeze a number of blocks"),
     ("fit {data} --loader activations --unfreeze 2 --no-augment", "drop --no-augment"),
+    ("fit {data} --strategy scratch --loader activations", "give --unfreeze a number of blocks"),
     ("fit {data} --loader disk", "invalid choice"),
     # evaluate, predict
     ("evaluate {data} {data}", "not a saved headstart model"),

@@ -88,27 +88,14 @@ def cache_activations(model: nn.Module, normalize: nn.Module, first: int, stored
     with torch.inference_mode():
         probe = lower_forward(model, normalize(torch.zeros(1, output, output, 3, dtype=torch.uint8)), first)
         layout = torch.channels_last  # as the training network runs: the same kernels, the same bits
-        shape = (views, len(rows), *probe.shape[1:])
-        nbytes = int(np.prod(shape)) * 4
-        path = folder / name if folder is not None and nbytes > imagecache.MEMORY_LIMIT else None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.partial")
-            array = np.lib.format.open_memmap(partial, "w+", np.float32, shape)
-        else:
-            array = np.empty(shape, np.float32)
+        array = imagecache.allocate((views, len(rows), *probe.shape[1:]), np.float32, folder, name)
         for view in range(views):
             generator = torch.Generator().manual_seed(seed * 1009 + view)
             for start in range(0, len(rows), batch_size):
                 images = torch.from_numpy(stored[rows[start:start + batch_size]])
                 x = normalize(imagecache.augment_batch(images, output, generator)).contiguous(memory_format=layout)
                 array[view, start:start + len(images)] = lower_forward(model, x, first).float().numpy()
-    if path is not None:
-        array.flush()
-        del array
-        partial.replace(path)
-        array = np.load(path, mmap_mode="r")
-    return array
+    return imagecache.complete(array, name)
 
 
 class CachedActivations(torch.utils.data.Dataset):

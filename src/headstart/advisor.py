@@ -401,6 +401,24 @@ def fine_tune_cost(backbone_name: str, weights: str | None, train: ImageSet, ima
     return training_cost(backbone, train, config)
 
 
+def _time_plan(plan: dict[str, Any], config: FineTuneConfig, backbone_name: str, weights: str | None,
+               train: ImageSet, budget: float, started: float, wanted: int, least: int) -> dict[str, Any]:
+    """Time fine-tuning ``plan`` (its unfreeze, loader and image size over ``config``) and how many of ``wanted``
+    epochs fit PLAN_SHARE of what is left of ``budget``; sets ``plan["loader"]`` to the loader it will use."""
+    run = replace(config, unfreeze=str(plan["unfreeze"]), loader=plan.get("loader", config.loader))
+    if run.loader == "activations" and run.unfreeze_blocks() is None:  # every block trains: nothing to cache
+        run = replace(run, loader="memory")
+    plan["loader"] = run.loader
+    cost = fine_tune_cost(backbone_name, weights, train, plan.get("image_size"), run)
+    remaining = budget - (time.perf_counter() - started)
+    fits = [n for n in range(1, wanted + 1) if cost.run_s(n, run.probe_epochs) <= PLAN_SHARE * remaining]
+    epochs = max(fits, default=0)
+    return {"unfreeze": run.unfreeze, "loader": run.loader, "epoch_s": round(cost.epoch_s(), 2),
+            "epochs_affordable": epochs, "least_s": round(cost.run_s(least, run.probe_epochs), 1),
+            "predicted_s": round(cost.run_s(epochs, run.probe_epochs), 1), "left_s": round(remaining, 1),
+            "cost": {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(cost).items()}}
+
+
 def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: ImageSet, budget: float,
               started: float, given: dict[str, Any] | None = None, config: FineTuneConfig | None = None
               ) -> tuple[str, dict[str, Any], AutoEvidence]:
@@ -430,20 +448,9 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
     least = min(MIN_FINE_TUNE_EPOCHS, wanted)  # fewer only when the user asked for fewer
     tried = []
     for candidate in plans:
-        run = replace(config or FineTuneConfig(), unfreeze=str(candidate["unfreeze"]),
-                      loader=candidate.get("loader", (config or FineTuneConfig()).loader))
-        if run.loader == "activations" and run.unfreeze_blocks() is None:  # every block trains: nothing to cache
-            run = replace(run, loader="memory")
-        candidate["loader"] = run.loader
-        cost = fine_tune_cost(backbone_name, weights, train, candidate.get("image_size"), run)
-        elapsed = time.perf_counter() - started
-        remaining = budget - elapsed
-        fits = [n for n in range(1, wanted + 1) if cost.run_s(n, run.probe_epochs) <= PLAN_SHARE * remaining]
-        epochs = max(fits, default=0)
-        tried.append({"unfreeze": run.unfreeze, "loader": run.loader, "epoch_s": round(cost.epoch_s(), 2),
-                      "epochs_affordable": epochs, "least_s": round(cost.run_s(least, run.probe_epochs), 1),
-                      "predicted_s": round(cost.run_s(epochs, run.probe_epochs), 1), "left_s": round(remaining, 1),
-                      "cost": {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(cost).items()}})
+        tried.append(_time_plan(candidate, config or FineTuneConfig(), backbone_name, weights, train, budget, started,
+                                wanted, least))
+        epochs, remaining = tried[-1]["epochs_affordable"], tried[-1]["left_s"]
         if epochs >= least:
             break
     chosen, first = tried[-1], tried[0]

@@ -87,6 +87,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise HeadstartError(f"budget is in seconds and must be positive, got {self.budget:g}")
         if self.precision not in PRECISIONS:
             raise HeadstartError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        if self.finetune is not None and self.strategy in ("fine-tune", "scratch"):  # before any image is read
+            replace(self.finetune, strategy=self.strategy).check()
         return "feature-extractor" if self.strategy == "auto" and self.layer is not None else self.strategy
 
     def fit(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet, y: Sequence[Any] | None = None

@@ -66,6 +66,7 @@ def _finetune_config(args: argparse.Namespace):
     from .options import FineTuneConfig
 
     return FineTuneConfig(
+        strategy="scratch" if getattr(args, "strategy", None) == "scratch" else "fine-tune",
         unfreeze=str(args.unfreeze), epochs=args.epochs, probe_epochs=args.probe_epochs, lr=args.lr,
         backbone_lr_mult=args.backbone_lr_mult, batch_size=args.batch_size or 32, augment=args.augment,
         class_weight=args.class_weight, patience=args.patience, workers=args.workers, loader=args.loader,

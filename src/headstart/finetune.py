@@ -20,6 +20,14 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from .activations import (
+    ACTIVATION_VIEWS,
+    CachedActivations,
+    cache_activations,
+    check_split,
+    lower_forward,
+    upper_forward,
+)
 from .backbones import Backbone, Normalize, block_container, block_names
 from .data import ImageSet, stratified_split
 from .errors import HeadstartError
@@ -205,8 +213,6 @@ class FineTuner(L.LightningModule):
         if self.from_block is None:
             logits = self.net(images)
         else:
-            from .activations import upper_forward
-
             logits = upper_forward(self.net.model, images.contiguous(memory_format=torch.channels_last),
                                    self.from_block)
         loss = self.loss(logits, labels)
@@ -294,13 +300,35 @@ class TrainingCost:
         return self.before_s() + sum(self.epoch_s(head_only=epoch < probe_epochs) for epoch in range(epochs))
 
 
+def first_trainable_block(model: nn.Module, config: FineTuneConfig) -> int:
+    """Index of the lowest block ``config`` trains (``--unfreeze N``): the cached activations enter it."""
+    return max(0, len(block_names(model)) - config.unfreeze_blocks())
+
+
+def _data_seconds(backbone: Backbone, train: ImageSet, config: FineTuneConfig) -> tuple[float, float]:
+    """(seconds to decode one image as ``config.loader`` does, seconds to augment a batch in the training process:
+    0 for the stream loader, whose processes do it), timed on a few of ``train``'s images."""
+    sample = train.subset(np.arange(min(16, len(train))))
+    started = time.perf_counter()
+    if config.loader == "stream":
+        files = ImageFiles(sample, backbone.preprocess, config.augment)
+        for i in range(len(files)):
+            files[i]
+        return (time.perf_counter() - started) / len(sample), 0.0
+    side = store_size(backbone.preprocess, typical_short_side(train.paths))
+    decoded = [store_preprocess(backbone.preprocess, side).load(path) for path in sample.paths]
+    decode_s = (time.perf_counter() - started) / len(sample)
+    stored = torch.from_numpy(np.stack([decoded[i % len(decoded)] for i in range(config.batch_size)]))
+    started = time.perf_counter()
+    augment_batch(stored, backbone.preprocess.input_size[0])
+    return decode_s, time.perf_counter() - started
+
+
 def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, steps: int = 5) -> TrainingCost:
     """Time a few training steps (unfrozen blocks, and head alone), monitor batches, batch augmentation, the frozen
     part (activations loader) and image decoding for a run of ``config`` on ``train``, with the training code's own
     modules."""
     import statistics
-
-    from .activations import ACTIVATION_VIEWS, lower_forward, upper_forward
 
     cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     device = torch.device("cuda" if cuda else "cpu")
@@ -313,7 +341,7 @@ def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, s
     labels = torch.randint(0, n_classes, (config.batch_size,), device=device)
     first = None
     if config.loader == "activations":
-        first = max(0, len(block_names(backbone.model)) - config.unfreeze_blocks())
+        first = first_trainable_block(backbone.model, config)
         normalized = module.net.normalize(images).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():  # not inference mode: these tensors enter the timed training steps
             activations = lower_forward(module.net.model.eval(), normalized, first)
@@ -356,22 +384,7 @@ def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, s
             cache_s = time.perf_counter() - started
     module.net.to(memory_format=torch.contiguous_format)
     backbone.model.eval()
-    sample = train.subset(np.arange(min(16, len(train))))
-    augment_s = 0.0
-    started = time.perf_counter()
-    if config.loader == "stream":
-        files = ImageFiles(sample, backbone.preprocess, config.augment)
-        for i in range(len(files)):
-            files[i]
-        decode_s = (time.perf_counter() - started) / len(sample)
-    else:
-        side = store_size(backbone.preprocess, typical_short_side(train.paths))
-        decoded = [store_preprocess(backbone.preprocess, side).load(path) for path in sample.paths]
-        decode_s = (time.perf_counter() - started) / len(sample)
-        stored = torch.from_numpy(np.stack([decoded[i % len(decoded)] for i in range(config.batch_size)]))
-        started = time.perf_counter()
-        augment_batch(stored, height)
-        augment_s = time.perf_counter() - started
+    decode_s, augment_s = _data_seconds(backbone, train, config)
     n_monitor = math.ceil(len(train) * config.monitor_fraction)
     return TrainingCost(step_s, head_step_s, eval_s, augment_s, decode_s, len(train) - n_monitor, n_monitor,
                         config.batch_size, config.loader, config.workers or 2, cache_s,
@@ -446,8 +459,6 @@ class ImageDataModule(L.LightningDataModule):
 
     def cache_activations(self, net: ClassifierNet, first: int) -> None:
         """Activations loader: the frozen part of ``net`` (up to block ``first``) run once per augmented view."""
-        from .activations import ACTIVATION_VIEWS, cache_activations
-
         if self.activations is None:
             started = time.perf_counter()
             self.activations = cache_activations(
@@ -495,8 +506,6 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         if self.activations is not None:
-            from .activations import CachedActivations
-
             config = self.config
             return torch.utils.data.DataLoader(
                 CachedActivations(self.activations, self.fit_set.labels), batch_size=config.batch_size,
@@ -600,9 +609,7 @@ def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, wo
     data.setup("fit")
     from_block = None
     if config.loader == "activations":
-        from .activations import check_split
-
-        from_block = max(0, len(block_names(backbone.model)) - config.unfreeze_blocks())
+        from_block = first_trainable_block(backbone.model, config)
     module = FineTuner(backbone.name, len(data.images.class_names), asdict(config),
                        config.epochs * data.steps_per_epoch(), data.class_weights(),
                        backbone.preprocess.input_size[0], backbone, from_block)

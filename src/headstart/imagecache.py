@@ -39,21 +39,34 @@ def store_size(preprocess: Preprocess, median_short_side: int | None) -> int:
     return preprocess.scale_size
 
 
+def allocate(shape: tuple[int, ...], dtype: type, folder: Path | None, name: str) -> np.ndarray:
+    """An empty array in memory, or, when larger than MEMORY_LIMIT and ``folder`` is given, a file there written
+    under a temporary name (:func:`complete` renames it to ``folder/name``)."""
+    if folder is None or int(np.prod(shape)) * np.dtype(dtype).itemsize <= MEMORY_LIMIT:
+        return np.empty(shape, dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(folder / f".{name}.partial", "w+", dtype, shape)
+
+
+def complete(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` from :func:`allocate`, filled: a file is flushed, renamed to its final ``name`` and reopened
+    read-only; an array in memory is returned as it is."""
+    if not isinstance(array, np.memmap):
+        return array
+    partial = Path(array.filename)
+    array.flush()
+    del array
+    path = partial.replace(partial.with_name(name))
+    return np.load(path, mmap_mode="r")
+
+
 def decode_all(images: ImageSet, preprocess: Preprocess, workers: int, folder: Path | None, name: str
                ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """(uint8 NHWC array of the images that decode, their indices, [(index, reason)] for those that do not).
 
-    The array is in memory, or a file ``folder/name`` (written under a temporary name and renamed when complete)
-    when larger than MEMORY_LIMIT and a folder is given."""
+    The array is in memory, or a file ``folder/name`` (see :func:`allocate`)."""
     height, width = preprocess.input_size
-    nbytes = len(images) * height * width * 3
-    path = folder / name if folder is not None and nbytes > MEMORY_LIMIT else None
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        array = np.lib.format.open_memmap(partial, "w+", np.uint8, (len(images), height, width, 3))
-    else:
-        array = np.empty((len(images), height, width, 3), np.uint8)
+    array = allocate((len(images), height, width, 3), np.uint8, folder, name)
     kept: list[int] = []
     skipped: list[tuple[int, str]] = []
     for index, batch, failed in decoded_batches(images.paths, preprocess, 64, max(1, workers)):  # in order
@@ -61,11 +74,7 @@ def decode_all(images: ImageSet, preprocess: Preprocess, workers: int, folder: P
             array[len(kept):len(kept) + len(index)] = batch
             kept += index
         skipped += failed
-    if path is not None:
-        array.flush()
-        del array
-        partial.replace(path)
-        array = np.load(path, mmap_mode="r")
+    array = complete(array, name)
     return array[:len(kept)], np.asarray(kept, dtype=np.int64), skipped
 
 
