@@ -15,13 +15,15 @@ _LAZY = {
     "CNNCodes": "headstart.classifier",
     "load": "headstart.classifier",
     "advise": "headstart.advisor",
+    "audit": "headstart.auditing.run",
+    "AuditResult": "headstart.auditing.findings",
     "fit_folder": "headstart.workflow",
     "create_backbone": "headstart.backbones",
     "DEFAULT_MODEL": "headstart.defaults",
 }
 
-__all__ = ["CNNCodes", "DEFAULT_MODEL", "ArtifactError", "DataError", "HeadstartError", "ModelError",
-           "TransferClassifier", "advise", "create_backbone", "fit_folder", "load"]
+__all__ = ["CNNCodes", "DEFAULT_MODEL", "ArtifactError", "AuditResult", "DataError", "HeadstartError", "ModelError",
+           "TransferClassifier", "advise", "audit", "create_backbone", "fit_folder", "load"]
 
 
 def __getattr__(name: str) -> Any:

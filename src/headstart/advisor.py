@@ -23,6 +23,7 @@ from .backbones import PENULTIMATE, Backbone
 from .data import ImageSet, stratified_split
 from .features import FeatureExtractor
 from .images import typical_short_side
+from .imagestats import STATS
 from .linear import Search, search_C
 from .options import FineTuneConfig
 from .results import AutoEvidence
@@ -148,8 +149,8 @@ def measure_codes(extractor: FeatureExtractor, train: ImageSet, large: bool, bud
     PROBE_SAMPLE when the full pass is predicted to take more than FULL_PASS_SHARE of ``budget``."""
     started = time.perf_counter()
     first = _subsample(train, PROBE_SAMPLE, seed) if large else train
-    say(f"measuring {len(first)} training images (one pass: {len(extractor.layers)} layers and the ImageNet "
-        "classifier)", progress)
+    say(f"measuring {len(first)} training images (one pass: {len(extractor.layers) - 1} layers, the ImageNet "
+        "classifier and the images' figures)", progress)
     result = extractor.transform(first.paths)
     measured, skipped, computed = [(first, result)], list(result.skipped), result.extracted
     if len(first) < len(train):
@@ -199,19 +200,30 @@ def measure_similarity(backbone: Backbone, codes: np.ndarray) -> dict[str, Any]:
             "ratio": round(ratio, 4), "threshold": SIMILAR_RATIO, "similar": ratio >= SIMILAR_RATIO}
 
 
+def fold_groups(measured: Measured, seed: int = 0) -> np.ndarray | None:
+    """Duplicate sets among the measured images (exact and near duplicates share an id), for folds that keep them
+    together; None without the figures."""
+    from .auditing.duplicates import fold_groups as groups
+
+    if STATS not in measured.parts or PENULTIMATE not in measured.parts:
+        return None
+    return groups(measured.parts[PENULTIMATE], measured.parts[STATS], measured.images.labels, seed)
+
+
 def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progress: bool = False
                  ) -> dict[str, Search]:
     """The final fit's C search (same folds, grid and criterion) on each candidate's codes.
 
     Layers are compared with softmax regression, whose out-of-fold log loss is smooth and calibrated; a linear SVM
-    searches its own C afterwards on the chosen layer.
+    searches its own C afterwards on the chosen layer. Folds keep duplicate sets together (:func:`fold_groups`).
     """
     from tqdm.auto import tqdm
 
     n_classes = len(measured.images.class_names)
     searches = {}
+    groups = fold_groups(measured, seed)
     for layer in tqdm(candidates, desc="scoring layers", unit="layer", disable=not progress, leave=False):
-        search = search_C(measured.codes(layer), measured.images.labels, n_classes, "logistic", seed)
+        search = search_C(measured.codes(layer), measured.images.labels, n_classes, "logistic", seed, groups=groups)
         if search is not None:
             searches[layer] = search
     return searches
@@ -228,7 +240,7 @@ def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[st
         return None
     files = hashlib.sha256("\n".join(str(file_identity(p)) for p in measured.images.paths).encode()).hexdigest()
     key = key_of({"weights": backbone.digest, "preprocess": backbone.preprocess.to_dict(), "candidates": candidates,
-                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 1, **precision})
+                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 2, **precision})
     return cache_dir / "scores" / f"{backbone.name}-{key}.json"
 
 
@@ -244,7 +256,7 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
     if path is not None and path.is_file():
         try:
             saved = json.loads(path.read_text())
-            searches = {layer: Search(**{**fields, "sample_losses": np.zeros(0)})
+            searches = {layer: Search(**{**fields, "sample_losses": np.zeros(0), "rows_index": None})
                         for layer, fields in saved["searches"].items()}
             say("layer scores of these codes found in the cache", progress)
             return searches, saved["choice"]["chosen"], saved["choice"]
@@ -257,7 +269,8 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
         return searches, PENULTIMATE, {"rule": "no cross-validation possible: a class has a single image"}
     layer, choice = choose_layer(searches)
     if path is not None:
-        stored = {name: {k: v for k, v in vars(search).items() if k != "sample_losses"}
+        stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits",
+                                                                              "rows_index")}
                   for name, search in searches.items()}
         write_atomic(path, json.dumps({"searches": stored, "choice": choice}).encode())
     return searches, layer, choice
@@ -324,7 +337,7 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     size = measure_size(train)
     candidates = candidate_layers(backbone)
     parts = sorted({p for c in candidates for p in c.split("+")})
-    extractor = FeatureExtractor(backbone, parts, cache_dir, engine, batch_size, progress=progress,
+    extractor = FeatureExtractor(backbone, [*parts, STATS], cache_dir, engine, batch_size, progress=progress,
                                  precision=precision, calibration=train.paths)
     measured = measure_codes(extractor, train, size["large"], budget, seed, progress)
     notes = [] if measured.complete else [

@@ -24,6 +24,7 @@ from .errors import ArtifactError, DataError, HeadstartError
 from .familiarity import BANK_MAX, fit_familiarity
 from .features import Codes, FeatureExtractor
 from .images import rgb_from_memory
+from .imagestats import STATS
 from .linear import LinearHead, fit_linear
 from .metrics import classification_metrics
 from .options import FineTuneConfig, parse_layers
@@ -119,7 +120,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """The feature extractor: codes of ``layers`` (from ``advice``'s pass when it measured every training
         image, else extracted; ``also``: layers cached alongside), then the linear head."""
         self.strategy_, self.layers_, self.classes_ = "feature-extractor", layers, list(images.class_names)
-        self._also = also
+        self._also = [*(also or []), STATS]  # the images' figures, measured in the same pass: duplicates, leaks
         layer = "+".join(layers)
         measured = advice.measured if advice is not None else None
         loaded = time.perf_counter()
@@ -134,8 +135,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             codes, penultimate = self._split(extracted)
             labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
         coded = time.perf_counter()
+        groups = None
+        if search is None and len(labels) > 1:
+            from .auditing.duplicates import fold_groups
+
+            kept = [p for p, ok in zip(images.paths, self._usable(images.paths, skipped)) if ok]
+            groups = fold_groups(penultimate, self.figures(kept), labels, self.seed)
         self.head_: LinearHead = fit_linear(codes, labels, len(self.classes_), self.classifier, self.C, self.seed,
-                                            search=search)
+                                            search=search, groups=groups)
         fitted = time.perf_counter()
         self.familiarity_ = fit_familiarity(penultimate, labels, self.seed)
         finished = time.perf_counter()
@@ -187,6 +194,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                           "codes_dim": int(self.head_.weight.shape[1]), "classifier": self.head_.info,
                           "training": info, "seconds": {"train": round(finished - started, 3),
                                                         "total": round(finished - started, 3)}}
+
+    @staticmethod
+    def _usable(paths: list[Path], skipped: list[tuple[str, str]]) -> list[bool]:
+        bad = {p for p, _ in skipped}
+        return [str(p) not in bad for p in paths]
+
+    def figures(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        """The figures measured while decoding each usable file (cached: see :mod:`headstart.imagestats`)."""
+        return FeatureExtractor(self.backbone_, [STATS], self.cache_dir, batch_size=self.batch_size,
+                                progress=False).transform([Path(p) for p in paths]).codes
 
     def _code_layers(self) -> list[str]:
         """The head's layers, then the penultimate layer (familiarity's codes) if the head does not use it."""

@@ -580,7 +580,7 @@ def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
-    """The commands that measure data or list models: advise, extract, models."""
+    """The commands that measure data or list models: advise, extract, audit, models."""
     from .defaults import DEFAULT_MODEL
 
     ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
@@ -608,6 +608,10 @@ def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
     _precision_option(xt)
     xt.set_defaults(run=cmd_extract)
+
+    from .auditing.command import add_parser as add_audit
+
+    add_audit(sub, common)
 
     md = sub.add_parser("models", help="known models and whether their weights are available now")
     md.add_argument("pattern", nargs="?", help="a timm name pattern, e.g. 'resnet*'")

@@ -17,6 +17,7 @@ from .cache import CodeStore, default_cache_dir, file_identity, file_sha256, key
 from .defaults import ENGINES, PRECISIONS
 from .errors import ModelError
 from .images import Preprocess, decoded_batches
+from .imagestats import STATS, STATS_VERSION
 from .quantize import calibration_sample
 from .runtime import onnx_session
 
@@ -157,6 +158,9 @@ class FeatureExtractor:
     ``precision``: "fp32", or "int8" (ONNX Runtime only): the network quantised with ranges measured on
     ``calibration`` (training images; a reproducible sample of them is used), or the already quantised
     ``network`` (an ONNX file, as a saved model holds). int8 codes are cached apart from fp32 ones.
+    The pseudo-layer :data:`headstart.imagestats.STATS` (in ``layers`` or ``also``) is each image's figures, measured
+    while it is decoded and cached for any model that decodes at the same size; asked for alone, or when only it is
+    missing, images are decoded without running the network.
     """
 
     def __init__(self, backbone: Backbone, layers: list[str], cache_dir: str | Path | None | bool = None,
@@ -176,6 +180,7 @@ class FeatureExtractor:
         # what one forward pass yields: one canonical order, so every extractor of the same set shares one export
         self.computed = sorted(set(self.layers) | set(also)) if also else self.layers
         self._wanted = [self.computed.index(layer) for layer in self.layers]
+        self._net_layers = [layer for layer in self.computed if layer != STATS]
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
         self.precision = precision
         self.calibration = calibration_sample(calibration) if precision == "int8" and calibration else None
@@ -197,7 +202,7 @@ class FeatureExtractor:
 
                 self._tmp = tempfile.TemporaryDirectory(prefix="headstart-onnx-")
             folder = Path(self._tmp.name) if self.cache_dir is None else self.cache_dir
-            network = fp32_network(self.backbone, self.computed, folder)
+            network = fp32_network(self.backbone, self._net_layers, folder)
             if self.precision == "int8":
                 network = int8_network(network, self.calibration, self.backbone.preprocess, self.workers)
             self._network = network
@@ -216,6 +221,11 @@ class FeatureExtractor:
         stores = []
         precision = self.precision_key()
         for layer in self.computed:
+            if layer == STATS:  # the decoded image's figures: the same for every model that decodes at this size
+                fields = {"layer": STATS, "decoded_short_side": self.backbone.preprocess.scale_size,
+                          "v": STATS_VERSION}
+                stores.append(CodeStore(self.cache_dir / "codes" / f"{STATS}-{key_of(fields)}", fields))
+                continue
             fields = {"model": self.backbone.name, "weights": self.backbone.digest, "layer": layer,
                       "preprocess": self.backbone.preprocess.to_dict(), "v": 1, **precision}
             stores.append(CodeStore(self.cache_dir / "codes" / f"{self.backbone.name}-{key_of(fields)}",
@@ -226,9 +236,9 @@ class FeatureExtractor:
         """The inference runtime, created on first use."""
         if self._runner is None:
             if self.engine == "onnx":
-                self._runner = OnnxRunner(self.network(), self.computed)
+                self._runner = OnnxRunner(self.network(), self._net_layers)
             else:
-                self._runner = TorchRunner(self.backbone, self.computed,
+                self._runner = TorchRunner(self.backbone, self._net_layers,
                                            "cuda" if torch.cuda.is_available() else "cpu")
         return self._runner
 
@@ -242,59 +252,73 @@ class FeatureExtractor:
             for j in self._wanted:  # the extra layers are written when the network runs, never read here
                 per_layer[j] = stores[j].lookup(present)
         wanted = [per_layer[j] for j in self._wanted]
+        net_wanted = [per_layer[j] for j in self._wanted if self.computed[j] != STATS]
         todo = [i for i, ident in enumerate(ids)
                 if ident is not None and not all(ident in found for found in wanted)]
+        decode_only = [i for i in todo if net_wanted and all(ids[i] in found for found in net_wanted)]
+        run = sorted(set(todo) - set(decode_only))
         skipped = [(str(paths[i]), "file not found") for i, ident in enumerate(ids) if ident is None]
         bad: set[int] = set()
-        if todo:
-            self._extract([Path(paths[i]) for i in todo], [ids[i] for i in todo], per_layer, stores, skipped, bad,
-                          todo)
+        for part, network in ((run, bool(self._net_layers)), (decode_only, False)):
+            if part:
+                self._extract([Path(paths[i]) for i in part], [ids[i] for i in part], per_layer, stores, skipped,
+                              bad, part, network)
         kept = [i for i, ident in enumerate(ids) if ident is not None and i not in bad]
         if not kept:
             return Codes(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped, len(todo))
         blocks = [np.stack([found[ids[i]] for i in kept]) for found in wanted]
         return Codes(np.concatenate(blocks, axis=1).astype(np.float32, copy=False), np.asarray(kept, np.int64),
-                     skipped, len(todo), [b.shape[1] for b in blocks])
+                     skipped, len(run), [b.shape[1] for b in blocks])
 
     def transform_arrays(self, batch: np.ndarray) -> Codes:
         """Codes of images already decoded and preprocessed (uint8 N x H x W x 3, in memory: never cached)."""
+        if STATS in self.layers:
+            raise ModelError(f"{STATS} are measured while decoding files; in-memory images have none")
         runner, rows, widths = self.runner(), [], []
         for start in range(0, len(batch), self.batch_size):
-            outputs = runner(np.ascontiguousarray(batch[start:start + self.batch_size]))
+            outputs = self._in_order(runner(np.ascontiguousarray(batch[start:start + self.batch_size])), None)
             rows.append(np.concatenate([outputs[j] for j in self._wanted], axis=1))
             widths = [outputs[j].shape[1] for j in self._wanted]
         return Codes(np.concatenate(rows).astype(np.float32, copy=False), np.arange(len(batch)), [], len(batch),
                      widths)
 
+    def _in_order(self, network_outputs: list[np.ndarray], stats: np.ndarray | None) -> list[np.ndarray | None]:
+        """One output per computed layer, in ``computed`` order (None where a part was not computed)."""
+        outputs = iter(network_outputs)
+        return [stats if layer == STATS else next(outputs, None) for layer in self.computed]
+
     def _extract(self, paths: list[Path], ids: list[str], per_layer: list[dict[str, np.ndarray]],
                  stores: list[CodeStore] | None, skipped: list[tuple[str, str]], bad: set[int],
-                 original_index: list[int]) -> None:
+                 original_index: list[int], network: bool = True) -> None:
         from tqdm.auto import tqdm
 
-        runner = self.runner()
+        runner = self.runner() if network else None
+        with_stats = STATS in self.computed
         pending_ids: list[str] = []
         pending: list[list[np.ndarray]] = [[] for _ in self.computed]
 
         def flush() -> None:
             if stores and pending_ids:
                 for store, rows in zip(stores, pending):
-                    store.add(pending_ids, np.concatenate(rows))
+                    if rows:
+                        store.add(pending_ids, np.concatenate(rows))
             pending_ids.clear()
             for rows in pending:
                 rows.clear()
 
         with tqdm(total=len(paths), desc="CNN codes", unit="img", disable=not self.progress, leave=False) as bar:
-            for index, batch, failed in decoded_batches(paths, self.backbone.preprocess, self.batch_size,
-                                                        self.workers):
+            for index, batch, failed, *stats in decoded_batches(paths, self.backbone.preprocess, self.batch_size,
+                                                                self.workers, with_stats):
                 for i, reason in failed:
                     skipped.append((str(paths[i]), reason))
                     bad.add(original_index[i])
                 if batch is not None:
-                    outputs = runner(batch)
+                    outputs = self._in_order(runner(batch) if runner else [], stats[0] if stats else None)
                     batch_ids = [ids[i] for i in index]
                     for found, rows, out in zip(per_layer, pending, outputs):
-                        found.update(zip(batch_ids, out))
-                        rows.append(out)
+                        if out is not None:
+                            found.update(zip(batch_ids, out))
+                            rows.append(out)
                     pending_ids.extend(batch_ids)
                     if len(pending_ids) >= SHARD_SIZE:
                         flush()
@@ -342,7 +366,7 @@ def extract_distributed(backbone: Backbone, layers: list[str], paths: list[Path]
         if fabric.is_global_zero:
             mine.network()  # export (and calibrate) once; the others load it after the barrier
         fabric.barrier()
-        mine._runner = OnnxRunner(mine.network(), mine.computed, threads)
+        mine._runner = OnnxRunner(mine.network(), mine._net_layers, threads)
     else:
         mine._runner = TorchRunner(backbone, layers, str(fabric.device))
     codes = mine.transform([Path(p) for p in paths[fabric.global_rank::fabric.world_size]])

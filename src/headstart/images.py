@@ -73,7 +73,9 @@ def open_rgb(path: str | os.PathLike, min_short_side: int = 0, max_pixels: int =
                     upright = ImageOps.exif_transpose(img)
                 except Exception:  # malformed EXIF: keep the pixels as stored
                     upright = img
-                return to_rgb(upright)
+                rgb = to_rgb(upright)
+                rgb.info["original_size"] = (width, height)
+                return rgb
     except ImageSkipped:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -190,16 +192,21 @@ def typical_short_side(paths: list[Path], sample: int = 64) -> int | None:
     return int(np.median(shorts)) if shorts else None
 
 
-def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int
-                    ) -> Iterator[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
-    """Yield (indices, uint8 NHWC batch, [(index, reason)] skipped), decoding ``workers`` images at a time.
+def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int,
+                    with_stats: bool = False) -> Iterator[tuple]:
+    """Yield (indices, uint8 NHWC batch, [(index, reason)] skipped), decoding ``workers`` images at a time; with
+    ``with_stats``, a fourth item: the :func:`headstart.imagestats.image_stats` of the batch's images (same decode).
 
     Memory stays bounded: at most a few batches are decoded ahead of the consumer.
     """
+    from .imagestats import image_stats
 
-    def load(i: int) -> tuple[int, np.ndarray | str]:
+    def load(i: int) -> tuple[int, np.ndarray | tuple[np.ndarray, np.ndarray] | str]:
         try:
-            return i, preprocess.load(paths[i])
+            if not with_stats:
+                return i, preprocess.load(paths[i])
+            img = open_rgb(paths[i], min_short_side=preprocess.scale_size)
+            return i, (preprocess(img), image_stats(img, img.info.get("original_size")))
         except ImageSkipped as exc:
             return i, str(exc)
 
@@ -211,7 +218,7 @@ def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, 
             pending.append(pool.submit(load, i))
             if len(pending) >= ahead:
                 break
-        index, arrays, skipped = [], [], []
+        index, arrays, stats, skipped = [], [], [], []
         while pending:
             i, result = pending.popleft().result()
             nxt = next(todo, None)
@@ -221,7 +228,13 @@ def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, 
                 skipped.append((i, result))
             else:
                 index.append(i)
-                arrays.append(result)
+                arrays.append(result[0] if with_stats else result)
+                if with_stats:
+                    stats.append(result[1])
             if len(arrays) == batch_size or (not pending and (arrays or skipped)):
-                yield index, (np.stack(arrays) if arrays else None), skipped
-                index, arrays, skipped = [], [], []
+                batch = np.stack(arrays) if arrays else None
+                if with_stats:
+                    yield index, batch, skipped, (np.stack(stats) if stats else None)
+                else:
+                    yield index, batch, skipped
+                index, arrays, stats, skipped = [], [], [], []

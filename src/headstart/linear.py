@@ -63,6 +63,14 @@ class Search:
     rows: int  # codes the search ran on
     sample_losses: np.ndarray  # out-of-fold log loss of each searched image at the chosen C
     temperature: float = 1.0
+    oof_logits: np.ndarray | None = None  # out-of-fold logits of each searched image at the chosen C (calibrated)
+    rows_index: np.ndarray | None = None  # which of the given rows were searched (None: all of them)
+
+    def oof_proba(self) -> np.ndarray:
+        """Out-of-fold class probabilities of the searched rows at the chosen C."""
+        z = self.oof_logits - self.oof_logits.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
 
     @property
     def C(self) -> float:
@@ -180,22 +188,31 @@ def _log_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]
 
 
-def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = MAX_FOLDS
+def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = MAX_FOLDS, groups: np.ndarray | None = None
                      ) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """(train, test) indices of shuffled stratified k-fold cross-validation, k = min(max_folds, smallest class);
-    None when a class has a single image. Each class is dealt round-robin onto the folds after a seeded shuffle."""
+    None when a class has a single image. Each class is dealt round-robin onto the folds after a seeded shuffle.
+
+    ``groups`` (one id per row, e.g. duplicate sets): rows sharing an id always land in the same fold; a group is
+    dealt with the class of its first row."""
     present = np.bincount(labels)
     n_folds = min(max_folds, int(present[present > 0].min()))
     if n_folds < 2:
         return None
+    units = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
+    first = np.full(units.max() + 1, len(labels))
+    np.minimum.at(first, units, np.arange(len(labels)))
+    unit_labels = labels[first]
     rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(labels), np.int64)
+    unit_fold = np.empty(len(first), np.int64)
     offset = 0
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        fold_of[members] = (np.arange(len(members)) + offset) % n_folds
+    for label in np.unique(unit_labels):
+        members = rng.permutation(np.flatnonzero(unit_labels == label))
+        unit_fold[members] = (np.arange(len(members)) + offset) % n_folds
         offset += len(members)  # spreads the remainders of successive classes over different folds
-    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]
+    fold_of = unit_fold[units]
+    folds = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]
+    return folds if all(len(test) and len(train) for train, test in folds) else None
 
 
 def _check(classifier: str, labels: np.ndarray, n_classes: int) -> None:
@@ -206,23 +223,33 @@ def _check(classifier: str, labels: np.ndarray, n_classes: int) -> None:
                         "check the skipped files")
 
 
+def search_rows(labels: np.ndarray, seed: int, max_rows: int = SEARCH_MAX_ROWS) -> np.ndarray | None:
+    """The rows a C search runs on: a stratified ``max_rows`` of them when there are more (None: all)."""
+    if len(labels) <= max_rows:
+        return None
+    from .data import stratified_split
+
+    return stratified_split(labels, max_rows / len(labels), seed)[1]
+
+
 def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic", seed: int = 0,
-             data: Standardised | None = None, grid: list[float] | None = None) -> Search | None:
+             data: Standardised | None = None, grid: list[float] | None = None, groups: np.ndarray | None = None,
+             max_rows: int = SEARCH_MAX_ROWS) -> Search | None:
     """Cross-validate every C of ``grid`` (default C_GRIDS) at once, extending the default grid while the best C
     lies at an edge.
 
     Scored by out-of-fold log loss (an SVM's decision values calibrated by one temperature per C). None when a
-    class has fewer than two images (no fold could hold it out).
+    class has fewer than two images (no fold could hold it out). ``groups``: rows that must share a fold
+    (duplicates), one id per row of ``codes``.
     """
     import torch
 
     _check(classifier, labels, n_classes)
-    if len(labels) > SEARCH_MAX_ROWS:
-        from .data import stratified_split
-
-        _, keep = stratified_split(labels, SEARCH_MAX_ROWS / len(labels), seed)
+    keep = search_rows(labels, seed, max_rows)
+    if keep is not None:
         codes, labels, data = codes[keep], labels[keep], None
-    folds = stratified_folds(labels, seed)
+        groups = None if groups is None else groups[keep]
+    folds = stratified_folds(labels, seed, groups=groups)
     if folds is None:
         return None
     data = data or Standardised(codes)
@@ -245,7 +272,8 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
                 oof[test] = logits[f * len(todo) + g, test]
             temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
             losses = _log_losses(oof * temperature, labels)
-            scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature)
+            scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
+                         (oof * temperature).astype(np.float32))
         grid = sorted(scores)
         best = min(grid, key=lambda c: scores[c][0])
         if best == grid[0]:
@@ -257,11 +285,12 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     grid = sorted(scores)
     best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
     return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
-                  scores[grid[best]][2], scores[grid[best]][3])
+                  scores[grid[best]][2], scores[grid[best]][3], scores[grid[best]][4], keep)
 
 
 def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic",
-               C: float | None = None, seed: int = 0, search: Search | None = None) -> LinearHead:
+               C: float | None = None, seed: int = 0, search: Search | None = None,
+               groups: np.ndarray | None = None) -> LinearHead:
     """Fit a softmax regression or linear SVM on standardised ``codes``: C from ``search``, given, or searched."""
     import torch
 
@@ -271,7 +300,7 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
     temperature = 1.0
     own_data = data if len(labels) <= SEARCH_MAX_ROWS else None
     if C is None:
-        search = search or search_C(codes, labels, n_classes, classifier, seed, own_data)
+        search = search or search_C(codes, labels, n_classes, classifier, seed, own_data, groups=groups)
         if search is not None:
             C = search.C
             info.update(search.info())
@@ -279,7 +308,7 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
             C = 1.0 if classifier == "logistic" else 0.01
             info["cv_note"] = "no cross-validation: a class has a single image"
     elif classifier == "svm":  # out-of-fold decisions at the given C calibrate the probabilities
-        search = search_C(codes, labels, n_classes, classifier, seed, own_data, grid=[float(C)])
+        search = search_C(codes, labels, n_classes, classifier, seed, own_data, grid=[float(C)], groups=groups)
     if search is not None:
         temperature = search.temperature
     n = len(labels)

@@ -1,0 +1,146 @@
+"""Exact and near duplicates, within a set of images and between two (leaks), from penultimate codes and the
+decoded images' figures.
+
+Exact: identical decoded pixels (the same digest). Near: the same shot re-encoded, resized, cropped a little,
+mirrored or colour-shifted. Measured on 100 planted copies of each kind (cats_vs_dogs and dtd10, ``bench/audit.py``):
+such copies have a code cosine of 0.86-1.0 to their original, except half-size copies of fine textures (down to
+0.45), whose low-frequency structure (the perceptual hash's DCT block) still correlates above 0.95, where the most
+similar two of 1000 distinct ImageNet classes reach a cosine of 0.74. So a pair is near when its cosine is at least
+COSINE, or at least STRUCTURE_COSINE with structure correlation at least STRUCTURE; and in both cases it must stand
+out from the neighbourhood: its distance at most GUARD times that to the image's REF_K-th neighbour, so that a set of
+look-alike images (28-px X-rays, whose distinct images reach cosines of 0.95) is not read as copies of each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..imagestats import ImageStats
+from .neighbours import nearest, structure, unit_rows
+
+COSINE = 0.93  # alone (with the guard)
+COSINE_WITH_STRUCTURE = 0.85  # with structure correlation at least SOME_STRUCTURE
+SOME_STRUCTURE = 0.5
+STRUCTURE_COSINE = 0.6  # with structure correlation at least STRUCTURE
+STRUCTURE = 0.95
+CHROMATICITY = 0.035  # copies keep their mean colour's red and green shares within this
+GUARD = 0.5
+REF_K = 10
+CANDIDATES = 10  # nearest neighbours by code examined per image
+
+
+@dataclass
+class Pairs:
+    """Index pairs (query row, reference row) with their cosine, structure correlation and kind."""
+
+    query: np.ndarray
+    reference: np.ndarray
+    cosine: np.ndarray
+    structure: np.ndarray
+    exact: np.ndarray  # bool: identical decoded pixels
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+
+def _empty() -> Pairs:
+    z = np.zeros(0, np.int64)
+    return Pairs(z, z, np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, bool))
+
+
+def find_pairs(codes: np.ndarray, stats: ImageStats, ref_codes: np.ndarray | None = None,
+               ref_stats: ImageStats | None = None) -> Pairs:
+    """Exact and near duplicate pairs within ``codes`` (each pair once, query < reference), or of each query row
+    against the reference rows (``ref_codes``, ``ref_stats``: leaks)."""
+    same = ref_codes is None
+    ref_codes, ref_stats = (codes, stats) if same else (ref_codes, ref_stats)
+    if not len(codes) or not len(ref_codes):
+        return _empty()
+    queries, reference = unit_rows(codes), unit_rows(ref_codes)
+    k = max(CANDIDATES, REF_K)
+    found = nearest(queries, reference, k, same=same)
+    if found.index.shape[1] == 0:
+        return _empty()
+    ref_level = found.similarity[:, min(REF_K, found.similarity.shape[1]) - 1]
+    rows = np.repeat(np.arange(len(queries)), found.index.shape[1])
+    cols = found.index.ravel()
+    cosine = found.similarity.ravel()
+    q_struct, _ = structure(stats)
+    r_struct, r_mirror = structure(ref_stats)
+    corr = np.maximum((q_struct[rows] * r_struct[cols]).sum(1), (q_struct[rows] * r_mirror[cols]).sum(1))
+    level = ref_level[rows]
+    if same:
+        level = np.maximum(level, ref_level[cols])
+    stands_out = (1 - cosine) <= GUARD * (1 - level)
+    colour = np.abs(stats.chromaticity[rows] - ref_stats.chromaticity[cols]).max(1) <= CHROMATICITY
+    by_codes = stands_out & ((cosine >= COSINE) | ((cosine >= COSINE_WITH_STRUCTURE) & (corr >= SOME_STRUCTURE)))
+    by_structure = (cosine >= STRUCTURE_COSINE) & (corr >= STRUCTURE) & (cosine >= level)
+    near = colour & (by_codes | by_structure)
+    digests, ref_digests = stats.digest, ref_stats.digest
+    exact_pairs = _exact_pairs(digests, ref_digests, same)
+    keep = near
+    pairs = {}
+    for q, r, c, s in zip(rows[keep], cols[keep], cosine[keep], corr[keep]):
+        key = (min(q, r), max(q, r)) if same else (q, r)
+        pairs[key] = (float(c), float(s), False)
+    for q, r in exact_pairs:
+        pairs[(q, r)] = (1.0, 1.0, True)
+    if not pairs:
+        return _empty()
+    keys = sorted(pairs)
+    values = [pairs[key] for key in keys]
+    return Pairs(np.array([q for q, _ in keys], np.int64), np.array([r for _, r in keys], np.int64),
+                 np.array([v[0] for v in values], np.float32), np.array([v[1] for v in values], np.float32),
+                 np.array([v[2] for v in values], bool))
+
+
+def _exact_pairs(digests: list[bytes], ref_digests: list[bytes], same: bool) -> list[tuple[int, int]]:
+    """Pairs with identical decoded pixels (every pair of a set of identical images)."""
+    by_digest: dict[bytes, list[int]] = {}
+    for j, d in enumerate(ref_digests):
+        by_digest.setdefault(d, []).append(j)
+    pairs = []
+    for i, d in enumerate(digests):
+        for j in by_digest.get(d, ()):
+            if not same or j > i:
+                pairs.append((i, j))
+    return pairs
+
+
+def groups_of(n: int, pairs: Pairs) -> np.ndarray:
+    """A group id per row (0..g-1): rows joined by any pair share one (connected components, union-find)."""
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(pairs.query, pairs.reference):
+        ra, rb = root(int(a)), root(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(i) for i in range(n)])
+    return np.unique(roots, return_inverse=True)[1]
+
+
+def duplicate_groups(codes: np.ndarray, stats: np.ndarray | ImageStats) -> np.ndarray:
+    """A group id per image: exact and near duplicates share one (for cross-validation folds that keep them
+    together)."""
+    stats = stats if isinstance(stats, ImageStats) else ImageStats(stats)
+    return groups_of(len(codes), find_pairs(codes, stats))
+
+
+def fold_groups(codes: np.ndarray, stats: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Duplicate sets among the rows that a C search on ``labels`` will use (:func:`headstart.linear.search_rows`);
+    every other row alone. Cross-validation then never scores an image against its own copy."""
+    from ..linear import search_rows
+
+    rows = search_rows(labels, seed)
+    rows = np.arange(len(labels)) if rows is None else rows
+    groups = np.arange(len(labels)) + len(rows)
+    groups[rows] = duplicate_groups(codes[rows], stats[rows])
+    return groups

@@ -1,0 +1,55 @@
+"""Nearest neighbours in CNN-code space, in blocks (memory stays bounded at any dataset size).
+
+Codes are compared by cosine similarity of their penultimate codes; images' low-frequency structure (the DCT block
+the perceptual hash is made from) by the correlation of its 63 non-constant coefficients, mirrored or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..imagestats import MIRROR_SIGNS, ImageStats
+
+BLOCK = 2048  # query rows per matrix product: 2048 x 50000 float32 similarities is 400 MB at most
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32)."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def structure(stats: ImageStats) -> tuple[np.ndarray, np.ndarray]:
+    """(unit AC DCT coefficients, the same of the mirrored image) for structure correlation."""
+    return unit_rows(stats.dct[:, 1:]), unit_rows((stats.dct * MIRROR_SIGNS)[:, 1:])
+
+
+@dataclass
+class Neighbours:
+    """The k nearest reference rows of each query row (most similar first) and their cosine similarities."""
+
+    index: np.ndarray  # (n, k) int64 into the reference rows
+    similarity: np.ndarray  # (n, k) float32
+
+
+def nearest(queries: np.ndarray, reference: np.ndarray, k: int, same: bool = False) -> Neighbours:
+    """The ``k`` most cosine-similar ``reference`` rows of each unit-length ``queries`` row (``same``: the two are
+    one set, so a row is never its own neighbour)."""
+    k = max(0, min(k, len(reference) - (1 if same else 0)))
+    index = np.zeros((len(queries), k), np.int64)
+    similarity = np.zeros((len(queries), k), np.float32)
+    if k == 0:
+        return Neighbours(index, similarity)
+    for start in range(0, len(queries), BLOCK):
+        block = queries[start:start + BLOCK] @ reference.T
+        if same:
+            rows = np.arange(len(block))
+            block[rows, rows + start] = -np.inf
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        values = np.take_along_axis(block, top, 1)
+        order = np.argsort(-values, axis=1)
+        index[start:start + BLOCK] = np.take_along_axis(top, order, 1)
+        similarity[start:start + BLOCK] = np.take_along_axis(values, order, 1)
+    return Neighbours(index, similarity)

@@ -1,0 +1,167 @@
+"""``headstart.audit``: one pass over a dataset's images, then every check that the codes and figures allow.
+
+The pass is the one ``fit`` and ``advise`` make (penultimate and every candidate layer, plus the figures measured
+while decoding), through the same code cache: an audit after a fit, or a fit after an audit, computes nothing again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import ImageSet, existing_dir, files_under, find_splits
+from ..errors import DataError
+from ..imagestats import STATS, ImageStats
+from .duplicates import find_pairs, groups_of
+from .findings import AuditResult, assemble
+from .labels import LabelIssues, confused_pairs, find_label_issues, neighbour_agreement
+from .neighbours import nearest, unit_rows
+from .quality import OUTLIER_K, outlier_scores, quality_flags
+
+NEIGHBOURS = 10  # label agreement: the given label's share among this many nearest training images
+
+
+@dataclass
+class Coded:
+    """The usable images of one split with their penultimate codes and figures; what could not be read."""
+
+    images: ImageSet
+    codes: np.ndarray
+    stats: ImageStats
+    skipped: list[tuple[str, str]]
+    computed: int
+
+
+def audit_inputs(data: str | os.PathLike, val: str | os.PathLike | None = None
+                 ) -> tuple[ImageSet, ImageSet | None, str]:
+    """(training images, validation images or None, how they were found): class folders as ``fit`` finds them, or a
+    plain folder of images (labels unknown: ``class_names`` empty)."""
+    root = existing_dir(data, "data folder")
+    has_class_folders = any(p.is_dir() and not p.name.startswith(".") and files_under(p) for p in root.iterdir())
+    if has_class_folders or val is not None:
+        splits = find_splits(root, val=val, val_fraction=0.0)
+        return splits.train, splits.val, ("every image as training data" if splits.val is None else splits.how)
+    files = files_under(root)
+    if not files:
+        raise DataError(f"{str(root)!r} holds no files; give a folder of images or of class folders")
+    return ImageSet(files, np.full(len(files), -1, np.int64), [], root), None, "a folder of unlabelled images"
+
+
+def code_images(extractor: Any, images: ImageSet) -> Coded:
+    """Penultimate codes and figures of ``images`` (cached), aligned with the usable images."""
+    result = extractor.transform(images.paths)
+    if not len(result.kept):
+        return Coded(images.subset(np.zeros(0, np.int64)), np.zeros((0, 1), np.float32),
+                     ImageStats(np.zeros((0, 78), np.float32)), result.skipped, result.extracted)
+    width = result.widths[0]
+    return Coded(images.subset(result.kept), result.codes[:, :width], ImageStats(result.codes[:, width:]),
+                 result.skipped, result.extracted)
+
+
+def out_of_fold(train: Coded, groups: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Out-of-fold class probabilities of every training image (grouped folds, C by cross-validated log loss)."""
+    from ..linear import search_C
+
+    labels, n_classes = train.images.labels, len(train.images.class_names)
+    if len(np.unique(labels)) < 2:
+        return None
+    search = search_C(train.codes, labels, n_classes, "logistic", seed, groups=groups, max_rows=len(labels))
+    if search is None:
+        return None
+    return search.oof_proba(), {"C": search.C, "cv_folds": search.folds, "cv_accuracy": round(search.cv_accuracy, 4),
+                                "cv_log_loss": round(search.cv_log_loss, 4)}
+
+
+def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None = None, *,
+          train_images: ImageSet | None = None, val_images: ImageSet | None = None, model: str | None = None,
+          weights: str | None = None, cache_dir: str | Path | None | bool = None, engine: str = "auto",
+          batch_size: int | None = None, seed: int = 0, progress: bool = False) -> AuditResult:
+    """Audit a dataset: duplicates, leaks between splits, likely label errors, outliers, unusable or odd images and
+    class-level figures, each finding with its evidence, a score (higher is surer) and a suggested action.
+
+    ``data``: a folder as ``fit`` reads it (class folders, or train/ and val/), or a plain folder of images (then
+    only what needs no labels); ``val``: a separate validation folder. Or ``train_images`` / ``val_images`` as
+    :class:`ImageSet`. Nothing is ever written to the data folders.
+    """
+    from ..advisor import candidate_layers
+    from ..backbones import PENULTIMATE, create_backbone
+    from ..defaults import DEFAULT_MODEL
+    from ..features import FeatureExtractor
+
+    started = time.perf_counter()
+    if train_images is None:
+        if data is None:
+            raise DataError("give a data folder (or train_images) to audit")
+        train_images, found_val, how = audit_inputs(data, val)
+        val_images = val_images if val_images is not None else found_val
+    else:
+        how = "images given"
+    backbone = create_backbone(model or DEFAULT_MODEL, weights)
+    parts = sorted({p for c in candidate_layers(backbone) for p in c.split("+")})
+    extractor = FeatureExtractor(backbone, [PENULTIMATE, STATS], cache_dir, engine, batch_size, progress=progress,
+                                 also=parts)
+    train = code_images(extractor, train_images)
+    val_coded = code_images(extractor, val_images) if val_images is not None else None
+    coded = time.perf_counter()
+
+    train_pairs = find_pairs(train.codes, train.stats)
+    groups = groups_of(len(train.codes), train_pairs)
+    val_pairs = find_pairs(val_coded.codes, val_coded.stats) if val_coded else None
+    leaks = (find_pairs(val_coded.codes, val_coded.stats, train.codes, train.stats) if val_coded else None)
+    checked = time.perf_counter()
+
+    labelled = bool(train.images.class_names)
+    issues, agreement, cv = None, None, None
+    if labelled and len(train.codes) > NEIGHBOURS:
+        oof = out_of_fold(train, groups, seed)
+        if oof is not None:
+            proba, cv = oof
+            issues = find_label_issues(proba, train.images.labels)
+            x = unit_rows(train.codes)
+            neighbours = nearest(x, x, NEIGHBOURS, same=True)
+            agreement = neighbour_agreement(train.images.labels[neighbours.index], train.images.labels)
+    labelled_at = time.perf_counter()
+
+    outlier, threshold = outlier_scores(train.codes)
+    val_outlier = None
+    if val_coded is not None and len(val_coded.codes) and len(train.codes) >= OUTLIER_K:
+        found = nearest(unit_rows(val_coded.codes), unit_rows(train.codes), OUTLIER_K)
+        val_outlier = 1.0 - found.similarity[:, -1].astype(np.float64)
+    short = min(backbone.preprocess.input_size)
+    all_stats = ImageStats(np.concatenate([train.stats.values] + ([val_coded.stats.values] if val_coded else [])))
+    flags = quality_flags(all_stats, short)
+    finished = time.perf_counter()
+
+    result = assemble(train, val_coded, train_pairs, val_pairs, leaks, issues, agreement, (outlier, threshold),
+                      val_outlier, flags)
+    result["data"] = {"path": str(Path(data).resolve()) if data is not None else None, "split": how,
+                      "train_images": len(train_images), "val_images": len(val_images) if val_images else 0,
+                      "class_names": list(train.images.class_names), "labelled": labelled}
+    result["model"] = backbone.name
+    result["class_level"] = class_level(train.images, issues)
+    result["label_errors"] = {"method": "confident learning (prune by noise rate) on 5-fold out-of-fold probabilities "
+                                        "of a logistic classifier on penultimate codes; folds keep duplicates "
+                                        "together", "cv": cv} if issues is not None else None
+    result["outliers"] = {"method": f"one minus the cosine similarity to the {OUTLIER_K}th nearest other training "
+                                    "image (penultimate codes)", "threshold": round(float(threshold), 4)}
+    result["seconds"] = {"codes": round(coded - started, 3), "duplicates": round(checked - coded, 3),
+                         "labels": round(labelled_at - checked, 3),
+                         "outliers_quality": round(finished - labelled_at, 3),
+                         "total": round(time.perf_counter() - started, 3)}
+    result["n_codes_computed"] = train.computed + (val_coded.computed if val_coded else 0)
+    return result
+
+
+def class_level(images: ImageSet, issues: LabelIssues | None) -> dict[str, Any] | None:
+    """Images per class, the imbalance ratio, and the class pairs most often confused."""
+    if not images.class_names:
+        return None
+    counts = images.counts()
+    return {"counts": counts, "imbalance_ratio": round(max(counts.values()) / max(1, min(counts.values())), 2),
+            "confused_pairs": confused_pairs(issues.joint, images.class_names) if issues is not None else []}
+
