@@ -90,3 +90,34 @@ def precision(value: str | None, engine: str = "auto") -> None:
     if value == "int8" and engine == "torch":
         raise HeadstartError("--precision int8 runs on ONNX Runtime: use it with --format onnx and without "
                              "--engine torch, or use --precision fp32")
+
+
+def exclusions(file: str | os.PathLike) -> list[Path]:
+    """``--exclude FILE``: its paths (an audit CSV's path column, or one per line), each of which must exist; a
+    relative path is taken from the current folder, else from the file's own folder."""
+    from .auditing.outputs import read_exclusions
+
+    listed = read_exclusions(file)
+    if not listed:
+        raise DataError(f"--exclude {str(file)!r} names no files; give an audit CSV or one path per line")
+    base = Path(file).expanduser().resolve().parent
+    found, missing = [], []
+    for path in listed:
+        candidates = [path] if path.is_absolute() else [path, base / path]
+        hit = next((c for c in candidates if c.exists()), None)
+        (found if hit else missing).append(hit or path)
+    if missing:
+        raise DataError(f"--exclude {str(file)!r} names {len(missing)} file(s) that do not exist, e.g. "
+                        f"{str(missing[0])!r}; fix the paths (relative ones are read from here or from the file's "
+                        "folder)")
+    return found
+
+
+def without(splits, paths: list[Path], file: str):
+    """``splits`` less the excluded images; refused when a class would be left with no training image."""
+    kept = splits.without(paths)
+    empty = [name for name, n in kept.train.counts().items() if n == 0]
+    if empty:
+        raise DataError(f"--exclude {file!r} leaves no training image in class(es) {', '.join(empty)}; keep some, or "
+                        "remove the class folder")
+    return kept

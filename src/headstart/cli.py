@@ -38,7 +38,7 @@ def _default_out(data: Path) -> Path:
 
 #: fit's options that do not shape the run; every other one is saved for --resume
 NOT_RESUMED = ("command", "run", "resume", "resume_hint", "out", "overwrite", "report", "json", "quiet", "verbose",
-               "cache_dir", "engine")
+               "cache_dir", "engine", "exclude_paths")
 
 
 def _fraction(value: float | None) -> float:
@@ -115,6 +115,8 @@ def _check_fit(args: argparse.Namespace) -> Path:
         from .options import parse_layers
 
         parse_layers(args.layer)
+    if args.exclude:
+        args.exclude_paths = checks.exclusions(args.exclude)
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
     check_replaceable(out, args.overwrite or bool(args.resume))  # a user's own folder is never replaced
     check_writable(out)
@@ -130,6 +132,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     out = _check_fit(args)
     splits = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed)
+    if args.exclude:
+        splits = checks.without(splits, args.exclude_paths, args.exclude)
     args.resume_hint = f"headstart fit --resume {out}"
     may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
     workdir = _training_dir(out) if may_train else None
@@ -177,6 +181,12 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
     else:
         lines.append(f"time: {s['total']:.1f} s ({deciding}codes {s['codes']:.1f} s, {result['n_codes_computed']} "
                      f"computed; classifier {s['classifier']:.1f} s)")
+    if result.get("excluded"):
+        lines.append("excluded (--exclude): " + ", ".join(f"{n} {k}" for k, n in result["excluded"].items()))
+    if result.get("leaks"):
+        from .auditing.leakcheck import leak_line
+
+        lines.append(leak_line(result["leaks"], val["accuracy"] if val else None))
     lines += _skipped_lines(result["skipped"] + (val["skipped"] if val else []))
     lines.append(f"saved: {result['out']}" + (f" (report: {result['report']})" if result.get("report") else ""))
     return "\n".join(lines)
@@ -497,6 +507,8 @@ def _add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
     _precision_option(fit)
     _add_fine_tune_options(fit)
+    fit.add_argument("--exclude", metavar="FILE", help="leave these images out: an audit CSV (its path column: "
+                                                       "edit it to the rows you agree with) or one path per line")
     fit.add_argument("--out", help="model folder to write (default runs/<data name>)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     fit.add_argument("--no-report", dest="report", action="store_false", help="skip OUT/report.html")

@@ -43,6 +43,20 @@ class Splits:
     val: ImageSet | None
     how: str
     notes: list[str] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)  # images left out by ``without``, per split
+
+    def without(self, paths: list[Path]) -> Splits:
+        """The same splits less the images at ``paths`` (compared as resolved paths)."""
+        gone = {p.resolve() for p in paths}
+        parts = {}
+        for name, images in (("train", self.train), ("val", self.val)):
+            if images is None:
+                continue
+            keep = np.array([p.resolve() not in gone for p in images.paths], bool)
+            parts[name] = images.subset(np.flatnonzero(keep))
+            if (~keep).any():
+                self.excluded[name] = int((~keep).sum())
+        return Splits(parts["train"], parts.get("val"), self.how, self.notes, dict(self.excluded))
 
 
 def _visible(name: str) -> bool:

@@ -182,6 +182,11 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
     if data:
         about += [["training data", f"{data.get('path')} ({data.get('split')})"],
                   ["training images", sum((data.get("train_counts") or {}).values())]]
+    leaks = config.get("leaks")
+    if leaks:
+        from .auditing.leakcheck import leak_line
+
+        about.append(["leaks", leak_line(leaks, (config.get("validation") or {}).get("accuracy"))])
     accuracy = metrics["accuracy"]
     balanced = metrics.get("balanced_accuracy")
     parts = [

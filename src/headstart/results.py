@@ -105,6 +105,8 @@ class FitResult(TypedDict, total=False):
     classifier_search: dict[str, Any]
     auto: AutoEvidence
     report: str
+    leaks: dict[str, Any]  # auditing.leakcheck.check_leaks: validation images that repeat a training image
+    excluded: dict[str, int]  # images left out by --exclude, per split
     # and every key of FitInfo but "classifier"
     n_train_images: int
     n_skipped: int

@@ -19,10 +19,11 @@ def summarise_data(data: str | Path, splits: Splits, class_names: list[str]) -> 
 
 
 def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite: bool = False,
-               workdir: Path | None = None, report: bool = True) -> FitResult | None:
+               workdir: Path | None = None, report: bool = True, leak_check: bool = True) -> FitResult | None:
     """Fit ``clf`` (a TransferClassifier) on ``splits.train``, save it to ``out`` with its validation metrics and
     report, and return what was done; None in the other processes of a data-parallel run (rank 0 writes).
-    ``workdir``: where a network trains (checkpoints, logs), removed once the model is saved."""
+    ``workdir``: where a network trains (checkpoints, logs), removed once the model is saved. ``leak_check``:
+    count validation images that repeat a training image, and score validation without them too."""
     out = Path(out).expanduser()
     clf.fit(splits.train)
     network = clf.strategy_ in ("fine-tune", "scratch")
@@ -30,6 +31,11 @@ def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite
         return None
     auto = getattr(clf, "auto_", None)
     val = clf.evaluate(splits.val) if splits.val is not None else None
+    leaks = None
+    if leak_check and splits.val is not None:
+        from .auditing.leakcheck import check_leaks
+
+        leaks = check_leaks(clf, splits.train, splits.val, str(data))
     summary = summarise_data(data, splits, clf.classes_)
     result: FitResult = {
         "out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights, "precision": clf.precision,
@@ -38,9 +44,13 @@ def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite
         **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
     if auto:
         result["auto"] = auto
+    if leaks is not None:
+        result["leaks"] = leaks
+    if splits.excluded:
+        result["excluded"] = splits.excluded
     files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network and workdir else None
     clf.save(out, overwrite=overwrite, extra={"data": summary, "validation": val, "fit": clf.fit_info_,
-                                              "auto": auto}, files=files)
+                                              "auto": auto, "leaks": leaks}, files=files)
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
     if report and splits.val is not None:

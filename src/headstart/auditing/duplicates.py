@@ -27,6 +27,7 @@ STRUCTURE_COSINE = 0.6  # with structure correlation at least STRUCTURE
 STRUCTURE = 0.95
 CHROMATICITY = 0.035  # copies keep their mean colour's red and green shares within this
 GUARD = 0.5
+FIGURES_STRUCTURE = 0.98  # without codes: structure correlation at least this
 REF_K = 10
 CANDIDATES = 10  # nearest neighbours by code examined per image
 
@@ -87,6 +88,33 @@ def find_pairs(codes: np.ndarray, stats: ImageStats, ref_codes: np.ndarray | Non
         pairs[key] = (float(c), float(s), False)
     for q, r in exact_pairs:
         pairs[(q, r)] = (1.0, 1.0, True)
+    return _from_dict(pairs)
+
+
+def find_pairs_by_figures(stats: ImageStats, ref_stats: ImageStats) -> Pairs:
+    """Exact and near duplicates of each query image among the reference images from the figures alone (no codes:
+    for a fine-tuned network, whose codes the thresholds were not measured on): identical pixels, or low-frequency
+    structure correlating at least FIGURES_STRUCTURE (mirrored or not) with the same mean colour."""
+    if not len(stats.values) or not len(ref_stats.values):
+        return _empty()
+    q_struct, _ = structure(stats)
+    r_struct, r_mirror = structure(ref_stats)
+    rows, cols, corr = [], [], []
+    for reference in (r_struct, r_mirror):
+        found = nearest(q_struct, reference, CANDIDATES)
+        rows.append(np.repeat(np.arange(len(q_struct)), found.index.shape[1]))
+        cols.append(found.index.ravel())
+        corr.append(found.similarity.ravel())
+    rows, cols, corr = np.concatenate(rows), np.concatenate(cols), np.concatenate(corr)
+    colour = np.abs(stats.chromaticity[rows] - ref_stats.chromaticity[cols]).max(1) <= CHROMATICITY
+    keep = colour & (corr >= FIGURES_STRUCTURE)
+    pairs = {(int(q), int(r)): (float(s), float(s), False) for q, r, s in zip(rows[keep], cols[keep], corr[keep])}
+    for q, r in _exact_pairs(stats.digest, ref_stats.digest, False):
+        pairs[(q, r)] = (1.0, 1.0, True)
+    return _from_dict(pairs)
+
+
+def _from_dict(pairs: dict[tuple[int, int], tuple[float, float, bool]]) -> Pairs:
     if not pairs:
         return _empty()
     keys = sorted(pairs)

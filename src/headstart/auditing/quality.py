@@ -24,7 +24,7 @@ COLOUR_DATASET = 10.0  # ...among images whose median spread is above this
 SMALL_OF_MODEL = 0.25  # smaller than a quarter of the model's input...
 SMALL_OF_DATASET = 0.5  # ...and than half the dataset's median shorter side
 OUTLIER_K = 5  # outlier score: cosine similarity to the K-th nearest other image
-OUTLIER_MADS = 4.0  # flagged below the median by this many (scaled) median absolute deviations
+OUTLIER_MADS = 3.0  # flagged this many (scaled) median absolute deviations above the median score
 
 ACTIONS = {
     "small": "check it: smaller than the model's input and most of the dataset; replace with a larger copy or remove",

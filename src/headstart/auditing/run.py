@@ -63,18 +63,47 @@ def code_images(extractor: Any, images: ImageSet) -> Coded:
                  result.skipped, result.extracted)
 
 
-def out_of_fold(train: Coded, groups: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]] | None:
-    """Out-of-fold class probabilities of every training image (grouped folds, C by cross-validated log loss)."""
+def out_of_fold(train: Coded, groups: np.ndarray, seed: int, cache: Path | None = None
+                ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Out-of-fold class probabilities of every training image (grouped folds, C by cross-validated log loss; the
+    C searched before for exactly these codes, labels and folds is read from ``cache``, a JSON file)."""
+    import json
+
+    from ..cache import write_atomic
     from ..linear import search_C
 
     labels, n_classes = train.images.labels, len(train.images.class_names)
     if len(np.unique(labels)) < 2:
         return None
-    search = search_C(train.codes, labels, n_classes, "logistic", seed, groups=groups, max_rows=len(labels))
+    known = None
+    if cache is not None and cache.is_file():
+        try:
+            known = [float(json.loads(cache.read_text())["C"])]
+        except (OSError, ValueError, KeyError, TypeError):
+            known = None
+    search = search_C(train.codes, labels, n_classes, "logistic", seed, grid=known, groups=groups,
+                      max_rows=len(labels))
     if search is None:
         return None
+    if cache is not None and known is None:
+        write_atomic(cache, json.dumps({"C": search.C}).encode())
     return search.oof_proba(), {"C": search.C, "cv_folds": search.folds, "cv_accuracy": round(search.cv_accuracy, 4),
-                                "cv_log_loss": round(search.cv_log_loss, 4)}
+                                "cv_log_loss": round(search.cv_log_loss, 4), "C_from_cache": known is not None}
+
+
+def _search_file(extractor: Any, train: Coded, groups: np.ndarray, seed: int) -> Path | None:
+    """Where the label check's C is kept for exactly these codes, labels and duplicate groups."""
+    import hashlib
+
+    from ..cache import file_identity, key_of
+
+    if extractor.cache_dir is None:
+        return None
+    files = hashlib.sha256("\n".join(str(file_identity(p)) for p in train.images.paths).encode()).hexdigest()
+    key = key_of({"weights": extractor.backbone.digest, "preprocess": extractor.backbone.preprocess.to_dict(),
+                  "files": files, "labels": train.images.labels.tolist(), "groups": groups.tolist(), "seed": seed,
+                  "v": 1})
+    return extractor.cache_dir / "scores" / f"audit-{extractor.backbone.name}-{key}.json"
 
 
 def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None = None, *,
@@ -118,7 +147,7 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     labelled = bool(train.images.class_names)
     issues, agreement, cv = None, None, None
     if labelled and len(train.codes) > NEIGHBOURS:
-        oof = out_of_fold(train, groups, seed)
+        oof = out_of_fold(train, groups, seed, _search_file(extractor, train, groups, seed))
         if oof is not None:
             proba, cv = oof
             issues = find_label_issues(proba, train.images.labels)
@@ -147,8 +176,11 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     result["label_errors"] = {"method": "confident learning (prune by noise rate) on 5-fold out-of-fold probabilities "
                                         "of a logistic classifier on penultimate codes; folds keep duplicates "
                                         "together", "cv": cv} if issues is not None else None
+    least = np.argsort(-outlier)[:10]
     result["outliers"] = {"method": f"one minus the cosine similarity to the {OUTLIER_K}th nearest other training "
-                                    "image (penultimate codes)", "threshold": round(float(threshold), 4)}
+                                    "image (penultimate codes)", "threshold": round(float(threshold), 4),
+                          "least_typical": [{"path": str(train.images.paths[i]), "score": round(float(outlier[i]), 4)}
+                                            for i in least]}
     result["seconds"] = {"codes": round(coded - started, 3), "duplicates": round(checked - coded, 3),
                          "labels": round(labelled_at - checked, 3),
                          "outliers_quality": round(finished - labelled_at, 3),
