@@ -93,6 +93,18 @@ CASES = [
     ("summary {data}", "not a saved headstart model"),
     ("models nosuch_model_xyz*", "no model matches"),
     ("bogus", "invalid choice"),
+    # audit, and fit --exclude
+    ("audit no/such/folder", "does not exist"),
+    ("audit {data} --val no/such", "validation folder"),
+    ("audit {sandbox}/emptyclass", "is empty"),
+    ("audit {data} --out {data}/audit.html", "inside the audited folder"),
+    ("audit {data} --csv {file}", "already exists"),
+    ("audit {data} --out {sandbox}/a.html --csv {sandbox}/a.html", "name the same file"),
+    ("audit {data} --batch-size 0", "--batch-size must be at least 1"),
+    ("audit {data} --weights no/such.pt", "nor an existing file"),
+    ("fit {data} --exclude {sandbox}/exclude.csv", "names 1 file(s) that do not exist"),
+    ("fit {data} --exclude no/such.csv", "is not a file"),
+    ("fit {data} --exclude {sandbox}/all_red.txt", "leaves no training image in class(es) red"),
 ]
 
 
@@ -106,6 +118,10 @@ def sandbox(tmp_path_factory, colors_data) -> dict[str, str]:
     (root / "own").mkdir()
     (root / "own" / "holiday.jpg").write_bytes(b"the user's photo")
     (root / "notes.txt").write_text("the user's notes")
+    make_image(root / "emptyclass" / "a" / "0.png", (200, 40, 40))
+    (root / "emptyclass" / "b").mkdir()
+    (root / "exclude.csv").write_text("path,issue,score,other,action\nno/such.jpg,leak,1.0,,remove\n")
+    (root / "all_red.txt").write_text("\n".join(str(p) for p in sorted((root / "data" / "train" / "red").iterdir())))
     return {"sandbox": str(root), "data": str(root / "data"), "model": str(root / "model"), "own": str(root / "own"),
             "file": str(root / "notes.txt"), "image": str(next((root / "data" / "val" / "red").iterdir()))}
 

@@ -2,13 +2,15 @@
 decoded images' figures.
 
 Exact: identical decoded pixels (the same digest). Near: the same shot re-encoded, resized, cropped a little,
-mirrored or colour-shifted. Measured on 100 planted copies of each kind (cats_vs_dogs and dtd10, ``bench/audit.py``):
-such copies have a code cosine of 0.86-1.0 to their original, except half-size copies of fine textures (down to
-0.45), whose low-frequency structure (the perceptual hash's DCT block) still correlates above 0.95, where the most
-similar two of 1000 distinct ImageNet classes reach a cosine of 0.74. So a pair is near when its cosine is at least
-COSINE, or at least STRUCTURE_COSINE with structure correlation at least STRUCTURE; and in both cases it must stand
-out from the neighbourhood: its distance at most GUARD times that to the image's REF_K-th neighbour, so that a set of
-look-alike images (28-px X-rays, whose distinct images reach cosines of 0.95) is not read as copies of each other.
+mirrored or colour-shifted. Measured on 100 planted copies of each kind (cats_vs_dogs and dtd10, ``bench/audit.py
+leaks``): such copies have a code cosine of 0.84-1.0 to their original, except half-size copies of fine textures
+(down to 0.45), whose low-frequency structure (the perceptual hash's DCT block) still correlates above 0.95; their
+mean colour's red and green shares stay within 0.035. The most similar two of 1000 distinct ImageNet classes reach a
+cosine of 0.74, but distinct textures of one kind (two chequerboards, two cobwebs) reach 0.85-0.94. So a pair is near
+when it keeps its colour and either its cosine is at least COSINE (or COSINE_WITH_STRUCTURE with structure at least
+SOME_STRUCTURE) and it stands out from the neighbourhood (its distance at most GUARD times that to the image's REF_K-th
+neighbour, so that a set of look-alikes such as 28-px X-rays is not read as copies), or its structure correlates at
+least STRUCTURE with a cosine of at least STRUCTURE_COSINE.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..imagestats import ImageStats
-from .neighbours import nearest, structure, unit_rows
+from .neighbours import Neighbours, nearest, structure, unit_rows
 
 COSINE = 0.93  # alone (with the guard)
 COSINE_WITH_STRUCTURE = 0.85  # with structure correlation at least SOME_STRUCTURE
@@ -52,16 +54,17 @@ def _empty() -> Pairs:
 
 
 def find_pairs(codes: np.ndarray, stats: ImageStats, ref_codes: np.ndarray | None = None,
-               ref_stats: ImageStats | None = None) -> Pairs:
+               ref_stats: ImageStats | None = None, found: Neighbours | None = None) -> Pairs:
     """Exact and near duplicate pairs within ``codes`` (each pair once, query < reference), or of each query row
-    against the reference rows (``ref_codes``, ``ref_stats``: leaks)."""
+    against the reference rows (``ref_codes``, ``ref_stats``: leaks). ``found``: the queries' nearest references,
+    at least max(CANDIDATES, REF_K) of them, when already computed."""
     same = ref_codes is None
     ref_codes, ref_stats = (codes, stats) if same else (ref_codes, ref_stats)
     if not len(codes) or not len(ref_codes):
         return _empty()
     queries, reference = unit_rows(codes), unit_rows(ref_codes)
     k = max(CANDIDATES, REF_K)
-    found = nearest(queries, reference, k, same=same)
+    found = found if found is not None else nearest(queries, reference, k, same=same)
     if found.index.shape[1] == 0:
         return _empty()
     ref_level = found.similarity[:, min(REF_K, found.similarity.shape[1]) - 1]

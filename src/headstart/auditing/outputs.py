@@ -60,6 +60,9 @@ def summary_lines(result: AuditResult, limit: int = 5) -> list[str]:
             for f in [f for f in result["findings"] if f["issue"] == issue][:limit]:
                 other = f" <-> {f['other']}" if f["other"] else ""
                 lines.append(f"  {f['score']:.3f}  {f['path']}{other}")
+    note = (result.get("label_errors") or {}).get("note")
+    if note and counts["label_error"]:
+        lines.append(f"note on label errors: {note}")
     level = result.get("class_level")
     if level:
         lines.append(f"class imbalance (largest / smallest class): {level['imbalance_ratio']}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..imagestats import ImageStats
-from .neighbours import nearest, unit_rows
+from .neighbours import Neighbours, nearest, unit_rows
 
 DARK_P99 = 40.0  # nearly black: even the brightest 1% of pixels is darker than this (0-255)
 LIGHT_P01 = 215.0  # nearly white: even the darkest 1% of pixels is lighter than this
@@ -60,14 +60,15 @@ def quality_flags(stats: ImageStats, model_short_side: int) -> dict[str, np.ndar
     return {kind: np.clip(np.maximum(score, 0) + (score > 0) * 1e-3, 0, 1) for kind, score in scores.items()}
 
 
-def outlier_scores(codes: np.ndarray) -> tuple[np.ndarray, float]:
+def outlier_scores(codes: np.ndarray, found: Neighbours | None = None) -> tuple[np.ndarray, float]:
     """(each image's outlier score: one minus the cosine to its K-th nearest other image, the flagging threshold:
-    that many MADs above the median score)."""
+    that many MADs above the median score). ``found``: the images' nearest neighbours among themselves, if known."""
     if len(codes) <= OUTLIER_K:
         return np.zeros(len(codes)), float("inf")
-    x = unit_rows(codes)
-    found = nearest(x, x, OUTLIER_K, same=True)
-    score = 1.0 - found.similarity[:, -1].astype(np.float64)
+    if found is None:
+        x = unit_rows(codes)
+        found = nearest(x, x, OUTLIER_K, same=True)
+    score = 1.0 - found.similarity[:, OUTLIER_K - 1].astype(np.float64)
     median = float(np.median(score))
     mad = float(np.median(np.abs(score - median))) * 1.4826
     return score, median + OUTLIER_MADS * max(mad, 1e-6)

@@ -17,12 +17,13 @@ import numpy as np
 from ..data import ImageSet, existing_dir, files_under, find_splits
 from ..errors import DataError
 from ..imagestats import STATS, ImageStats
-from .duplicates import find_pairs, groups_of
+from .duplicates import CANDIDATES, REF_K, find_pairs, groups_of
 from .findings import AuditResult, assemble
 from .labels import LabelIssues, confused_pairs, find_label_issues, neighbour_agreement
 from .neighbours import nearest, unit_rows
 from .quality import OUTLIER_K, outlier_scores, quality_flags
 
+WEAK_CLASSIFIER = 0.9  # out-of-fold accuracy under which label-error flags come with a warning
 NEIGHBOURS = 10  # label agreement: the given label's share among this many nearest training images
 
 
@@ -138,7 +139,9 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     val_coded = code_images(extractor, val_images) if val_images is not None else None
     coded = time.perf_counter()
 
-    train_pairs = find_pairs(train.codes, train.stats)
+    x = unit_rows(train.codes)
+    neighbours = nearest(x, x, max(NEIGHBOURS, OUTLIER_K, CANDIDATES, REF_K), same=True)  # once, for every check
+    train_pairs = find_pairs(train.codes, train.stats, found=neighbours)
     groups = groups_of(len(train.codes), train_pairs)
     val_pairs = find_pairs(val_coded.codes, val_coded.stats) if val_coded else None
     leaks = (find_pairs(val_coded.codes, val_coded.stats, train.codes, train.stats) if val_coded else None)
@@ -151,12 +154,11 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
         if oof is not None:
             proba, cv = oof
             issues = find_label_issues(proba, train.images.labels)
-            x = unit_rows(train.codes)
-            neighbours = nearest(x, x, NEIGHBOURS, same=True)
-            agreement = neighbour_agreement(train.images.labels[neighbours.index], train.images.labels)
+            agreement = neighbour_agreement(train.images.labels[neighbours.index[:, :NEIGHBOURS]],
+                                            train.images.labels)
     labelled_at = time.perf_counter()
 
-    outlier, threshold = outlier_scores(train.codes)
+    outlier, threshold = outlier_scores(train.codes, neighbours)
     val_outlier = None
     if val_coded is not None and len(val_coded.codes) and len(train.codes) >= OUTLIER_K:
         found = nearest(unit_rows(val_coded.codes), unit_rows(train.codes), OUTLIER_K)
@@ -176,6 +178,10 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     result["label_errors"] = {"method": "confident learning (prune by noise rate) on 5-fold out-of-fold probabilities "
                                         "of a logistic classifier on penultimate codes; folds keep duplicates "
                                         "together", "cv": cv} if issues is not None else None
+    if cv is not None and cv["cv_accuracy"] < WEAK_CLASSIFIER:
+        result["label_errors"]["note"] = (
+            f"the out-of-fold classifier is right on {cv['cv_accuracy']:.0%} of the training images, so many flags "
+            "are its own mistakes on hard images: trust the top of the ranking (score) most")
     least = np.argsort(-outlier)[:10]
     result["outliers"] = {"method": f"one minus the cosine similarity to the {OUTLIER_K}th nearest other training "
                                     "image (penultimate codes)", "threshold": round(float(threshold), 4),
