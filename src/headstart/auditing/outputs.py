@@ -88,7 +88,8 @@ def _finding_html(f: Finding) -> str:
     if f["issue"] in ("exact_duplicate", "near_duplicate", "leak"):
         pictures = (_figure(f["path"], f"{f['split']}: {name} ({evidence.get('label', '')})")
                     + _figure(f["other"], f"{'train' if f['issue'] == 'leak' else f['split']}: "
-                                          f"{Path(f['other']).name} ({evidence.get('other_label', '')}), kept"))
+                                          f"{Path(f['other']).name} ({evidence.get('other_label', '')})"
+                                          + ("" if f["issue"] == "leak" else ", the copy to keep")))
     elif f["issue"] == "label_error":
         pictures = _figure(f["path"], f"{name}: filed {evidence['given']} (p {evidence['p_given']:.2f}), looks like "
                                       f"{evidence['suggested']} (p {evidence['p_suggested']:.2f}); "
