@@ -250,7 +250,7 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
     """(searches, chosen layer, evidence): from the cache when these codes were scored before, else computed."""
     import json
 
-    from .cache import write_atomic
+    from .cache import write_cache
 
     path = _scores_file(cache_dir, backbone, candidates, measured, seed, precision or {})
     if path is not None and path.is_file():
@@ -272,7 +272,7 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
         stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits",
                                                                               "rows_index")}
                   for name, search in searches.items()}
-        write_atomic(path, json.dumps({"searches": stored, "choice": choice}).encode())
+        write_cache(path, json.dumps({"searches": stored, "choice": choice}).encode())
     return searches, layer, choice
 
 

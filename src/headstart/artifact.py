@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .cache import current_umask
+from .cache import apply_umask, cannot_write, is_write_fault, reason_of, space_for
 from .errors import ArtifactError
 
 FORMAT = "headstart-model/1"
@@ -98,9 +98,13 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
 
     path = Path(path).expanduser()
     check_replaceable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
-    os.chmod(staged, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the model folder private
+    needed = model_bytes(clf)
+    space_for(path.parent, needed, "the model folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    except OSError as exc:
+        raise cannot_write(path, reason_of(exc), needed) from None
     try:
         backbone = clf.backbone_
         save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()},
@@ -136,12 +140,40 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
             if Path(source).exists():
                 (staged / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, staged / name)
+        apply_umask(staged)  # safetensors writes 0600 files: a model saved by one account must serve another
         replace_dir(staged, path, overwrite)
         clf.config_, clf.path_ = config, path
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staged, ignore_errors=True)
+        if is_write_fault(exc) and not isinstance(exc, ArtifactError):
+            raise cannot_write(path, reason_of(exc), needed, "the previous model, if any, is unchanged; free some "
+                                                             "space or choose another --out") from None
         raise
     return path
+
+
+def model_bytes(clf: Any) -> int:
+    """About how large ``clf``'s model folder will be: the network's weights, the head, the familiarity bank and
+    the int8 network, plus a margin for the config."""
+    weights = sum(t.numel() * t.element_size() for t in clf.backbone_.model.state_dict().values())
+    head = clf.head_.weight.nbytes + clf.head_.bias.nbytes if hasattr(clf, "head_") else 0
+    familiarity = getattr(clf, "familiarity_", None)
+    bank = familiarity.bank.nbytes if familiarity is not None else 0
+    network = getattr(clf, "_network", None)
+    int8 = Path(network).stat().st_size if network is not None and Path(network).exists() else 0
+    return int(weights + head + bank + int8 + 1_000_000)
+
+
+def estimated_model_bytes(model: str, weights: str | None = None) -> int:
+    """Before any work: a model folder for the network ``model`` (its parameters in float32, without loading
+    weights), with the largest familiarity bank, and a margin."""
+    import timm
+
+    from .familiarity import BANK_MAX
+
+    net = timm.create_model(model, pretrained=False, num_classes=0)
+    params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
+    return int(4 * params + 2 * BANK_MAX * net.num_features + 1_000_000)
 
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:

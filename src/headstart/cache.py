@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import CannotWrite
+
+#: What the machine answers when a write cannot happen, whatever the program does: full disk, quota, read-only
+#: file system, no permission, a folder that vanished.
+WRITE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EFBIG)
 
 
 def default_cache_dir() -> Path:
@@ -51,23 +59,125 @@ def current_umask() -> int:
     return mask
 
 
-_MODE = 0o666 & ~current_umask()  # what open() would give a new file
+def file_mode() -> int:
+    """The mode a new file gets under the current umask."""
+    return 0o666 & ~current_umask()
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file and folder below ``folder`` (and itself) the mode the umask gives new ones: libraries that
+    write through private temporary files (safetensors' 0600) would otherwise make a shared model unreadable."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(Path(root) / name, 0o777 & ~mask)
+        for name in files:
+            os.chmod(Path(root) / name, 0o666 & ~mask)
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the file system that holds ``path`` (or its nearest existing folder); None if unknown."""
+    path = Path(path).expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def cannot_write(path: Path, reason: str, needed: int | None = None, hint: str = "") -> CannotWrite:
+    """The one-line error for a write the machine refused: the file, why, what was needed and what is free."""
+    free = free_bytes(Path(path).parent)
+    sizes = []
+    if needed is not None:
+        sizes.append(f"needs about {megabytes(needed)}")
+    if free is not None:
+        sizes.append(f"{megabytes(free)} free there")
+    detail = f" ({', '.join(sizes)})" if sizes else ""
+    return CannotWrite(f"cannot write {str(path)!r}: {reason}{detail}; " + (hint or "free some space or choose "
+                                                                                    "another folder"))
+
+
+def is_write_fault(exc: BaseException) -> bool:
+    """True for the machine refusing a write (see WRITE_FAULTS), however the library that wrote reports it."""
+    if isinstance(exc, CannotWrite):
+        return True
+    if isinstance(exc, OSError) and exc.errno in WRITE_FAULTS:
+        return True
+    text = str(exc)
+    return any(s in text for s in ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                                   "failed writing file", "Permission denied"))
+
+
+def reason_of(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    for known in ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied"):
+        if known in text:
+            return known
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def space_for(path: Path, needed: int, what: str, hint: str = "") -> None:
+    """A one-line error, before any work, when the file system of ``path`` has less than ``needed`` bytes free."""
+    free = free_bytes(path)
+    if free is not None and free < needed:
+        raise CannotWrite(f"not enough space for {what} in {str(Path(path).expanduser())!r}: it needs about "
+                          f"{megabytes(needed)}, {megabytes(free)} is free; "
+                          + (hint or "free some space or choose another folder"))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part; a write the
+    machine refuses raises :class:`CannotWrite` (one line) and leaves nothing behind."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _MODE)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAULTS:
+            raise cannot_write(path, reason_of(exc), len(data)) from None
         raise
+
+
+class CacheWarning(UserWarning):
+    """The cache could not be written: results are not cached, the run goes on."""
+
+
+_WARNED: list[str] = []
+
+
+def not_cached(exc: CannotWrite, folder: Path) -> None:
+    """Say once (per process) that results are not cached, and why; the run goes on."""
+    if _WARNED:
+        return
+    _WARNED.append(str(folder))
+    warnings.warn(f"results are not cached: {exc}; the run goes on", CacheWarning, stacklevel=3)
+
+
+def write_cache(path: Path, data: bytes) -> bool:
+    """:func:`write_atomic` for what may be lost (a cache): a refused write is said once and skipped."""
+    try:
+        write_atomic(path, data)
+        return True
+    except CannotWrite as exc:
+        not_cached(exc, path.parent)
+        return False
 
 
 class CodeStore:
@@ -79,13 +189,20 @@ class CodeStore:
 
     def __init__(self, folder: Path, describe: dict[str, Any]):
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        self.writable = True
         meta = folder / "key.json"
-        if not meta.exists():
-            write_atomic(meta, json.dumps(describe, indent=1, sort_keys=True).encode())
+        try:
+            if not meta.exists():
+                write_atomic(meta, json.dumps(describe, indent=1, sort_keys=True).encode())
+        except CannotWrite as exc:  # a full, read-only or vanished cache: codes are computed, not kept
+            self.writable = False
+            not_cached(exc, folder.parent)
 
     def _shards(self) -> list[Path]:
-        return sorted(self.folder.glob("*.npz"))
+        try:
+            return sorted(self.folder.glob("*.npz"))
+        except OSError:
+            return []
 
     def lookup(self, ids: list[str]) -> dict[str, np.ndarray]:
         """Codes for those of ``ids`` that are cached."""
@@ -112,8 +229,10 @@ class CodeStore:
         return found
 
     def add(self, ids: list[str], codes: np.ndarray) -> None:
-        """Store one shard of codes (rows in the order of ``ids``)."""
+        """Store one shard of codes (rows in the order of ``ids``); a refused write is said once, then skipped."""
+        if not self.writable:
+            return
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.asarray(ids, dtype=str), codes=codes.astype(np.float32, copy=False))
         data = buffer.getvalue()
-        write_atomic(self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.npz", data)
+        self.writable = write_cache(self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.npz", data)

@@ -120,9 +120,12 @@ def _check_fit(args: argparse.Namespace) -> Path:
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
     check_replaceable(out, args.overwrite or bool(args.resume))  # a user's own folder is never replaced
     check_writable(out)
+    from .artifact import estimated_model_bytes
     from .backbones import check_model_name
+    from .cache import space_for
 
-    check_model_name(args.model)  # the last check (it imports timm), still before any data is read
+    check_model_name(args.model)  # the last checks (they import timm), still before any data is read
+    space_for(out.parent, estimated_model_bytes(args.model), "the model folder")
     return out
 
 
@@ -657,6 +660,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        from .cache import is_write_fault, reason_of
+
+        if not is_write_fault(exc):
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"headstart: error: cannot write {where}{reason_of(exc)}; free some space or choose another folder",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         hint = getattr(args, "resume_hint", None)
         training = hint and (_training_dir(Path(hint.split(" --resume ", 1)[1])) / "run.json").is_file()

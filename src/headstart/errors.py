@@ -15,3 +15,8 @@ class ModelError(HeadstartError):
 
 class ArtifactError(HeadstartError):
     """A saved model folder or output path is missing, damaged or taken."""
+
+
+class CannotWrite(ArtifactError):
+    """The machine refused a write (a full disk, a quota, a read-only or vanished folder); the message names the
+    file, the reason, what was needed and what is free."""

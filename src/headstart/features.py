@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 
 from .backbones import Backbone, CodesNet
-from .cache import CodeStore, default_cache_dir, file_identity, file_sha256, key_of, write_atomic
+from .cache import CodeStore, default_cache_dir, file_identity, file_sha256, key_of, not_cached, write_atomic
 from .defaults import ENGINES, PRECISIONS
-from .errors import ModelError
+from .errors import CannotWrite, ModelError
 from .images import Preprocess, decoded_batches
 from .imagestats import STATS, STATS_VERSION
 from .quantize import calibration_sample
@@ -56,11 +57,32 @@ class OnnxRunner:
 _OPENED: set[str] = set()
 
 
+#: Where networks go when the cache cannot hold them (full, read-only): removed when the process ends.
+_SPILL: list[tempfile.TemporaryDirectory] = []
+
+
+def _write_network(path: Path, data: bytes) -> Path:
+    """``data`` written to ``path``, or, when the cache refuses it, to a folder of this process's own (said once)."""
+    try:
+        write_atomic(path, data)
+        return path
+    except CannotWrite as exc:
+        not_cached(exc, path.parent)
+        if not _SPILL:
+            _SPILL.append(tempfile.TemporaryDirectory(prefix="headstart-networks-"))
+        spilled = Path(_SPILL[0].name) / path.name
+        write_atomic(spilled, data)  # a second refusal is the run's end: one line, naming the folder and sizes
+        return spilled
+
+
 def _cached(path: Path, build: Callable[[], bytes]) -> Path:
     """``path``, built first when missing, or when ONNX Runtime cannot open it (a damaged file, rebuilt once)."""
     for attempt in range(2):
+        spilled = Path(_SPILL[0].name) / path.name if _SPILL else None
+        if not path.exists() and spilled is not None and spilled.exists():
+            path = spilled
         if not path.exists():
-            write_atomic(path, build())
+            path = _write_network(path, build())
         identity = file_identity(path)
         if identity in _OPENED:
             return path
@@ -198,8 +220,6 @@ class FeatureExtractor:
         """The ONNX file that computes the codes (exported, and quantised for int8, on first use; cached)."""
         if self._network is None:
             if self.cache_dir is None:
-                import tempfile
-
                 self._tmp = tempfile.TemporaryDirectory(prefix="headstart-onnx-")
             folder = Path(self._tmp.name) if self.cache_dir is None else self.cache_dir
             network = fp32_network(self.backbone, self._net_layers, folder)

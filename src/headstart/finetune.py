@@ -395,11 +395,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed: a kill never leaves half a checkpoint."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        import io
+
+        from .cache import write_atomic
+        from .errors import CannotWrite
+
+        buffer = io.BytesIO()  # serialised first: torch's own writer reports a full disk only as an iostream error
+        torch.save(checkpoint, buffer)
+        try:
+            write_atomic(Path(path), buffer.getvalue())
+        except CannotWrite as exc:
+            raise CannotWrite(f"{exc}; the last checkpoint written is kept: free some space, then resume "
+                              "(headstart fit --resume OUT)") from None
 
 
 def usable_images(images: ImageSet, preprocess: Preprocess, workers: int = 2

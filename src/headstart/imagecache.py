@@ -11,7 +11,9 @@ monitor images go through :class:`~headstart.images.Preprocess` per batch, as pr
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -42,10 +44,36 @@ def store_size(preprocess: Preprocess, median_short_side: int | None) -> int:
 def allocate(shape: tuple[int, ...], dtype: type, folder: Path | None, name: str) -> np.ndarray:
     """An empty array in memory, or, when larger than MEMORY_LIMIT and ``folder`` is given, a file there written
     under a temporary name (:func:`complete` renames it to ``folder/name``)."""
-    if folder is None or int(np.prod(shape)) * np.dtype(dtype).itemsize <= MEMORY_LIMIT:
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if folder is None or size <= MEMORY_LIMIT:
         return np.empty(shape, dtype)
-    folder.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(folder / f".{name}.partial", "w+", dtype, shape)
+    from .cache import cannot_write, reason_of, space_for
+
+    # a memory-mapped file on a full disk fails at a random page (SIGBUS), so the space is checked first
+    space_for(folder, size + (1 << 20), f"the training images' decoded copy ({name})",
+              "free some space, put --out on a larger disk, or use --loader stream")
+    partial = folder / f".{name}.partial"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        array = np.lib.format.open_memmap(partial, "w+", dtype, shape)
+        _reserve(partial)
+        return array
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise cannot_write(folder / name, reason_of(exc), size) from None
+
+
+def _reserve(path: Path) -> None:
+    """Take the file's blocks now (where the file system can), so that a disk filling later cannot fail a write
+    into the memory map; a full disk raises here, as an OSError."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
 
 
 def complete(array: np.ndarray, name: str) -> np.ndarray:

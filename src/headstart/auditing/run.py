@@ -70,7 +70,7 @@ def out_of_fold(train: Coded, groups: np.ndarray, seed: int, cache: Path | None 
     C searched before for exactly these codes, labels and folds is read from ``cache``, a JSON file)."""
     import json
 
-    from ..cache import write_atomic
+    from ..cache import write_cache
     from ..linear import search_C
 
     labels, n_classes = train.images.labels, len(train.images.class_names)
@@ -87,7 +87,7 @@ def out_of_fold(train: Coded, groups: np.ndarray, seed: int, cache: Path | None 
     if search is None:
         return None
     if cache is not None and known is None:
-        write_atomic(cache, json.dumps({"C": search.C}).encode())
+        write_cache(cache, json.dumps({"C": search.C}).encode())
     return search.oof_proba(), {"C": search.C, "cv_folds": search.folds, "cv_accuracy": round(search.cv_accuracy, 4),
                                 "cv_log_loss": round(search.cv_log_loss, 4), "C_from_cache": known is not None}
 
