@@ -95,11 +95,10 @@ def test_a_full_cache_disk_warns_once_and_the_fit_goes_on(tmp_path, colors_data)
 
 def test_a_read_only_or_uncreatable_cache_warns_once_and_the_fit_goes_on(tmp_path, colors_data):
     with small_disk(tmp_path, "1m", read_only=True) as disk:
-        for cache in (disk, disk / "not" / "there"):
-            run = headstart_cli("fit", str(colors_data), "--out", str(tmp_path / "m"), "-q", "--overwrite",
-                                "--strategy", "feature-extractor", cache=cache)
-            assert run.returncode == 0, run.stderr
-            assert run.stderr.count("\n") == 1 and "Read-only file system" in run.stderr, run.stderr
+        run = headstart_cli("fit", str(colors_data), "--out", str(tmp_path / "m"), "-q", "--strategy",
+                            "feature-extractor", cache=disk / "not" / "there")  # neither writable nor creatable
+        assert run.returncode == 0, run.stderr
+        assert run.stderr.count("\n") == 1 and "Read-only file system" in run.stderr, run.stderr
 
 
 def test_a_model_folder_that_cannot_fit_is_refused_before_any_work(tmp_path, colors_data):
@@ -166,21 +165,42 @@ def test_decoded_images_spilled_to_a_full_disk_are_refused_up_front(tmp_path, mo
         assert imagecache.complete(small, "images.npy").sum() == 7 * small.size
 
 
+UMASK_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+os.umask(int(sys.argv[1], 8))
+import headstart
+from headstart.auditing.outputs import write_csv
+from headstart.export import export
+root = Path(sys.argv[2])
+clf = headstart.TransferClassifier(strategy="feature-extractor", C=1.0).fit(root / "images")
+clf.save(root / "model")
+export(headstart.load(root / "model"), root / "model.onnx")
+write_csv(headstart.audit(root / "images"), root / "audit.csv")
+"""
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077])
-def test_every_file_written_gets_the_users_umask(tmp_path, colors_data, umask):
-    cache, model = tmp_path / "cache", tmp_path / "model"
-    assert headstart_cli("fit", str(colors_data), "--out", str(model), "-q", cache=cache, umask=umask).returncode == 0
-    run = headstart_cli("export", str(model), "--out", str(tmp_path / "m.onnx"), "-q", cache=cache, umask=umask)
+def test_every_file_written_gets_the_users_umask(tmp_path, umask):
+    from tests.conftest import make_image
+
+    for k, color in enumerate(((200, 40, 40), (40, 40, 200))):
+        for i in range(6):  # new images: their codes and figures are new cache files
+            make_image(tmp_path / "images" / f"c{k}" / f"{i}.png", color, seed=1000 * umask + 10 * k + i)
+    cache = Path(os.environ["HEADSTART_CACHE_DIR"])
+    before = set(cache.rglob("*"))
+    run = subprocess.run([sys.executable, "-c", UMASK_SCRIPT, oct(umask)[2:], str(tmp_path)], capture_output=True,
+                         text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    run = headstart_cli("audit", str(colors_data), "--csv", str(tmp_path / "a.csv"), "-q", cache=cache, umask=umask)
-    assert run.returncode == 0, run.stderr
-    written = [model, cache, tmp_path / "m.onnx", tmp_path / "a.csv"]
+    new_in_cache = [p for p in cache.rglob("*") if p not in before]
+    assert any(p.suffix == ".npz" for p in new_in_cache)  # the run did write to the cache
+    written = [tmp_path / "model", *(tmp_path / "model").rglob("*"), tmp_path / "model.onnx", tmp_path / "audit.csv",
+               *new_in_cache]
     wrong = []
-    for top in written:
-        for path in [top, *top.rglob("*")] if top.is_dir() else [top]:
-            want = (0o777 if path.is_dir() else 0o666) & ~umask
-            if stat.S_IMODE(path.stat().st_mode) != want:
-                wrong.append(f"{path}: {oct(stat.S_IMODE(path.stat().st_mode))}, want {oct(want)}")
+    for path in written:
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        if stat.S_IMODE(path.stat().st_mode) != want:
+            wrong.append(f"{path}: {oct(stat.S_IMODE(path.stat().st_mode))}, want {oct(want)}")
     assert not wrong, wrong[:5]
 
 
@@ -196,5 +216,5 @@ def test_two_processes_filling_one_cache_agree_and_a_third_run_is_warm(tmp_path,
     assert third["computed"] == 0  # every image's codes were in the cache
     paths = sorted((colors_data / "train").rglob("*.png"))
     shared = headstart.CNNCodes(cache_dir=cache).fit().transform(paths)
-    fresh = headstart.CNNCodes(cache_dir=False).fit().transform(paths)
-    np.testing.assert_allclose(shared, fresh, atol=1e-5)
+    elsewhere = headstart.CNNCodes().fit().transform(paths)  # the session's own cache, filled by one process
+    np.testing.assert_allclose(shared, elsewhere, atol=1e-5)
