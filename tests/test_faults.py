@@ -101,6 +101,20 @@ def test_a_read_only_or_uncreatable_cache_warns_once_and_the_fit_goes_on(tmp_pat
         assert run.stderr.count("\n") == 1 and "Read-only file system" in run.stderr, run.stderr
 
 
+def test_a_cache_folder_that_vanishes_mid_run_is_made_again(tmp_path, colors_data):
+    from headstart.backbones import create_backbone
+    from headstart.features import FeatureExtractor
+
+    paths = sorted((colors_data / "train").rglob("*.png"))
+    extractor = FeatureExtractor(create_backbone(), ["penultimate"], tmp_path / "cache")
+    first = extractor.transform(paths[:12])
+    shutil.rmtree(tmp_path / "cache")  # deleted by hand, or by a cleaner, while the run goes on
+    second = extractor.transform(paths)
+    assert second.extracted == len(paths) and np.allclose(second.codes[:12], first.codes, atol=1e-5)
+    again = FeatureExtractor(create_backbone(), ["penultimate"], tmp_path / "cache").transform(paths)
+    assert again.extracted == 0  # kept again
+
+
 def test_a_model_folder_that_cannot_fit_is_refused_before_any_work(tmp_path, colors_data):
     with small_disk(tmp_path, "3m") as disk:
         run = headstart_cli("fit", str(colors_data), "--out", str(disk / "model"), "-q", cache=tmp_path / "cache")

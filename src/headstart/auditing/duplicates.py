@@ -29,6 +29,7 @@ STRUCTURE_COSINE = 0.6  # with structure correlation at least STRUCTURE
 STRUCTURE = 0.95
 CHROMATICITY = 0.035  # copies keep their mean colour's red and green shares within this
 GUARD = 0.5
+IDENTICAL = 0.99999  # without figures: codes this close come from the same pixels
 FIGURES_STRUCTURE = 0.98  # without codes: structure correlation at least this
 REF_K = 10
 CANDIDATES = 10  # nearest neighbours by code examined per image
@@ -53,11 +54,12 @@ def _empty() -> Pairs:
     return Pairs(z, z, np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, bool))
 
 
-def find_pairs(codes: np.ndarray, stats: ImageStats, ref_codes: np.ndarray | None = None,
+def find_pairs(codes: np.ndarray, stats: ImageStats | None, ref_codes: np.ndarray | None = None,
                ref_stats: ImageStats | None = None, found: Neighbours | None = None) -> Pairs:
     """Exact and near duplicate pairs within ``codes`` (each pair once, query < reference), or of each query row
     against the reference rows (``ref_codes``, ``ref_stats``: leaks). ``found``: the queries' nearest references,
-    at least max(CANDIDATES, REF_K) of them, when already computed."""
+    at least max(CANDIDATES, REF_K) of them, when already computed. Without figures (``stats`` None, as ``fit``
+    checks) only the codes decide: cosine at least COSINE and standing out; identical images have a cosine of 1."""
     same = ref_codes is None
     ref_codes, ref_stats = (codes, stats) if same else (ref_codes, ref_stats)
     if not len(codes) or not len(ref_codes):
@@ -71,13 +73,19 @@ def find_pairs(codes: np.ndarray, stats: ImageStats, ref_codes: np.ndarray | Non
     rows = np.repeat(np.arange(len(queries)), found.index.shape[1])
     cols = found.index.ravel()
     cosine = found.similarity.ravel()
-    q_struct, _ = structure(stats)
-    r_struct, r_mirror = structure(ref_stats)
-    corr = np.maximum((q_struct[rows] * r_struct[cols]).sum(1), (q_struct[rows] * r_mirror[cols]).sum(1))
     level = ref_level[rows]
     if same:
         level = np.maximum(level, ref_level[cols])
     stands_out = (1 - cosine) <= GUARD * (1 - level)
+    if stats is None or ref_stats is None:
+        keep = stands_out & (cosine >= COSINE)
+        exact = cosine >= IDENTICAL
+        pairs = {((min(q, r), max(q, r)) if same else (q, r)): (float(c), float("nan"), bool(e))
+                 for q, r, c, e in zip(rows[keep], cols[keep], cosine[keep], exact[keep])}
+        return _from_dict(pairs)
+    q_struct, _ = structure(stats)
+    r_struct, r_mirror = structure(ref_stats)
+    corr = np.maximum((q_struct[rows] * r_struct[cols]).sum(1), (q_struct[rows] * r_mirror[cols]).sum(1))
     colour = np.abs(stats.chromaticity[rows] - ref_stats.chromaticity[cols]).max(1) <= CHROMATICITY
     by_codes = stands_out & ((cosine >= COSINE) | ((cosine >= COSINE_WITH_STRUCTURE) & (corr >= SOME_STRUCTURE)))
     by_structure = (cosine >= STRUCTURE_COSINE) & (corr >= STRUCTURE) & (cosine >= level)
@@ -158,14 +166,14 @@ def groups_of(n: int, pairs: Pairs) -> np.ndarray:
     return np.unique(roots, return_inverse=True)[1]
 
 
-def duplicate_groups(codes: np.ndarray, stats: np.ndarray | ImageStats) -> np.ndarray:
+def duplicate_groups(codes: np.ndarray, stats: np.ndarray | ImageStats | None = None) -> np.ndarray:
     """A group id per image: exact and near duplicates share one (for cross-validation folds that keep them
-    together)."""
-    stats = stats if isinstance(stats, ImageStats) else ImageStats(stats)
+    together); from the codes alone when ``stats`` is None."""
+    stats = stats if stats is None or isinstance(stats, ImageStats) else ImageStats(stats)
     return groups_of(len(codes), find_pairs(codes, stats))
 
 
-def fold_groups(codes: np.ndarray, stats: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+def fold_groups(codes: np.ndarray, stats: np.ndarray | None, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Duplicate sets among the rows that a C search on ``labels`` will use (:func:`headstart.linear.search_rows`);
     every other row alone. Cross-validation then never scores an image against its own copy."""
     from ..linear import search_rows
@@ -173,5 +181,5 @@ def fold_groups(codes: np.ndarray, stats: np.ndarray, labels: np.ndarray, seed: 
     rows = search_rows(labels, seed)
     rows = np.arange(len(labels)) if rows is None else rows
     groups = np.arange(len(labels)) + len(rows)
-    groups[rows] = duplicate_groups(codes[rows], stats[rows])
+    groups[rows] = duplicate_groups(codes[rows], None if stats is None else stats[rows])
     return groups
