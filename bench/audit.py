@@ -14,8 +14,8 @@ quality:  darkened (x0.15), blurred (Gaussian radius 3) and 16 x 16 copies of 50
           share of the 100 clean originals flagged for any of those kinds.
 cost:     cold `headstart audit` against cold `headstart extract` on cats_vs_dogs (each with an empty cache), and a
           warm audit.
-fitcost:  what the fit pays for trusting less: a cold default `fit` of cats_vs_dogs and dtd10, its leak check's
-          seconds and the duplicate grouping of its folds, against the fit's wall time.
+fitcost:  what the fit pays for trusting less: a cold default `fit` of cats_vs_dogs and dtd10 and its leak check's
+          seconds; with --previous SRC (another checkout's src/), the same fit by that code, and the ratio.
 shared:   what the audit finds on every shared dataset as it is: counts per kind.
 Planted files go to a temporary folder; the shared data is never written to. Run on a quiet machine.
 """
@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from headstart import audit
-from headstart.data import ImageSet, find_splits, read_class_folders
+from headstart.data import ImageSet, read_class_folders
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COPIES = {
@@ -241,33 +241,29 @@ def cost() -> None:
           f"audit {fit_after:.1f} s")
 
 
-def fitcost() -> None:
-    for name in ("cats_vs_dogs", "dtd10"):
-        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
-            started = time.perf_counter()
-            run = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(SHARED / name), "--out",
-                                  f"{out}/m", "-q", "--json"], capture_output=True, text=True,
-                                 env={**os.environ, "HEADSTART_CACHE_DIR": cache})
-            wall = time.perf_counter() - started
-            result = json.loads(run.stdout)
-            from headstart.auditing.duplicates import fold_groups
-            from headstart.backbones import PENULTIMATE, create_backbone
-            from headstart.features import FeatureExtractor
-            from headstart.imagestats import STATS
+def _fit(data: Path, src: str | None) -> tuple[float, dict]:
+    """Wall seconds and JSON of a cold default `headstart fit` (``src``: another checkout's code)."""
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "HEADSTART_CACHE_DIR": cache, **({"PYTHONPATH": src} if src else {})}
+        started = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(data), "--out", f"{out}/m", "-q",
+                              "--json"], capture_output=True, text=True, env=env)
+        if run.returncode:
+            raise SystemExit(run.stderr)
+        return time.perf_counter() - started, json.loads(run.stdout)
 
-            os.environ["HEADSTART_CACHE_DIR"] = cache
-            train = find_splits(SHARED / name).train
-            codes = FeatureExtractor(create_backbone("tf_efficientnet_lite0"), [PENULTIMATE, STATS]).transform(
-                train.paths)
-            width = codes.widths[0]
-            t = time.perf_counter()
-            fold_groups(codes.codes[:, :width], codes.codes[:, width:], train.labels[codes.kept])
-            grouping = time.perf_counter() - t
-        leak = result["leaks"]["seconds"]
-        print(f"{name}: cold `fit` {wall:.1f} s; leak check {leak:.2f} s + duplicate grouping of the folds "
-              f"{grouping:.2f} s = **{(leak + grouping) / wall:.1%}** of the fit (goal <= 5%); "
-              f"{result['leaks']['n_leaks']} leaks, val {result['validation']['accuracy']:.4f}, without leaks "
-              f"{result['leaks'].get('accuracy_without_leaks')}")
+
+def fitcost(previous: str | None = None) -> None:
+    for name in ("cats_vs_dogs", "dtd10"):
+        wall, result = _fit(SHARED / name, None)
+        line = (f"{name}: cold `fit` {wall:.1f} s; its leak check {result['leaks']['seconds']:.2f} s "
+                f"({result['leaks']['seconds'] / wall:.1%}); {result['leaks']['n_leaks']} leaks, val "
+                f"{result['validation']['accuracy']:.4f}, without them {result['leaks'].get('accuracy_without_leaks')}")
+        if previous:  # the whole difference: figures measured while decoding, grouped folds, the leak check
+            before, old = _fit(SHARED / name, previous)
+            line += (f"; previous release {before:.1f} s (val {old['validation']['accuracy']:.4f}): "
+                     f"**{wall / before:.2f}x** (goal <= 1.05)")
+        print(line, flush=True)
 
 
 def shared() -> None:
@@ -290,9 +286,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parts = ("labels", "leaks", "clean", "outliers", "quality", "cost", "fitcost", "shared")
     parser.add_argument("parts", nargs="*", choices=parts, default=list(parts[:-1]))
-    for part in parser.parse_args().parts:
+    parser.add_argument("--previous", help="src/ of another checkout, for fitcost's comparison")
+    args = parser.parse_args()
+    for part in args.parts:
         print(f"\n## {part}", flush=True)
-        globals()[part]()
+        globals()[part](args.previous) if part == "fitcost" else globals()[part]()
 
 
 if __name__ == "__main__":
