@@ -64,16 +64,16 @@ def val_options(data: str | os.PathLike, val: str | None, val_fraction: float | 
                         "drop --val-fraction, or point DATA at the training folder alone")
 
 
-def output_file(path: str | os.PathLike, overwrite: bool, ours: str | None = None) -> Path:
+def output_file(path: str | os.PathLike, overwrite: bool, ours: str | None = None, option: str = "--out") -> Path:
     """A file to write: not a folder, replaced only with ``overwrite`` (or when it holds ``ours``), and creatable."""
     from .artifact import check_writable
 
     path = Path(path).expanduser()
     if path.is_dir():
-        raise ArtifactError(f"{str(path)!r} is a folder; give a file name for --out")
+        raise ArtifactError(f"{str(path)!r} is a folder; give a file name for {option}")
     if path.exists() and not overwrite and not (ours and _holds(path, ours)):
-        raise ArtifactError(f"{str(path)!r} already exists; pass --overwrite or choose another --out")
-    check_writable(path)
+        raise ArtifactError(f"{str(path)!r} already exists; pass --overwrite or choose another {option}")
+    check_writable(path, option)
     return path
 
 

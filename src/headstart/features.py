@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .backbones import Backbone, CodesNet
-from .cache import CodeStore, default_cache_dir, file_identity, file_sha256, key_of, not_cached, write_atomic
+from .cache import CodeStore, default_cache_dir, file_identity, file_sha256, key_of, write_atomic, write_cache
 from .defaults import ENGINES, PRECISIONS
-from .errors import CannotWrite, ModelError
+from .errors import ModelError
 from .images import Preprocess, decoded_batches
 from .imagestats import STATS, STATS_VERSION
 from .quantize import calibration_sample
@@ -63,16 +63,13 @@ _SPILL: list[tempfile.TemporaryDirectory] = []
 
 def _write_network(path: Path, data: bytes) -> Path:
     """``data`` written to ``path``, or, when the cache refuses it, to a folder of this process's own (said once)."""
-    try:
-        write_atomic(path, data)
+    if write_cache(path, data):
         return path
-    except CannotWrite as exc:
-        not_cached(exc, path.parent)
-        if not _SPILL:
-            _SPILL.append(tempfile.TemporaryDirectory(prefix="headstart-networks-"))
-        spilled = Path(_SPILL[0].name) / path.name
-        write_atomic(spilled, data)  # a second refusal is the run's end: one line, naming the folder and sizes
-        return spilled
+    if not _SPILL:
+        _SPILL.append(tempfile.TemporaryDirectory(prefix="headstart-networks-"))
+    spilled = Path(_SPILL[0].name) / path.name
+    write_atomic(spilled, data)  # a second refusal is the run's end: one line, naming the folder and sizes
+    return spilled
 
 
 def _cached(path: Path, build: Callable[[], bytes]) -> Path:

@@ -29,32 +29,18 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     au.set_defaults(run=cmd_audit)
 
 
-def _ours(path: Path, marker: str) -> bool:
-    try:
-        with path.open("rb") as f:
-            return marker.encode() in f.read(4096)
-    except OSError:
-        return False
-
-
 def _output(path: str | None, option: str, overwrite: bool, marker: str, inputs: list[Path]) -> Path | None:
     """An output file: not inside the audited folders, replaced only when ours or with --overwrite, creatable."""
-    from ..artifact import check_writable
+    from ..checks import output_file
 
     if path is None:
         return None
     out = Path(path).expanduser()
-    resolved = out.resolve()
     for folder in inputs:
-        if resolved.is_relative_to(folder.resolve()):
+        if out.resolve().is_relative_to(folder.resolve()):
             raise DataError(f"{option} {str(out)!r} is inside the audited folder {str(folder)!r}, which is never "
                             "written to; write it elsewhere")
-    if out.is_dir():
-        raise HeadstartError(f"{option} {str(out)!r} is a folder; give a file name")
-    if out.exists() and not overwrite and not _ours(out, marker):
-        raise HeadstartError(f"{option} {str(out)!r} already exists; pass --overwrite or choose another name")
-    check_writable(out)
-    return out
+    return output_file(out, overwrite, marker, option)
 
 
 def cmd_audit(args: argparse.Namespace) -> None:

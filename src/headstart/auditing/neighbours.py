@@ -12,7 +12,7 @@ import numpy as np
 
 from ..imagestats import MIRROR_SIGNS, ImageStats
 
-BLOCK = 2048  # query rows per matrix product: 2048 x 50000 float32 similarities is 400 MB at most
+BLOCK_CELLS = 8_000_000  # similarities per block of query rows: 32 MB of float32, 64 MB of indices while ranking
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -42,14 +42,16 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int, same: bool = Fal
     similarity = np.zeros((len(queries), k), np.float32)
     if k == 0:
         return Neighbours(index, similarity)
-    for start in range(0, len(queries), BLOCK):
-        block = queries[start:start + BLOCK] @ reference.T
+    step = max(16, BLOCK_CELLS // max(1, len(reference)))
+    for start in range(0, len(queries), step):
+        block = queries[start:start + step] @ reference.T
         if same:
-            rows = np.arange(len(block))
-            block[rows, rows + start] = -np.inf
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(block, top, 1)
+            diagonal = np.arange(len(block))
+            block[diagonal, diagonal + start] = -np.inf
+        np.negative(block, out=block)
+        top = np.argpartition(block, k - 1, axis=1)[:, :k]
+        values = -np.take_along_axis(block, top, 1)
         order = np.argsort(-values, axis=1)
-        index[start:start + BLOCK] = np.take_along_axis(top, order, 1)
-        similarity[start:start + BLOCK] = np.take_along_axis(values, order, 1)
+        index[start:start + step] = np.take_along_axis(top, order, 1)
+        similarity[start:start + step] = np.take_along_axis(values, order, 1)
     return Neighbours(index, similarity)

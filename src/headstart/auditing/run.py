@@ -17,6 +17,7 @@ import numpy as np
 from ..data import ImageSet, existing_dir, files_under, find_splits
 from ..errors import DataError
 from ..imagestats import STATS, ImageStats
+from ..imagestats import WIDTH as STATS_WIDTH
 from .duplicates import CANDIDATES, REF_K, find_pairs, groups_of
 from .findings import AuditResult, assemble
 from .labels import LabelIssues, confused_pairs, find_label_issues, neighbour_agreement
@@ -58,7 +59,7 @@ def code_images(extractor: Any, images: ImageSet) -> Coded:
     result = extractor.transform(images.paths)
     if not len(result.kept):
         return Coded(images.subset(np.zeros(0, np.int64)), np.zeros((0, 1), np.float32),
-                     ImageStats(np.zeros((0, 78), np.float32)), result.skipped, result.extracted)
+                     ImageStats(np.zeros((0, STATS_WIDTH), np.float32)), result.skipped, result.extracted)
     width = result.widths[0]
     return Coded(images.subset(result.kept), result.codes[:, :width], ImageStats(result.codes[:, width:]),
                  result.skipped, result.extracted)
@@ -107,6 +108,27 @@ def _search_file(extractor: Any, train: Coded, groups: np.ndarray, seed: int) ->
     return extractor.cache_dir / "scores" / f"audit-{extractor.backbone.name}-{key}.json"
 
 
+def check_labels(train: Coded, groups: np.ndarray, neighbours: Any, seed: int, cache: Path | None
+                 ) -> tuple[LabelIssues | None, np.ndarray | None, dict[str, Any] | None]:
+    """(label issues, each image's neighbour agreement, the cross-validation's figures), or Nones without labels."""
+    if not train.images.class_names or len(train.codes) <= NEIGHBOURS:
+        return None, None, None
+    oof = out_of_fold(train, groups, seed, cache)
+    if oof is None:
+        return None, None, None
+    proba, cv = oof
+    labels = train.images.labels
+    return find_label_issues(proba, labels), neighbour_agreement(labels[neighbours.index[:, :NEIGHBOURS]], labels), cv
+
+
+def _val_outliers(val: Coded | None, train: Coded) -> np.ndarray | None:
+    """Validation images' outlier scores against the training images."""
+    if val is None or not len(val.codes) or len(train.codes) < OUTLIER_K:
+        return None
+    found = nearest(unit_rows(val.codes), unit_rows(train.codes), OUTLIER_K)
+    return 1.0 - found.similarity[:, -1].astype(np.float64)
+
+
 def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None = None, *,
           train_images: ImageSet | None = None, val_images: ImageSet | None = None, model: str | None = None,
           weights: str | None = None, cache_dir: str | Path | None | bool = None, engine: str = "auto",
@@ -146,26 +168,13 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     val_pairs = find_pairs(val_coded.codes, val_coded.stats) if val_coded else None
     leaks = (find_pairs(val_coded.codes, val_coded.stats, train.codes, train.stats) if val_coded else None)
     checked = time.perf_counter()
-
     labelled = bool(train.images.class_names)
-    issues, agreement, cv = None, None, None
-    if labelled and len(train.codes) > NEIGHBOURS:
-        oof = out_of_fold(train, groups, seed, _search_file(extractor, train, groups, seed))
-        if oof is not None:
-            proba, cv = oof
-            issues = find_label_issues(proba, train.images.labels)
-            agreement = neighbour_agreement(train.images.labels[neighbours.index[:, :NEIGHBOURS]],
-                                            train.images.labels)
+    issues, agreement, cv = check_labels(train, groups, neighbours, seed, _search_file(extractor, train, groups, seed))
     labelled_at = time.perf_counter()
-
     outlier, threshold = outlier_scores(train.codes, neighbours)
-    val_outlier = None
-    if val_coded is not None and len(val_coded.codes) and len(train.codes) >= OUTLIER_K:
-        found = nearest(unit_rows(val_coded.codes), unit_rows(train.codes), OUTLIER_K)
-        val_outlier = 1.0 - found.similarity[:, -1].astype(np.float64)
-    short = min(backbone.preprocess.input_size)
+    val_outlier = _val_outliers(val_coded, train)
     all_stats = ImageStats(np.concatenate([train.stats.values] + ([val_coded.stats.values] if val_coded else [])))
-    flags = quality_flags(all_stats, short)
+    flags = quality_flags(all_stats, min(backbone.preprocess.input_size))
     finished = time.perf_counter()
 
     result = assemble(train, val_coded, train_pairs, val_pairs, leaks, issues, agreement, (outlier, threshold),
