@@ -171,7 +171,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             self._rebuild_backbone(image_size)
         with tempfile.TemporaryDirectory(prefix="headstart-train-") as scratch:
             workdir = Path(self.workdir or scratch)
-            data = ImageDataModule(images, self.backbone_.preprocess, config, folder=workdir)
+            data = ImageDataModule(images, self.backbone_.preprocess, config, folder=workdir,
+                                   cache_dir=self.cache_dir)  # the image check also measures the images' figures
             data.prepare_data()  # the image check (and, by default, the one decoding), before training
             images, skipped = data.usable, data.skipped
             info = fine_tune(self.backbone_, data, config, workdir, self.progress, self.resume)
@@ -182,7 +183,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.backbone_.model.reset_classifier(0)
         self.backbone_.digest = state_digest(self.backbone_.model)
         self.strategy_, self.layers_, self.classes_ = config.strategy, [PENULTIMATE], list(images.class_names)
-        self._also = None
+        self._also = [STATS]  # scoring validation measures its images' figures too (fit's leak check)
         sample = images.subset(stratified_split(images.labels, min(1.0, BANK_MAX / len(images)), self.seed)[1]
                                if len(images) > BANK_MAX else np.arange(len(images)))
         codes = self._extractor().transform(sample.paths)  # the trained network's codes, for familiarity

@@ -167,6 +167,39 @@ class TorchRunner:
         return [o.float().cpu().numpy() for o in outputs]
 
 
+def stats_store(cache_dir: Path) -> CodeStore:
+    """Where each image's figures (:data:`headstart.imagestats.STATS`) are cached, for every model alike. A JPEG
+    twice the model's input or more is decoded at reduced size, so its figures (its pixel digest too) can differ a
+    little with the model that measured them; duplicates across such a difference are still near duplicates."""
+    fields = {"layer": STATS, "v": STATS_VERSION}
+    return CodeStore(cache_dir / "codes" / f"{STATS}-{key_of(fields)}", fields)
+
+
+class StatsWriter:
+    """Figures measured elsewhere (the fine-tuning image check) added to the cache in shards of SHARD_SIZE."""
+
+    def __init__(self, cache_dir: str | Path | None | bool, paths: list[Path]):
+        folder = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
+        self.store = stats_store(folder) if folder is not None else None
+        self.paths, self.ids, self.rows = paths, [], []
+
+    def __call__(self, index: list[int], values: np.ndarray) -> None:
+        if self.store is None:
+            return
+        for i, row in zip(index, values):
+            identity = file_identity(self.paths[i])
+            if identity is not None:
+                self.ids.append(identity)
+                self.rows.append(row)
+        if len(self.ids) >= SHARD_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.store is not None and self.ids:
+            self.store.add(self.ids, np.stack(self.rows))
+        self.ids, self.rows = [], []
+
+
 class FeatureExtractor:
     """Compute (or fetch from the cache) CNN codes of ``layers`` for image files.
 
@@ -238,10 +271,8 @@ class FeatureExtractor:
         stores = []
         precision = self.precision_key()
         for layer in self.computed:
-            if layer == STATS:  # the decoded image's figures: the same for every model that decodes at this size
-                fields = {"layer": STATS, "decoded_short_side": self.backbone.preprocess.scale_size,
-                          "v": STATS_VERSION}
-                stores.append(CodeStore(self.cache_dir / "codes" / f"{STATS}-{key_of(fields)}", fields))
+            if layer == STATS:  # the decoded image's figures: the same for every model
+                stores.append(stats_store(self.cache_dir))
                 continue
             fields = {"model": self.backbone.name, "weights": self.backbone.digest, "layer": layer,
                       "preprocess": self.backbone.preprocess.to_dict(), "v": 1, **precision}

@@ -428,9 +428,11 @@ class ImageDataModule(L.LightningDataModule):
     batches are augmented in the training process; ``"stream"`` decodes and augments every image in every epoch in
     ``config.workers`` loader processes."""
 
-    def __init__(self, images: ImageSet, preprocess: Preprocess, config: FineTuneConfig, folder: Path | None = None):
+    def __init__(self, images: ImageSet, preprocess: Preprocess, config: FineTuneConfig, folder: Path | None = None,
+                 cache_dir: str | Path | None | bool = False):
         super().__init__()
         self.images, self.preprocess, self.config, self.folder = images, preprocess, config, folder
+        self.cache_dir = cache_dir  # where the image check's figures of each image are cached (False: nowhere)
         self.usable: ImageSet | None = None
         self.skipped: list[tuple[str, str]] = []
         self.stored: np.ndarray | None = None  # memory loader: decoded images, rows aligned with ``usable``
@@ -448,8 +450,13 @@ class ImageDataModule(L.LightningDataModule):
         started = time.perf_counter()
         side = store_size(self.preprocess, typical_short_side(self.images.paths))
         name = f"images-{side}px-{os.getpid()}.npy"
+        from .features import StatsWriter
+
+        figures = StatsWriter(self.cache_dir, self.images.paths) if self.cache_dir is not False else None
         self.stored, kept, failed = decode_all(self.images, store_preprocess(self.preprocess, side), workers,
-                                               self.folder, name)
+                                               self.folder, name, figures)
+        if figures is not None:
+            figures.flush()
         self.usable = self.images.subset(kept)
         self.skipped = [(str(self.images.paths[i]), reason) for i, reason in failed]
         on_disk = isinstance(self.stored, np.memmap)

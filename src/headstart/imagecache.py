@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -88,19 +89,24 @@ def complete(array: np.ndarray, name: str) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def decode_all(images: ImageSet, preprocess: Preprocess, workers: int, folder: Path | None, name: str
+def decode_all(images: ImageSet, preprocess: Preprocess, workers: int, folder: Path | None, name: str,
+               figures: Callable[[list[int], np.ndarray], None] | None = None
                ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """(uint8 NHWC array of the images that decode, their indices, [(index, reason)] for those that do not).
 
-    The array is in memory, or a file ``folder/name`` (see :func:`allocate`)."""
+    The array is in memory, or a file ``folder/name`` (see :func:`allocate`). ``figures``: called with each batch's
+    indices and their :func:`headstart.imagestats.image_stats`, measured from the same decode."""
     height, width = preprocess.input_size
     array = allocate((len(images), height, width, 3), np.uint8, folder, name)
     kept: list[int] = []
     skipped: list[tuple[int, str]] = []
-    for index, batch, failed in decoded_batches(images.paths, preprocess, 64, max(1, workers)):  # in order
+    for index, batch, failed, *stats in decoded_batches(images.paths, preprocess, 64, max(1, workers),
+                                                        figures is not None):  # in order
         if batch is not None:
             array[len(kept):len(kept) + len(index)] = batch
             kept += index
+            if figures is not None:
+                figures(index, stats[0])
         skipped += failed
     array = complete(array, name)
     return array[:len(kept)], np.asarray(kept, dtype=np.int64), skipped
