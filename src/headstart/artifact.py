@@ -164,7 +164,7 @@ def model_bytes(clf: Any) -> int:
     return int(weights + head + bank + int8 + 1_000_000)
 
 
-def estimated_model_bytes(model: str, weights: str | None = None) -> int:
+def estimated_model_bytes(model: str) -> int:
     """Before any work: a model folder for the network ``model`` (its parameters in float32, without loading
     weights), with the largest familiarity bank, and a margin."""
     import timm

@@ -22,6 +22,11 @@ from .errors import CannotWrite
 WRITE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EFBIG)
 
 
+def cache_folder(cache_dir: str | os.PathLike | None | bool) -> Path | None:
+    """The cache folder a ``cache_dir`` option means: None for the default location, False for no cache."""
+    return None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
+
+
 def default_cache_dir() -> Path:
     """``$HEADSTART_CACHE_DIR``, else ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``."""
     if os.environ.get("HEADSTART_CACHE_DIR"):
@@ -104,25 +109,24 @@ def cannot_write(path: Path, reason: str, needed: int | None = None, hint: str =
                                                                                     "another folder"))
 
 
+#: How libraries that wrap the system's error (safetensors, torch) still name a refused write in their message.
+_FAULT_TEXTS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied")
+
+
 def is_write_fault(exc: BaseException) -> bool:
     """True for the machine refusing a write (see WRITE_FAULTS), however the library that wrote reports it."""
-    if isinstance(exc, CannotWrite):
+    if isinstance(exc, CannotWrite) or (isinstance(exc, OSError) and exc.errno in WRITE_FAULTS):
         return True
-    if isinstance(exc, OSError) and exc.errno in WRITE_FAULTS:
-        return True
-    text = str(exc)
-    return any(s in text for s in ("No space left on device", "Disk quota exceeded", "Read-only file system",
-                                   "failed writing file", "Permission denied"))
+    return any(text in str(exc) for text in (*_FAULT_TEXTS, "failed writing file"))
 
 
 def reason_of(exc: BaseException) -> str:
+    """The system's words for a refused write, from the exception or its message."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc)
-    for known in ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied"):
-        if known in text:
-            return known
-    return text.splitlines()[0] if text else type(exc).__name__
+    known = next((t for t in _FAULT_TEXTS if t in text), None)
+    return known or (text.splitlines()[0] if text else type(exc).__name__)
 
 
 def space_for(path: Path, needed: int, what: str, hint: str = "") -> None:
@@ -159,14 +163,14 @@ class CacheWarning(UserWarning):
     """The cache could not be written: results are not cached, the run goes on."""
 
 
-_WARNED: list[str] = []
+_WARNED: list[bool] = []  # said already, in this process
 
 
-def not_cached(exc: CannotWrite, folder: Path) -> None:
+def not_cached(exc: CannotWrite) -> None:
     """Say once (per process) that results are not cached, and why; the run goes on."""
     if _WARNED:
         return
-    _WARNED.append(str(folder))
+    _WARNED.append(True)
     warnings.warn(f"results are not cached: {exc}; the run goes on", CacheWarning, stacklevel=3)
 
 
@@ -176,7 +180,7 @@ def write_cache(path: Path, data: bytes) -> bool:
         write_atomic(path, data)
         return True
     except CannotWrite as exc:
-        not_cached(exc, path.parent)
+        not_cached(exc)
         return False
 
 
@@ -196,7 +200,7 @@ class CodeStore:
                 write_atomic(meta, json.dumps(describe, indent=1, sort_keys=True).encode())
         except CannotWrite as exc:  # a full, read-only or vanished cache: codes are computed, not kept
             self.writable = False
-            not_cached(exc, folder.parent)
+            not_cached(exc)
 
     def _shards(self) -> list[Path]:
         try:

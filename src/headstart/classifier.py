@@ -127,6 +127,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         search = None
         if measured is not None and measured.complete and all(p in measured.parts for p in layers):
             codes, labels, skipped, computed = measured.codes(layer), measured.images.labels, measured.skipped, 0
+            kept = measured.images.paths
             search = advice.searches.get(layer)  # the C search this layer was scored with: the same as the fit's
             search = search if search is not None and search.classifier == self.classifier else None
             penultimate = measured.parts[PENULTIMATE]
@@ -134,12 +135,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             extracted = self._extractor().transform(images.paths)
             codes, penultimate = self._split(extracted)
             labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
+            kept = [images.paths[i] for i in extracted.kept]
         coded = time.perf_counter()
         groups = None
         if search is None and len(labels) > 1:
             from .auditing.duplicates import fold_groups
 
-            kept = [p for p, ok in zip(images.paths, self._usable(images.paths, skipped)) if ok]
             groups = fold_groups(penultimate, self.figures(kept), labels, self.seed)
         self.head_: LinearHead = fit_linear(codes, labels, len(self.classes_), self.classifier, self.C, self.seed,
                                             search=search, groups=groups)
@@ -195,11 +196,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                           "codes_dim": int(self.head_.weight.shape[1]), "classifier": self.head_.info,
                           "training": info, "seconds": {"train": round(finished - started, 3),
                                                         "total": round(finished - started, 3)}}
-
-    @staticmethod
-    def _usable(paths: list[Path], skipped: list[tuple[str, str]]) -> list[bool]:
-        bad = {p for p, _ in skipped}
-        return [str(p) not in bad for p in paths]
 
     def figures(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """The figures measured while decoding each usable file (cached: see :mod:`headstart.imagestats`)."""

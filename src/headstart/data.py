@@ -48,15 +48,15 @@ class Splits:
     def without(self, paths: list[Path]) -> Splits:
         """The same splits less the images at ``paths`` (compared as resolved paths)."""
         gone = {p.resolve() for p in paths}
-        parts = {}
+        parts, excluded = {}, dict(self.excluded)
         for name, images in (("train", self.train), ("val", self.val)):
             if images is None:
                 continue
             keep = np.array([p.resolve() not in gone for p in images.paths], bool)
             parts[name] = images.subset(np.flatnonzero(keep))
             if (~keep).any():
-                self.excluded[name] = int((~keep).sum())
-        return Splits(parts["train"], parts.get("val"), self.how, self.notes, dict(self.excluded))
+                excluded[name] = excluded.get(name, 0) + int((~keep).sum())
+        return Splits(parts["train"], parts.get("val"), self.how, self.notes, excluded)
 
 
 def _visible(name: str) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .backbones import Backbone, CodesNet
-from .cache import CodeStore, default_cache_dir, file_identity, file_sha256, key_of, write_atomic, write_cache
+from .cache import CodeStore, cache_folder, file_identity, file_sha256, key_of, write_atomic, write_cache
 from .defaults import ENGINES, PRECISIONS
 from .errors import ModelError
 from .images import Preprocess, decoded_batches
@@ -179,7 +179,7 @@ class StatsWriter:
     """Figures measured elsewhere (the fine-tuning image check) added to the cache in shards of SHARD_SIZE."""
 
     def __init__(self, cache_dir: str | Path | None | bool, paths: list[Path]):
-        folder = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
+        folder = cache_folder(cache_dir)
         self.store = stats_store(folder) if folder is not None else None
         self.paths, self.ids, self.rows = paths, [], []
 
@@ -211,8 +211,8 @@ class FeatureExtractor:
     ``calibration`` (training images; a reproducible sample of them is used), or the already quantised
     ``network`` (an ONNX file, as a saved model holds). int8 codes are cached apart from fp32 ones.
     The pseudo-layer :data:`headstart.imagestats.STATS` (in ``layers`` or ``also``) is each image's figures, measured
-    while it is decoded and cached for any model that decodes at the same size; asked for alone, or when only it is
-    missing, images are decoded without running the network.
+    while it is decoded and cached for every model alike; asked for alone, or when only it is missing, images are
+    decoded without running the network.
     """
 
     def __init__(self, backbone: Backbone, layers: list[str], cache_dir: str | Path | None | bool = None,
@@ -233,7 +233,7 @@ class FeatureExtractor:
         self.computed = sorted(set(self.layers) | set(also)) if also else self.layers
         self._wanted = [self.computed.index(layer) for layer in self.layers]
         self._net_layers = [layer for layer in self.computed if layer != STATS]
-        self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir()).expanduser()
+        self.cache_dir = cache_folder(cache_dir)
         self.precision = precision
         self.calibration = calibration_sample(calibration) if precision == "int8" and calibration else None
         self._network = None if network is None else Path(network)
