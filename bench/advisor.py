@@ -19,10 +19,13 @@ import time
 from pathlib import Path
 
 import headstart
-from headstart.advisor import advise, fine_tune_options, measure_similarity, suggested_image_size
-from headstart.backbones import create_backbone
-from headstart.data import files_under, find_splits
-from headstart.features import FeatureExtractor
+from headstart.auto.advice import advise
+from headstart.auto.measure import measure_similarity
+from headstart.auto.plan import fine_tune_options, suggested_image_size
+from headstart.codes.backbones import create_backbone
+from headstart.codes.extract import FeatureExtractor
+from headstart.data.folders import files_under
+from headstart.data.splits import find_splits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from headstart import audit
-from headstart.data import ImageSet, read_class_folders
+from headstart.data.folders import ImageSet, read_class_folders
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COPIES = {
@@ -77,9 +77,9 @@ def labels() -> None:
     from headstart.auditing.duplicates import find_pairs, groups_of
     from headstart.auditing.labels import find_label_issues
     from headstart.auditing.run import code_images, out_of_fold
-    from headstart.backbones import PENULTIMATE, create_backbone
-    from headstart.features import FeatureExtractor
-    from headstart.imagestats import STATS
+    from headstart.codes.backbones import PENULTIMATE, create_backbone
+    from headstart.codes.extract import FeatureExtractor
+    from headstart.data.imagestats import STATS
 
     extractor = FeatureExtractor(create_backbone("tf_efficientnet_lite0"), [PENULTIMATE, STATS])
     print("| data | flipped | flagged | precision | recall | F1 | AP of ranking | baseline P / R / F1 |")
@@ -151,7 +151,7 @@ def clean() -> None:
     for name in ("imagenet_samples", "cats_vs_dogs", "dtd10", "pneumoniamnist"):
         root = SHARED / name
         if name == "imagenet_samples":
-            from headstart.data import files_under
+            from headstart.data.folders import files_under
 
             files = files_under(root / "images")
             result = audit(train_images=ImageSet(files, np.full(len(files), -1), [], root))
@@ -167,7 +167,7 @@ def clean() -> None:
 
 def outliers() -> None:
     train = read_class_folders(SHARED / "dtd10" / "train")
-    from headstart.data import files_under
+    from headstart.data.folders import files_under
 
     strays = files_under(SHARED / "imagenet_samples" / "images")
     rng = np.random.default_rng(0)
@@ -181,9 +181,9 @@ def outliers() -> None:
     result = audit(train_images=ImageSet(paths, train.labels, train.class_names))
     from headstart.auditing.quality import outlier_scores
     from headstart.auditing.run import code_images
-    from headstart.backbones import PENULTIMATE, create_backbone
-    from headstart.features import FeatureExtractor
-    from headstart.imagestats import STATS
+    from headstart.codes.backbones import PENULTIMATE, create_backbone
+    from headstart.codes.extract import FeatureExtractor
+    from headstart.data.imagestats import STATS
 
     coded = code_images(FeatureExtractor(create_backbone("tf_efficientnet_lite0"), [PENULTIMATE, STATS]),
                         ImageSet(paths, train.labels, train.class_names))

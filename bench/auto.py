@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.advisor import advise, candidate_layers
-from headstart.backbones import create_backbone
-from headstart.data import find_splits
-from headstart.features import FeatureExtractor
-from headstart.linear import fit_linear
+from headstart.auto.advice import advise
+from headstart.codes.backbones import candidate_layers, create_backbone
+from headstart.codes.extract import FeatureExtractor
+from headstart.data.splits import find_splits
+from headstart.heads.linear import fit_linear
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from headstart.backbones import create_backbone
-from headstart.data import read_class_folders
-from headstart.features import FeatureExtractor
+from headstart.codes.backbones import create_backbone
+from headstart.codes.extract import FeatureExtractor
+from headstart.data.folders import read_class_folders
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

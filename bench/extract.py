@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headstart.backbones import CodesNet, create_backbone
-from headstart.data import files_under
-from headstart.features import FeatureExtractor
+from headstart.codes.backbones import CodesNet, create_backbone
+from headstart.codes.extract import FeatureExtractor
+from headstart.data.folders import files_under
 
 
 def baseline(backbone, paths: list[Path], batch_size: int = 32) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import headstart
-from headstart.data import find_splits
+from headstart.data.splits import find_splits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

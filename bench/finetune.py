@@ -111,9 +111,10 @@ def profile(n_images: int, image_size: int = 96, batch_size: int = 32, steps: in
     import numpy as np
     import torch
 
-    from headstart.backbones import create_backbone
-    from headstart.data import read_class_folders
-    from headstart.finetune import ClassifierNet, ImageFiles, collate_usable
+    from headstart.codes.backbones import create_backbone
+    from headstart.data.folders import read_class_folders
+    from headstart.training.datamodule import ImageFiles, collate_usable
+    from headstart.training.module import ClassifierNet
 
     train = read_class_folders(SHARED / "cifar10" / "train")
     images = train.subset(np.arange(0, len(train), max(1, len(train) // n_images))[:n_images])

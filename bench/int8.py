@@ -30,8 +30,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def network_speed(backbone, paths: list[Path], cache: Path) -> None:
-    from headstart.features import FeatureExtractor
-    from headstart.images import decoded_batches
+    from headstart.codes.extract import FeatureExtractor
+    from headstart.data.decode import decoded_batches
 
     batch = np.concatenate([b for _, b, _ in decoded_batches(paths[:256], backbone.preprocess, 64, 2)])
     rates = {}
@@ -62,8 +62,8 @@ def whole_command(data: Path, cache: Path, precision: str) -> float:
 
 
 def speed(cache: Path, datasets: tuple[str, ...] = ("cats_vs_dogs", "pneumoniamnist"), repeats: int = 2) -> None:
-    from headstart.backbones import create_backbone
-    from headstart.data import find_splits
+    from headstart.codes.backbones import create_backbone
+    from headstart.data.splits import find_splits
 
     backbone = create_backbone()
     other = find_splits(DATA / "dtd10").train.paths  # the one-time fp32 export, made on other data
@@ -89,7 +89,7 @@ def large(cache: Path) -> None:
 
 def accuracy(cache: Path) -> None:
     from headstart import TransferClassifier
-    from headstart.data import find_splits
+    from headstart.data.splits import find_splits
 
     for name in ("cats_vs_dogs", "dtd10", "pneumoniamnist"):
         splits = find_splits(DATA / name)
@@ -107,9 +107,9 @@ def accuracy(cache: Path) -> None:
 
 def export(cache: Path) -> None:
     from headstart import TransferClassifier
-    from headstart.data import find_splits
-    from headstart.export import export as export_model
-    from headstart.runtime import OnnxClassifier
+    from headstart.data.splits import find_splits
+    from headstart.deploy.export import export as export_model
+    from headstart.deploy.runtime import OnnxClassifier
 
     splits = find_splits(DATA / "dtd10")
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import headstart
-from headstart.data import find_splits
+from headstart.data.splits import find_splits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

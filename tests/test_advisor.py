@@ -7,21 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from headstart.advisor import (
-    Advice,
-    _subsample,
-    advise,
-    candidate_layers,
-    fine_tune_options,
-    keep_fine_tuned,
-    measure_similarity,
-    plan_auto,
-    suggested_image_size,
-)
-from headstart.backbones import create_backbone
-from headstart.cli import main
-from headstart.data import find_splits, read_class_folders
-from headstart.features import FeatureExtractor
+from headstart.auto.advice import Advice, advise
+from headstart.auto.measure import _subsample, measure_similarity
+from headstart.auto.plan import fine_tune_options, keep_fine_tuned, plan_auto, suggested_image_size
+from headstart.cli.main import main
+from headstart.codes.backbones import candidate_layers, create_backbone
+from headstart.codes.extract import FeatureExtractor
+from headstart.data.folders import read_class_folders
+from headstart.data.splits import find_splits
 from tests.conftest import SHARED, needs_shared
 
 
@@ -81,15 +74,17 @@ def test_auto_fits_fine_tuning_into_the_budget_then_fewer_blocks_then_the_probe(
                                                                                 strategy, unfreeze, epochs):
     import time
 
-    import headstart.advisor
-    from headstart.finetune import TrainingCost
+    import headstart.auto.measure
+    import headstart.auto.plan
+    import headstart.training.cost
+    from headstart.training.cost import TrainingCost
 
     def cost(name, weights, train, image_size, config):  # every block: 100 s an epoch; the top 3 cached: 30 s
         step = 1.0 if config.unfreeze == "all" else 0.3
         return TrainingCost(step_s=step, head_step_s=step, eval_s=0.0, augment_s=0.0, decode_s=0.0, n_fit=3200,
                             n_monitor=0, batch_size=32, loader=config.loader, workers=2)
 
-    monkeypatch.setattr(headstart.advisor, "fine_tune_cost", cost)
+    monkeypatch.setattr(headstart.training.cost, "fine_tune_cost", cost)
     advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"penultimate": 0.9, "blocks.5": 0.95},
                     strategy="fine-tune", layer="blocks.5",
                     options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
@@ -119,10 +114,12 @@ def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):
 
 
 def test_fit_auto_fine_tunes_large_data_then_checks_it_against_the_probe(tmp_path, colors_data, capsys, monkeypatch):
-    import headstart.advisor
+    import headstart.auto.measure
+    import headstart.auto.plan
+    import headstart.training.cost
 
-    monkeypatch.setattr(headstart.advisor, "LARGE_PER_CLASS", 10)  # 12 images per class count as large
-    monkeypatch.setattr(headstart.advisor, "FINE_TUNE_STEPS", 1)  # the minimum number of epochs
+    monkeypatch.setattr(headstart.auto.measure, "LARGE_PER_CLASS", 10)  # 12 images per class count as large
+    monkeypatch.setattr(headstart.auto.plan, "FINE_TUNE_STEPS", 1)  # the minimum number of epochs
     assert main(["fit", str(colors_data), "--out", str(tmp_path / "auto"), "--json", "-q", "--budget", "900",
                  "--image-size", "64"]) == 0  # a size the user gives stays: a quicker test
     fit = json.loads(capsys.readouterr().out)
@@ -138,12 +135,14 @@ def test_fit_auto_fine_tunes_large_data_then_checks_it_against_the_probe(tmp_pat
 
 def test_a_cached_sample_does_not_make_the_other_images_look_free(colors_data, monkeypatch, tmp_path):
     """With the sample's codes all in the cache, a slice of the other images is timed before deciding on them."""
-    import headstart.advisor
-    from headstart.advisor import measure_codes
+    import headstart.auto.measure
+    import headstart.auto.plan
+    import headstart.training.cost
+    from headstart.auto.measure import measure_codes
 
-    monkeypatch.setattr(headstart.advisor, "PROBE_SAMPLE", 8)
-    monkeypatch.setattr(headstart.advisor, "RATE_SLICE", 4)
-    monkeypatch.setattr(headstart.advisor, "FULL_PASS_SHARE", 1e-9)  # no full pass fits if it costs anything
+    monkeypatch.setattr(headstart.auto.measure, "PROBE_SAMPLE", 8)
+    monkeypatch.setattr(headstart.auto.measure, "RATE_SLICE", 4)
+    monkeypatch.setattr(headstart.auto.measure, "FULL_PASS_SHARE", 1e-9)  # no full pass fits if it costs anything
     extractor = FeatureExtractor(create_backbone("test_efficientnet", "none", image_size=32), ["penultimate"],
                                  tmp_path)
     train = read_class_folders(colors_data / "train")

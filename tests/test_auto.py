@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import headstart
-from headstart.advisor import choose_layer
-from headstart.cli import main
-from headstart.linear import Search, fit_linear, search_C, stratified_folds
+from headstart.auto.layers import choose_layer
+from headstart.cli.main import main
+from headstart.heads.linear import Search, fit_linear, search_C, stratified_folds
 from tests.conftest import SHARED, needs_shared
 
 
@@ -114,9 +114,9 @@ def test_refit_after_changing_the_layer_uses_the_new_layer(colors_data):
 
 @needs_shared
 def test_svm_search_on_dtd10_is_inside_its_grid_and_close_to_logistic():
-    from headstart.backbones import create_backbone
-    from headstart.data import find_splits
-    from headstart.features import FeatureExtractor
+    from headstart.codes.backbones import create_backbone
+    from headstart.codes.extract import FeatureExtractor
+    from headstart.data.splits import find_splits
 
     splits = find_splits(SHARED / "dtd10")
     extractor = FeatureExtractor(create_backbone(), ["penultimate"])

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import headstart
-from headstart.backbones import LOGITS, create_backbone
-from headstart.features import FeatureExtractor
+from headstart.codes.backbones import LOGITS, create_backbone
+from headstart.codes.extract import FeatureExtractor
 from tests.conftest import SHARED, needs_shared, snapshot
 
 
@@ -74,7 +74,7 @@ def test_warm_cache_refit_is_much_faster(tmp_path):
 
 def test_fit_folder_is_fit_as_one_library_call(tmp_path, colors_data):
     """What `headstart fit` does, from Python: the typed result it prints, and the model folder it writes."""
-    from headstart.data import find_splits
+    from headstart.data.splits import find_splits
 
     result = headstart.fit_folder(headstart.TransferClassifier(C=1.0), colors_data, find_splits(colors_data),
                                   str(tmp_path / "model"), report=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headstart.data import find_splits, prediction_inputs, read_class_folders, stratified_split
+from headstart.data.folders import prediction_inputs, read_class_folders
+from headstart.data.splits import find_splits, stratified_split
 from headstart.errors import DataError
 from tests.conftest import make_image
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import headstart
-from headstart.cli import main
-from headstart.data import files_under
-from headstart.runtime import OnnxClassifier
+from headstart.cli.main import main
+from headstart.data.folders import files_under
+from headstart.deploy.runtime import OnnxClassifier
 from tests.conftest import SHARED, needs_shared
 
 
@@ -71,8 +71,8 @@ def test_predict_from_onnx_never_imports_torch(saved, tmp_path):
 
 def test_familiarity_is_the_same_saved_loaded_and_exported(tmp_path, colors_data):
     """The saved model, the loaded one and the exported ONNX file give every image the same familiarity."""
-    from headstart.export import export
-    from headstart.runtime import OnnxClassifier
+    from headstart.deploy.export import export
+    from headstart.deploy.runtime import OnnxClassifier
     from tests.conftest import make_image
 
     clf = headstart.TransferClassifier(layer="blocks.5", C=1.0).fit(colors_data / "train")

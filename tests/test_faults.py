@@ -102,8 +102,8 @@ def test_a_read_only_or_uncreatable_cache_warns_once_and_the_fit_goes_on(tmp_pat
 
 
 def test_a_cache_folder_that_vanishes_mid_run_is_made_again(tmp_path, colors_data):
-    from headstart.backbones import create_backbone
-    from headstart.features import FeatureExtractor
+    from headstart.codes.backbones import create_backbone
+    from headstart.codes.extract import FeatureExtractor
 
     paths = sorted((colors_data / "train").rglob("*.png"))
     extractor = FeatureExtractor(create_backbone(), ["penultimate"], tmp_path / "cache")
@@ -155,7 +155,7 @@ def test_export_report_and_audit_outputs_on_a_full_disk_are_one_line(tmp_path, c
 
 
 def test_a_checkpoint_on_a_full_disk_keeps_the_last_one(tmp_path):
-    from headstart.finetune import AtomicCheckpointIO
+    from headstart.training.callbacks import AtomicCheckpointIO
 
     with small_disk(tmp_path, "1m") as disk:
         io = AtomicCheckpointIO()
@@ -167,7 +167,7 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_last_one(tmp_path):
 
 
 def test_decoded_images_spilled_to_a_full_disk_are_refused_up_front(tmp_path, monkeypatch):
-    from headstart import imagecache
+    from headstart.data import imagecache
 
     monkeypatch.setattr(imagecache, "MEMORY_LIMIT", 0)
     with small_disk(tmp_path, "2m") as disk:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from headstart.backbones import CodesNet, create_backbone
-from headstart.features import FeatureExtractor
+from headstart.codes.backbones import CodesNet, create_backbone
+from headstart.codes.extract import FeatureExtractor
 from tests.conftest import SHARED, make_image, needs_shared
 
 
@@ -79,7 +79,7 @@ def test_two_processes_fill_one_cache(tmp_path, colors_data):
     out = json.loads(result.stdout)
     assert out["world_size"] == 2 and out["total_images"] == 32 and out["computed_after_merge"] == 0
     assert 0 < out["computed"] < 32  # rank 0 did only its share
-    from headstart.data import files_under
+    from headstart.data.folders import files_under
 
     again = FeatureExtractor(create_backbone(), ["penultimate"], cache_dir=cache).transform(files_under(colors_data))
     assert again.extracted == 0 and len(again.kept) == 32
@@ -90,7 +90,7 @@ def test_codes_nets_leave_no_hooks_behind():
 
     import torch
 
-    from headstart.backbones import CodesNet, create_backbone
+    from headstart.codes.backbones import CodesNet, create_backbone
 
     backbone = create_backbone("test_efficientnet", "none", image_size=32)
     block = dict(backbone.model.named_modules())["blocks.1"]

@@ -14,10 +14,12 @@ import pytest
 import torch
 
 import headstart
-from headstart.backbones import create_backbone
-from headstart.cli import main
-from headstart.data import read_class_folders
-from headstart.finetune import FineTuneConfig, _matches, fine_tune, trainable_prefixes
+from headstart.cli.main import main
+from headstart.codes.backbones import create_backbone
+from headstart.data.folders import read_class_folders
+from headstart.training.module import _matches, trainable_prefixes
+from headstart.training.options import FineTuneConfig
+from headstart.training.run import fine_tune
 from tests.conftest import make_image
 
 TINY = ["--model", "test_efficientnet", "--weights", "none", "--image-size", "32", "--workers", "0", "-q"]
@@ -58,10 +60,11 @@ def test_fine_tuned_model_saves_evaluates_and_summarises(tmp_path, colors_data, 
 def test_training_from_cached_activations_keeps_the_frozen_part_bit_identical(tmp_path, colors_data):
     """The cache holds exactly what the whole network computes in its frozen part for the same augmented batch, and
     after training the frozen part computes bit-identical outputs to the streaming run's."""
-    from headstart.activations import lower_forward
-    from headstart.backbones import block_names
-    from headstart.finetune import ClassifierNet, ImageDataModule
-    from headstart.imagecache import augment_batch
+    from headstart.codes.backbones import block_names
+    from headstart.data.imagecache import augment_batch
+    from headstart.training.activations import lower_forward
+    from headstart.training.datamodule import ImageDataModule
+    from headstart.training.module import ClassifierNet
 
     images = read_class_folders(colors_data / "train")
     first = len(block_names(create_backbone("test_efficientnet", "none").model)) - 1
@@ -161,7 +164,7 @@ def test_max_seconds_stops_training_early(tmp_path, colors_data):
 
 
 def test_a_checkpoint_restores_with_load_from_checkpoint(tmp_path, colors_data):
-    from headstart.finetune import ClassifierNet, FineTuner
+    from headstart.training.module import ClassifierNet, FineTuner
 
     backbone = create_backbone("test_efficientnet", "none", image_size=32)
     config = FineTuneConfig(unfreeze="all", epochs=2, batch_size=8, workers=0)

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import headstart.imagecache
-from headstart.backbones import create_backbone
-from headstart.data import read_class_folders
-from headstart.finetune import FineTuneConfig, ImageDataModule, TrainingCost, fine_tune
-from headstart.imagecache import augment_batch, random_boxes
+import headstart.data.imagecache
+from headstart.codes.backbones import create_backbone
+from headstart.data.folders import read_class_folders
+from headstart.data.imagecache import augment_batch, random_boxes
+from headstart.training.cost import TrainingCost
+from headstart.training.datamodule import ImageDataModule
+from headstart.training.options import FineTuneConfig
+from headstart.training.run import fine_tune
 
 
 def test_random_boxes_are_inside_the_image_with_torchvisions_areas_and_ratios():
@@ -29,7 +32,7 @@ def test_batch_crops_are_torchvisions_resized_crop_and_flip_on_pil_images():
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
-    from headstart.imagecache import resized_crops
+    from headstart.data.imagecache import resized_crops
 
     generator = torch.Generator().manual_seed(0)
     for side, output in ((28, 96), (40, 32), (256, 224)):  # enlarging (X-rays), shrinking
@@ -81,7 +84,7 @@ def test_both_loaders_keep_and_skip_the_same_images_and_evaluate_the_same_pixels
 
 
 def test_images_too_large_for_memory_go_to_a_file_that_training_removes(colors_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(headstart.imagecache, "MEMORY_LIMIT", 0)
+    monkeypatch.setattr(headstart.data.imagecache, "MEMORY_LIMIT", 0)
     backbone = create_backbone("test_efficientnet", "none", image_size=32)
     images = read_class_folders(colors_data / "train")
     config = FineTuneConfig(unfreeze="all", epochs=1, probe_epochs=0, batch_size=8, workers=0)
@@ -105,7 +108,7 @@ def test_a_run_is_planned_with_cheaper_head_only_epochs_and_decoding_by_loader()
 
 
 def test_the_activations_loader_is_planned_with_its_caching_before_training(colors_data):
-    from headstart.finetune import training_cost
+    from headstart.training.cost import training_cost
 
     cost = TrainingCost(step_s=0.1, head_step_s=0.05, eval_s=0.05, augment_s=0.01, decode_s=0.001, n_fit=3200,
                         n_monitor=320, batch_size=32, loader="activations", workers=2, cache_s=0.2, views=2)

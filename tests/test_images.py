@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from headstart.images import ImageSkipped, Preprocess, open_rgb
+from headstart.data.decode import ImageSkipped, Preprocess, open_rgb
 from tests.conftest import SHARED, needs_shared
 
 LITE0 = Preprocess.from_timm({"input_size": (3, 224, 224), "crop_pct": 0.875, "crop_mode": "center",

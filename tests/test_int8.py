@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import headstart
-from headstart.backbones import create_backbone
-from headstart.cli import main
-from headstart.data import find_splits
-from headstart.features import FeatureExtractor
-from headstart.quantize import calibration_sample
-from headstart.runtime import OnnxClassifier
+from headstart.cli.main import main
+from headstart.codes.backbones import create_backbone
+from headstart.codes.extract import FeatureExtractor
+from headstart.codes.quantize import calibration_sample
+from headstart.data.splits import find_splits
+from headstart.deploy.runtime import OnnxClassifier
 
 
 @pytest.fixture(scope="module")

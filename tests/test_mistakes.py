@@ -178,13 +178,14 @@ def test_model_folders_get_normal_permissions(tmp_path, colors_data):
 
 
 def test_a_file_that_breaks_during_training_is_listed(tmp_path, colors_data, monkeypatch):
-    import headstart.finetune
-    from headstart.options import FineTuneConfig
+    import headstart.training.datamodule
+    from headstart.training.options import FineTuneConfig
 
     data = tmp_path / "data"
     shutil.copytree(colors_data / "train", data)
     (data / "red" / "broke.png").write_bytes(b"\x89PNG broken after the check")
-    monkeypatch.setattr(headstart.finetune, "usable_images", lambda images, *args: (images, []))  # check passed
+    # the image check passed
+    monkeypatch.setattr(headstart.training.datamodule, "usable_images", lambda images, *args: (images, []))
     clf = headstart.TransferClassifier("test_efficientnet", weights="none", strategy="fine-tune", image_size=32,
                                        finetune=FineTuneConfig(epochs=1, workers=0, batch_size=8)).fit(data)
     assert [Path(s["path"]).name for s in clf.fit_info_["skipped"]] == ["broke.png"]
@@ -199,7 +200,7 @@ def test_an_advisor_with_a_class_of_one_image_still_decides(tmp_path):
 
 
 def test_ctrl_c_names_the_command_that_resumes(tmp_path, colors_data, capsys, monkeypatch):
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
@@ -233,7 +234,7 @@ def test_fine_tuning_is_quiet_unless_verbose(tmp_path, colors_data):
 def test_predict_marks_unfamiliar_images_in_text_and_json(sandbox, tmp_path, capsys):
     import json
 
-    from headstart.cli import main
+    from headstart.cli.main import main
 
     green = make_image(tmp_path / "green.png", (30, 220, 30))
     assert main(["predict", sandbox["model"], str(green), sandbox["image"], "--json", "-q"]) == 0

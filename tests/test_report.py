@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 import headstart
-from headstart.cli import main
-from headstart.data import read_class_folders
-from headstart.report import build_report
+from headstart.cli.main import main
+from headstart.data.folders import read_class_folders
+from headstart.report.html import build_report
 from tests.conftest import make_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

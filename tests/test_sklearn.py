@@ -11,7 +11,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_sco
 from sklearn.pipeline import make_pipeline
 
 import headstart
-from headstart.options import FineTuneConfig
+from headstart.training.options import FineTuneConfig
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,10 @@
 """headstart: a folder of labelled images in, a classifier built on a pretrained network out.
 
-Imports are lazy: ``headstart.runtime`` (predicting from an exported ONNX file) never loads torch.
+The package is laid out as the data flows (see the README's Layout): ``data`` -> ``codes`` -> ``heads`` and
+``training`` -> ``auditing`` -> ``auto`` -> ``report`` and ``deploy``, with the estimator (``estimator``), the model
+folder (``artifact``) and ``fit`` as one call (``workflow``) on top and the command line (``cli``) above them all.
+
+Imports are lazy: ``headstart.deploy.runtime`` (predicting from an exported ONNX file) never loads torch.
 """
 
 from __future__ import annotations
@@ -8,22 +12,42 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from . import _moved
 from .errors import ArtifactError, DataError, HeadstartError, ModelError
 
+_moved.install()  # the module paths of the previous release keep working for one release, with a warning
+
 _LAZY = {
-    "TransferClassifier": "headstart.classifier",
-    "CNNCodes": "headstart.classifier",
-    "load": "headstart.classifier",
-    "advise": "headstart.advisor",
+    "TransferClassifier": "headstart.estimator",
+    "CNNCodes": "headstart.estimator",
+    "load": "headstart.estimator",
+    "advise": "headstart.auto.advice",
+    "Advice": "headstart.auto.advice",
     "audit": "headstart.auditing.run",
     "AuditResult": "headstart.auditing.findings",
     "fit_folder": "headstart.workflow",
-    "create_backbone": "headstart.backbones",
+    "find_splits": "headstart.data.splits",
+    "ImageSet": "headstart.data.folders",
+    "Splits": "headstart.data.splits",
+    "create_backbone": "headstart.codes.backbones",
     "DEFAULT_MODEL": "headstart.defaults",
+    "FineTuneConfig": "headstart.training.options",
+    "FineTuner": "headstart.training.module",
+    "ImageDataModule": "headstart.training.datamodule",
+    "HeadFirst": "headstart.training.callbacks",
+    "FitResult": "headstart.results",
+    "FitInfo": "headstart.results",
+    "AutoEvidence": "headstart.results",
+    "TrainingInfo": "headstart.results",
+    "DataSummary": "headstart.results",
+    "SkippedFile": "headstart.results",
+    "Predictions": "headstart.results",
 }
 
-__all__ = ["CNNCodes", "DEFAULT_MODEL", "ArtifactError", "AuditResult", "DataError", "HeadstartError", "ModelError",
-           "TransferClassifier", "advise", "audit", "create_backbone", "fit_folder", "load"]
+__all__ = ["DEFAULT_MODEL", "Advice", "ArtifactError", "AuditResult", "AutoEvidence", "CNNCodes", "DataError",
+           "DataSummary", "FineTuneConfig", "FineTuner", "FitInfo", "FitResult", "HeadFirst", "HeadstartError",
+           "ImageDataModule", "ImageSet", "ModelError", "Predictions", "SkippedFile", "Splits", "TrainingInfo",
+           "TransferClassifier", "advise", "audit", "create_backbone", "find_splits", "fit_folder", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .cache import apply_umask, cannot_write, is_write_fault, reason_of, space_for
+from .disk import apply_umask, cannot_write, is_write_fault, reason_of, space_for
 from .errors import ArtifactError
 
 FORMAT = "headstart-model/1"
@@ -169,7 +169,7 @@ def estimated_model_bytes(model: str) -> int:
     weights), with the largest familiarity bank, and a margin."""
     import timm
 
-    from .familiarity import BANK_MAX
+    from .heads.familiarity import BANK_MAX
 
     net = timm.create_model(model, pretrained=False, num_classes=0)
     params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
@@ -220,9 +220,9 @@ def read_model(path: str | os.PathLike) -> SavedModel:
     """The weights, head, familiarity and config of the model folder ``path``, each checked against the others."""
     from safetensors.torch import load_file
 
-    from .backbones import restore_backbone
-    from .images import Preprocess
-    from .linear import LinearHead
+    from .codes.backbones import restore_backbone
+    from .data.decode import Preprocess
+    from .heads.linear import LinearHead
 
     path = Path(path).expanduser()
     config = read_config(path)
@@ -245,7 +245,7 @@ def read_model(path: str | os.PathLike) -> SavedModel:
             raise ArtifactError(f"{str(path)!r} is an int8 model without its {INT8_NETWORK}; fit the model again")
         saved.int8_network = path / INT8_NETWORK
     if config.get("familiarity") and (path / FAMILIARITY).is_file():
-        from .familiarity import Familiarity
+        from .heads.familiarity import Familiarity
 
         about = config["familiarity"]
         saved.familiarity = Familiarity(load_file(str(path / FAMILIARITY))["bank"].numpy(),

@@ -1,5 +1,7 @@
 """Defaults and choices shared by the CLI and the library, importable without loading torch."""
 
+from __future__ import annotations
+
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 ENGINES = ("auto", "onnx", "torch")
 CLASSIFIERS = ("logistic", "svm")

@@ -1,5 +1,7 @@
 """One exception family: every message says what was wrong and what to do."""
 
+from __future__ import annotations
+
 
 class HeadstartError(Exception):
     """Base of every error a user can cause; the CLI prints it as one line."""

@@ -6,7 +6,10 @@ by key), with their keys and types declared for readers and type checkers. Impor
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class SkippedFile(TypedDict):
@@ -115,3 +118,26 @@ class FitResult(TypedDict, total=False):
     codes_dim: int
     seconds: Seconds
     training: TrainingInfo
+
+
+class Predictions(tuple):
+    """``(proba, kept, skipped)`` for a list of files, unpacking as that triple, with ``familiarity`` of the usable
+    files as an attribute (None where the model has no familiarity)."""
+
+    def __new__(cls, proba: np.ndarray, kept: np.ndarray, skipped: list[tuple[str, str]],
+                familiarity: np.ndarray | None = None) -> Predictions:
+        self = super().__new__(cls, (proba, kept, skipped))
+        self.familiarity = familiarity
+        return self
+
+    @property
+    def proba(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self[1]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return self[2]

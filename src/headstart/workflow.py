@@ -1,12 +1,13 @@
 """``headstart fit`` as one library call: fit on the training split, score the validation split, save the model
-folder (atomically), write its report; the typed result is what ``fit --json`` prints."""
+folder (atomically), write its report; the typed result is what ``fit --json`` prints.
+"""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from .data import Splits
+from .data.splits import Splits
 from .results import DataSummary, FitResult
 
 
@@ -54,7 +55,7 @@ def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
     if report and splits.val is not None:
-        from .report import write_report
+        from .report.html import write_report
 
         result["report"] = str(write_report(clf, splits.val, out / "report.html", f"headstart: {out.name}"))
     return result

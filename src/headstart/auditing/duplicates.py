@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imagestats import ImageStats
+from ..data.imagestats import ImageStats
 from .neighbours import Neighbours, nearest, structure, unit_rows
 
 COSINE = 0.93  # alone (with the guard)
@@ -176,7 +176,7 @@ def duplicate_groups(codes: np.ndarray, stats: np.ndarray | ImageStats | None = 
 def fold_groups(codes: np.ndarray, stats: np.ndarray | None, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Duplicate sets among the rows that a C search on ``labels`` will use (:func:`headstart.linear.search_rows`);
     every other row alone. Cross-validation then never scores an image against its own copy."""
-    from ..linear import search_rows
+    from ..heads.linear import search_rows
 
     rows = search_rows(labels, seed)
     rows = np.arange(len(labels)) if rows is None else rows

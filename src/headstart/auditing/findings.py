@@ -1,6 +1,7 @@
 """The audit's findings: one record per image and issue, with its evidence, a score and an action; in the order a
 person should act on them (duplicates with conflicting labels first, then leaks, duplicates, label errors, outliers,
-unreadable files and odd images)."""
+unreadable files and odd images).
+"""
 
 from __future__ import annotations
 

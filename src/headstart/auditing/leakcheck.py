@@ -1,7 +1,8 @@
 """``fit``'s leak check: validation images that repeat a training image (exact or near copies) make the validation
 score a test of memory, not of new images. Counted, named, and the accuracy without them reported beside the plain
 one. Everything it reads was computed by the fit itself (codes and figures in the cache), except the figures of a
-fine-tuned fit's images, which are measured by decoding alone."""
+fine-tuned fit's images, which are measured by decoding alone.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import ImageSet
-from ..imagestats import STATS, ImageStats
+from ..data.folders import ImageSet
+from ..data.imagestats import STATS, ImageStats
 from .duplicates import Pairs, find_pairs, find_pairs_by_figures
 
 EXAMPLES = 5
@@ -19,8 +20,8 @@ EXAMPLES = 5
 
 def _codes_and_figures(clf: Any, paths: list) -> tuple[np.ndarray | None, ImageStats, np.ndarray]:
     """(penultimate codes or None, figures, kept indices) of ``paths`` as the fitted ``clf`` sees them."""
-    from ..backbones import PENULTIMATE
-    from ..features import FeatureExtractor
+    from ..codes.backbones import PENULTIMATE
+    from ..codes.extract import FeatureExtractor
 
     if clf.strategy_ != "feature-extractor":  # a trained network: its codes are not what thresholds assume
         extractor = FeatureExtractor(clf.backbone_, [STATS], clf.cache_dir, batch_size=clf.batch_size)

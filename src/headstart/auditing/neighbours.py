@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..imagestats import MIRROR_SIGNS, ImageStats
+from ..data.imagestats import MIRROR_SIGNS, ImageStats
 
 BLOCK_CELLS = 8_000_000  # similarities per block of query rows: 32 MB of float32, 64 MB of indices while ranking
 

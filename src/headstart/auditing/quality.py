@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..imagestats import ImageStats
+from ..data.imagestats import ImageStats
 from .neighbours import Neighbours, nearest, unit_rows
 
 DARK_P99 = 40.0  # nearly black: even the brightest 1% of pixels is darker than this (0-255)

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data import ImageSet, existing_dir, files_under, find_splits
+from ..data.folders import ImageSet, existing_dir, files_under
+from ..data.imagestats import STATS, ImageStats
+from ..data.imagestats import WIDTH as STATS_WIDTH
+from ..data.splits import find_splits
 from ..errors import DataError
-from ..imagestats import STATS, ImageStats
-from ..imagestats import WIDTH as STATS_WIDTH
 from .duplicates import CANDIDATES, REF_K, find_pairs, groups_of
 from .findings import AuditResult, assemble
 from .labels import LabelIssues, confused_pairs, find_label_issues, neighbour_agreement
@@ -71,8 +72,8 @@ def out_of_fold(train: Coded, groups: np.ndarray, seed: int, cache: Path | None 
     C searched before for exactly these codes, labels and folds is read from ``cache``, a JSON file)."""
     import json
 
-    from ..cache import write_cache
-    from ..linear import search_C
+    from ..disk import write_cache
+    from ..heads.linear import search_C
 
     labels, n_classes = train.images.labels, len(train.images.class_names)
     if len(np.unique(labels)) < 2:
@@ -97,7 +98,7 @@ def _search_file(extractor: Any, train: Coded, groups: np.ndarray, seed: int) ->
     """Where the label check's C is kept for exactly these codes, labels and duplicate groups."""
     import hashlib
 
-    from ..cache import file_identity, key_of
+    from ..disk import file_identity, key_of
 
     if extractor.cache_dir is None:
         return None
@@ -140,10 +141,9 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     only what needs no labels); ``val``: a separate validation folder. Or ``train_images`` / ``val_images`` as
     :class:`ImageSet`. Nothing is ever written to the data folders.
     """
-    from ..advisor import candidate_layers
-    from ..backbones import PENULTIMATE, create_backbone
+    from ..codes.backbones import PENULTIMATE, candidate_layers, create_backbone
+    from ..codes.extract import FeatureExtractor
     from ..defaults import DEFAULT_MODEL
-    from ..features import FeatureExtractor
 
     started = time.perf_counter()
     if train_images is None:
@@ -211,4 +211,3 @@ def class_level(images: ImageSet, issues: LabelIssues | None) -> dict[str, Any] 
     counts = images.counts()
     return {"counts": counts, "imbalance_ratio": round(max(counts.values()) / max(1, min(counts.values())), 2),
             "confused_pairs": confused_pairs(issues.joint, images.class_names) if issues is not None else []}
-

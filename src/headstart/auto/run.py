@@ -1,0 +1,77 @@
+"""The default path as a library call: measure (one pass) -> decide -> check by experiment -> fit.
+
+``TransferClassifier(strategy="auto")`` and ``headstart fit`` both run :func:`fit_auto`. The advisor's single pass
+over the training images yields every candidate layer's codes; when it covered all training images, the final linear
+classifier is fitted on those same codes with the C its search already chose, so nothing is extracted or searched
+twice. Fine-tuning, when advised and affordable, is checked against the chosen probe on held-out training images.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..codes.backbones import candidate_layers
+from ..disk import write_atomic
+from ..training.options import FineTuneConfig
+from .advice import advise
+from .measure import say
+from .plan import keep_fine_tuned, plan_auto
+
+AUTO_JSON = "auto.json"  # the decision of an auto run that fine-tunes, kept in its workdir for --resume
+#: Fine-tuning options that auto plans, unless the user set them (a value other than FineTuneConfig's default).
+PLANNED = ("unfreeze", "epochs", "lr", "backbone_lr_mult")
+
+
+def given_options(config: FineTuneConfig | None, image_size: int | None) -> dict[str, Any]:
+    """The fine-tuning options the user set explicitly; auto keeps them instead of its own."""
+    default, given = FineTuneConfig(), {}
+    for key in PLANNED:
+        if config is not None and str(getattr(config, key)) != str(getattr(default, key)):
+            given[key] = getattr(config, key)
+    if image_size is not None:
+        given["image_size"] = image_size
+    return given
+
+
+def fit_auto(clf: Any, images: Any, started: float) -> None:
+    """Decide and fit ``clf`` (a TransferClassifier whose ``backbone_`` is built) on ``images``; sets ``auto_``."""
+    workdir = Path(clf.workdir) if clf.workdir else None
+    saved = workdir / AUTO_JSON if workdir else None
+    advice = None
+    if clf.resume and saved is not None and saved.is_file():
+        evidence = json.loads(saved.read_text())
+        say(f"resuming the earlier decision: {evidence['decision']}", clf.progress)
+    else:
+        advice = advise(clf.backbone_, images, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress,
+                        clf.engine, clf.batch_size, precision=clf.precision)
+        strategy, options, evidence = plan_auto(advice, clf.model, clf.weights, images, clf.budget, started,
+                                                given_options(clf.finetune, clf.image_size), clf.finetune)
+        evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))
+        say(f"{evidence['decision']} ({evidence['seconds']:.0f} s to decide)", clf.progress)
+    decided = time.perf_counter()
+    parts = sorted({p for c in candidate_layers(clf.backbone_) for p in c.split("+")})
+    if evidence["strategy"] == "fine-tune":
+        if saved is not None:
+            write_atomic(saved, json.dumps(evidence, indent=2).encode())
+        options = evidence["options"]
+        known = {f.name for f in fields(FineTuneConfig)}
+        config = replace(clf.finetune or FineTuneConfig(), **{k: v for k, v in options.items() if k in known})
+        clf._fit_network(images, started, config, options.get("image_size"))
+        training = clf.fit_info_["training"]
+        if training["is_global_zero"] and not keep_fine_tuned(evidence, training["best_monitor_acc"]):
+            say(evidence["decision"], clf.progress)
+            clf._rebuild_backbone()  # the probe runs on the pretrained network, not the fine-tuned one
+            clf._fit_codes(images, evidence["probe"]["layer"].split("+"), started, also=parts,
+                           advice=advice)
+    else:
+        clf._fit_codes(images, evidence["options"]["layer"].split("+"), started, also=parts, advice=advice)
+    clf.auto_ = evidence
+    seconds = clf.fit_info_["seconds"]
+    seconds["decide"] = round(decided - started, 3)
+    if advice is not None and advice.measured is not None:
+        seconds["measure"] = round(advice.measured.seconds, 3)
+        clf.fit_info_["n_codes_computed"] += advice.measured.computed

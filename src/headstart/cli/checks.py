@@ -1,0 +1,123 @@
+"""Up-front checks of what a user gives (numbers, folders, weights files, outputs), with one-line errors.
+
+Torch-free: every command runs these before any model is loaded or image read, so a mistake costs seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ArtifactError, DataError, HeadstartError
+
+WEIGHT_SOURCES = ("embedded", "hub", "none")
+
+
+def at_least(option: str, value: float | None, low: float) -> None:
+    if value is not None and not value >= low:
+        raise HeadstartError(f"{option} must be at least {low:g}, got {value:g}")
+
+
+def positive(option: str, value: float | None, what: str = "a positive number") -> None:
+    if value is not None and not value > 0:
+        raise HeadstartError(f"{option} must be {what}, got {value:g}")
+
+
+def weights(source: str | None) -> None:
+    """``--weights``: a known source, or a file that exists."""
+    if source is None or source in WEIGHT_SOURCES:
+        return
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise HeadstartError(f"--weights {source!r} is neither {', '.join(WEIGHT_SOURCES)} nor an existing file; "
+                             "give a .safetensors or PyTorch state-dict file")
+
+
+def devices(value: str) -> int | str:
+    """``--devices``: 'auto', a count of at least 1, or comma-separated device ids."""
+    text = str(value).strip()
+    if text == "auto":
+        return text
+    if text.isdigit():
+        if int(text) < 1:
+            raise HeadstartError("--devices must be 'auto', a count of at least 1, or ids such as 0,1")
+        return int(text)
+    if all(part.strip().isdigit() for part in text.split(",")) and text.strip(","):
+        return text
+    raise HeadstartError(f"--devices must be 'auto', a count of at least 1, or ids such as 0,1; got {value!r}")
+
+
+def val_options(data: str | os.PathLike, val: str | None, val_fraction: float | None) -> None:
+    """``--val-fraction`` is only meaningful when the validation images are not given as a folder."""
+    from ..data.folders import VAL_NAMES, existing_dir
+
+    if val is not None:
+        existing_dir(val, "validation folder")
+    if val_fraction is None:
+        return
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction:g}")
+    root = Path(data).expanduser()
+    folder = val or next((root / n for n in VAL_NAMES if (root / "train").is_dir() and (root / n).is_dir()), None)
+    if folder is not None:
+        raise DataError(f"--val-fraction does nothing here: the validation images are the folder {str(folder)!r}; "
+                        "drop --val-fraction, or point DATA at the training folder alone")
+
+
+def output_file(path: str | os.PathLike, overwrite: bool, ours: str | None = None, option: str = "--out") -> Path:
+    """A file to write: not a folder, replaced only with ``overwrite`` (or when it holds ``ours``), and creatable."""
+    from ..artifact import check_writable
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ArtifactError(f"{str(path)!r} is a folder; give a file name for {option}")
+    if path.exists() and not overwrite and not (ours and _holds(path, ours)):
+        raise ArtifactError(f"{str(path)!r} already exists; pass --overwrite or choose another {option}")
+    check_writable(path, option)
+    return path
+
+
+def _holds(path: Path, marker: str) -> bool:
+    try:
+        with path.open("rb") as f:
+            return marker.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def precision(value: str | None, engine: str = "auto") -> None:
+    """int8 runs on ONNX Runtime only (``engine`` "torch" also stands for TorchScript export)."""
+    if value == "int8" and engine == "torch":
+        raise HeadstartError("--precision int8 runs on ONNX Runtime: use it with --format onnx and without "
+                             "--engine torch, or use --precision fp32")
+
+
+def exclusions(file: str | os.PathLike) -> list[Path]:
+    """``--exclude FILE``: its paths (an audit CSV's path column, or one per line), each of which must exist; a
+    relative path is taken from the current folder, else from the file's own folder."""
+    from ..auditing.outputs import read_exclusions
+
+    listed = read_exclusions(file)
+    if not listed:
+        raise DataError(f"--exclude {str(file)!r} names no files; give an audit CSV or one path per line")
+    base = Path(file).expanduser().resolve().parent
+    found, missing = [], []
+    for path in listed:
+        candidates = [path] if path.is_absolute() else [path, base / path]
+        hit = next((c for c in candidates if c.exists()), None)
+        (found if hit else missing).append(hit or path)
+    if missing:
+        raise DataError(f"--exclude {str(file)!r} names {len(missing)} file(s) that do not exist, e.g. "
+                        f"{str(missing[0])!r}; fix the paths (relative ones are read from here or from the file's "
+                        "folder)")
+    return found
+
+
+def without(splits, paths: list[Path], file: str):
+    """``splits`` less the excluded images; refused when a class would be left with no training image."""
+    kept = splits.without(paths)
+    empty = [name for name, n in kept.train.counts().items() if n == 0]
+    if empty:
+        raise DataError(f"--exclude {file!r} leaves no training image in class(es) {', '.join(empty)}; keep some, or "
+                        "remove the class folder")
+    return kept

@@ -1,0 +1,142 @@
+"""Commands on data before a model exists: advise, extract, models."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import HeadstartError
+from . import checks
+from .fit import _check_numbers, _fraction, _precision_option
+from .output import _print_json
+
+
+def cmd_advise(args: argparse.Namespace) -> None:
+    from ..data.folders import existing_dir
+    from ..data.splits import find_splits
+
+    existing_dir(args.data, "data folder")
+    checks.val_options(args.data, args.val, args.val_fraction)
+    checks.weights(args.weights)
+    checks.precision(args.precision, args.engine)
+    train = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed).train
+    from ..auto.advice import advise, format_advice
+    from ..codes.backbones import create_backbone
+    from ..errors import ModelError
+
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    results, texts = [], []
+    for name in models:
+        try:
+            backbone = create_backbone(name, args.weights if len(models) == 1 else None)
+        except ModelError as exc:
+            if len(models) == 1:
+                raise
+            results.append({"model": name, "error": str(exc)})
+            continue
+        advice = advise(backbone, train, args.cache_dir, args.seed, progress=not args.quiet and not args.json,
+                        engine=args.engine, precision=args.precision)
+        results.append({"model": name, **advice.to_dict(), "best_layer_score": advice.layers.get(advice.layer, 0.0)})
+        texts.append(format_advice(advice, name))
+    ranked = sorted((r for r in results if "error" not in r), key=lambda r: -r["best_layer_score"])
+    if args.json:
+        _print_json(results[0] if len(models) == 1 else {"ranking": [r["model"] for r in ranked], "models": results})
+        return
+    print("\n\n".join(texts))
+    if len(models) > 1:
+        print("\nranking by best cross-validated linear accuracy on training images (no full training):")
+        for i, r in enumerate(ranked, 1):
+            print(f"  {i}. {r['model']:<32}{r['best_layer_score']:.4f} ({r['layer']})")
+        for r in results:
+            if "error" in r:
+                print(f"  -  {r['model']}: {r['error']}")
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    import time
+
+    from ..data.folders import existing_dir
+    from ..data.splits import find_splits
+    from ..training.options import check_distributed, parse_layers
+
+    existing_dir(args.data, "data folder")
+    checks.weights(args.weights)
+    _check_numbers(args)  # --image-size, --batch-size, --num-nodes, --devices
+    devices = checks.devices(args.devices)
+    checks.precision(args.precision, args.engine)
+    check_distributed(args.distributed)
+    layers = parse_layers(args.layer)
+    splits = find_splits(args.data, val_fraction=0.0)
+    from ..codes.backbones import create_backbone
+    from ..codes.extract import extract_distributed
+
+    paths = list(splits.train.paths) + (list(splits.val.paths) if splits.val else [])
+    backbone = create_backbone(args.model, args.weights, image_size=args.image_size)
+    started = time.perf_counter()
+    result = extract_distributed(backbone, layers, paths, args.cache_dir, devices, args.num_nodes,
+                                 args.accelerator, args.distributed, args.batch_size, progress=not args.quiet,
+                                 precision=args.precision, calibration=splits.train.paths)
+    if not result["is_global_zero"]:
+        return
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['total_images']} images' codes cached by {result['world_size']} process(es) in "
+              f"{result['seconds']:.1f} s; {len(result['skipped_total'])} skipped")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from ..codes.zoo import list_models
+
+    rows = list_models(args.pattern)
+    if not rows:
+        wider = f"*{args.pattern.strip('*')}*"
+        raise HeadstartError(f"no model matches {args.pattern!r}; try a wider pattern such as {wider!r}, or "
+                             "`headstart models` for the list")
+    if args.json:
+        _print_json(rows)
+        return
+    for row in rows:
+        print(f"{row['name']:<48}{row['weights']}")
+    if not args.pattern:
+        print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
+
+
+def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
+    """The commands that measure data or list models: advise, extract, audit, models."""
+    from ..defaults import DEFAULT_MODEL
+
+    ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
+                                                         "recommend a strategy")
+    ad.add_argument("data")
+    ad.add_argument("--model", default=DEFAULT_MODEL, help="one model, or several joined by commas to rank them")
+    ad.add_argument("--weights")
+    ad.add_argument("--val")
+    ad.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
+    ad.add_argument("--seed", type=int, default=0)
+    _precision_option(ad)
+    ad.set_defaults(run=cmd_advise)
+
+    xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
+                                                          "GPUs or nodes")
+    xt.add_argument("data")
+    xt.add_argument("--model", default=DEFAULT_MODEL)
+    xt.add_argument("--weights")
+    xt.add_argument("--layer", default="penultimate")
+    xt.add_argument("--image-size", type=int)
+    xt.add_argument("--batch-size", type=int)
+    xt.add_argument("--devices", default="1", help="Lightning devices: a count, ids, or auto")
+    xt.add_argument("--num-nodes", type=int, default=1)
+    xt.add_argument("--accelerator", default="auto")
+    xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
+    _precision_option(xt)
+    xt.set_defaults(run=cmd_extract)
+
+    from .audit import add_parser as add_audit
+
+    add_audit(sub, common)
+
+    md = sub.add_parser("models", help="known models and whether their weights are available now")
+    md.add_argument("pattern", nargs="?", help="a timm name pattern, e.g. 'resnet*'")
+    md.add_argument("--json", action="store_true")
+    md.set_defaults(run=cmd_models)

@@ -1,0 +1,211 @@
+"""Commands on a saved model: evaluate, predict, report, export, summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import HeadstartError
+from . import checks
+from .fit import _precision_option
+from .output import _print_json, _skipped_lines
+
+
+def _load(args: argparse.Namespace):
+    from ..estimator import load
+
+    return load(args.model_dir, cache_dir=args.cache_dir, engine=args.engine, progress=not args.quiet)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from ..artifact import read_config
+    from ..data.folders import evaluation_set, existing_dir
+
+    read_config(args.model_dir)
+    existing_dir(args.data, "data folder")
+    clf = _load(args)
+    result = clf.evaluate(evaluation_set(args.data, clf.classes_))
+    if args.json:
+        _print_json(result)
+        return
+    lines = [f"{result['n_images']} images: accuracy {result['accuracy']:.4f}, "
+             f"balanced accuracy {result['balanced_accuracy'] or float('nan'):.4f}",
+             f"{'class':<24}{'precision':>10}{'recall':>10}{'f1':>10}{'n':>8}"]
+    for name, m in result["per_class"].items():
+        lines.append(f"{name[:23]:<24}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>8}")
+    if "n_unfamiliar" in result:
+        lines.append(f"unfamiliar: {result['n_unfamiliar']} of {result['n_images']} images "
+                     f"({100 * result['unfamiliar_rate']:.1f}%; about {100 * result['familiarity']['flag_rate']:.0f}% "
+                     "of images like the training ones are flagged)")
+    lines += _skipped_lines(result["skipped"])
+    print("\n".join(lines))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from ..artifact import read_config
+    from ..data.folders import prediction_inputs
+
+    checks.at_least("--top", args.top, 1)
+    paths = prediction_inputs(args.inputs)
+    onnx = str(args.model_dir).endswith(".onnx")
+    if onnx:  # an exported file: ONNX Runtime only, torch is never imported
+        from ..deploy.runtime import OnnxClassifier
+
+        clf = OnnxClassifier(args.model_dir)
+    else:
+        read_config(args.model_dir)
+        clf = _load(args)
+    found = clf.predict_files(paths)
+    threshold = clf.threshold if onnx else getattr(getattr(clf, "familiarity_", None), "threshold", None)
+    predictions = []
+    for n, (row, i) in enumerate(zip(found.proba, found.kept)):
+        order = row.argsort()[::-1]
+        entry = {"path": str(paths[i]), "label": clf.classes_[order[0]],
+                 "probabilities": {clf.classes_[j]: round(float(row[j]), 6) for j in order}}
+        if found.familiarity is not None:
+            score = float(found.familiarity[n])
+            entry.update(familiarity=round(score, 4), unfamiliar=score < threshold)
+        predictions.append(entry)
+    skipped_list = [{"path": p, "reason": r} for p, r in found.skipped]
+    if args.json:
+        _print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list,
+                     "familiarity_threshold": threshold})
+        return
+    for p in predictions:
+        top = list(p["probabilities"].items())[: args.top]
+        mark = (f"\tUNFAMILIAR (familiarity {p['familiarity']:.3f} < {threshold:.3f}: unlike the training images)"
+                if p.get("unfamiliar") else "")
+        print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top) + mark)
+    for line in _skipped_lines(skipped_list):
+        print(line, file=sys.stderr)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from ..artifact import read_config
+    from ..data.folders import evaluation_set, existing_dir
+    from ..report.html import GENERATOR, write_report
+
+    read_config(args.model_dir)
+    existing_dir(args.data, "data folder")
+    out = checks.output_file(args.out or Path(args.model_dir) / "report.html", args.overwrite, ours=GENERATOR)
+    clf = _load(args)
+    write_report(clf, evaluation_set(args.data, clf.classes_), out, f"headstart: {Path(args.model_dir).name}")
+    if args.json:
+        _print_json({"out": str(out)})
+    else:
+        print(f"report: {out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ..artifact import read_config
+    from ..data.folders import existing_dir, files_under
+
+    config = read_config(args.model_dir)
+    precision = args.precision or config.get("precision", "fp32")
+    checks.precision(precision, "torch" if args.format == "torchscript" else "onnx")
+    if args.calibration is not None and precision != "int8":
+        raise HeadstartError("--calibration is for --precision int8")
+    calibration = None
+    if args.calibration is not None:
+        from ..codes.quantize import MIN_CALIBRATION_IMAGES
+
+        calibration = files_under(existing_dir(args.calibration, "calibration folder"))
+        if len(calibration) < MIN_CALIBRATION_IMAGES:
+            raise HeadstartError(f"--calibration {args.calibration} holds {len(calibration)} file(s); give a folder of "
+                                 f"at least {MIN_CALIBRATION_IMAGES} training images")
+    out = checks.output_file(args.out or Path(args.model_dir) / f"model.{'onnx' if args.format == 'onnx' else 'pt'}",
+                             args.overwrite)
+    from ..deploy.export import export
+
+    clf = _load(args)
+    export(clf, out, args.format, precision, calibration)
+    size = out.stat().st_size / 2**20
+    if args.json:
+        _print_json({"out": str(out), "format": args.format, "precision": precision, "megabytes": round(size, 2)})
+    else:
+        print(f"exported {args.format} ({precision}): {out} ({size:.1f} MB)")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from ..artifact import read_config
+    from ..training.options import FineTuneConfig, parse_layers
+
+    checks.at_least("--num-classes", args.num_classes, 2)
+    blocks = FineTuneConfig(strategy=args.strategy, unfreeze=args.unfreeze).unfreeze_blocks()
+    checks.weights(args.weights)
+    parse_layers(args.layer)
+    if args.model_dir:
+        read_config(args.model_dir)
+    from ..codes.backbones import create_backbone
+    from ..report.summary import format_summary, summarize
+    from ..training.module import trainable_prefixes
+
+    if args.model_dir:
+        clf = _load(args)
+        backbone, layers, n_classes, strategy = clf.backbone_, clf.layers_, len(clf.classes_), clf.strategy_
+        trainable = clf.head_.info.get("trainable_prefixes")
+    else:
+        backbone = create_backbone(args.model, args.weights)
+        layers, n_classes, strategy = parse_layers(args.layer), args.num_classes, args.strategy
+        trainable = None
+        if strategy != "feature-extractor":
+            trainable = trainable_prefixes(backbone.model, blocks)
+    codes_dim = None
+    if layers != ["penultimate"]:
+        import torch
+
+        from ..codes.backbones import CodesNet
+
+        h, w = backbone.preprocess.input_size
+        with torch.inference_mode():
+            codes_dim = sum(o.shape[1] for o in CodesNet(backbone, layers)(torch.zeros(1, h, w, 3, dtype=torch.uint8)))
+    summary = summarize(backbone, strategy, codes_dim, n_classes, trainable)
+    summary["codes_layers"] = layers
+    if args.json:
+        _print_json(summary)
+    else:
+        print(format_summary(summary))
+
+
+def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
+    """The commands that use a saved model: evaluate, predict, report, export, summary."""
+    from ..defaults import DEFAULT_MODEL, EXPORT_FORMATS, STRATEGIES
+
+    ev = sub.add_parser("evaluate", parents=[common], help="score a saved model on labelled images")
+    ev.add_argument("model_dir")
+    ev.add_argument("data", help="folder of class folders (or holding val/)")
+    ev.set_defaults(run=cmd_evaluate)
+
+    pr = sub.add_parser("predict", parents=[common], help="predict classes of image files or folders")
+    pr.add_argument("model_dir", help="a saved model folder, or an exported .onnx file")
+    pr.add_argument("inputs", nargs="+")
+    pr.add_argument("--top", type=int, default=3, help="classes shown per image (text output)")
+    pr.set_defaults(run=cmd_predict)
+
+    rp = sub.add_parser("report", parents=[common], help="write a self-contained HTML report on labelled images")
+    rp.add_argument("model_dir")
+    rp.add_argument("data", help="folder of class folders (or holding val/)")
+    rp.add_argument("--out", help="HTML file to write (default MODEL_DIR/report.html)")
+    rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    rp.set_defaults(run=cmd_report)
+
+    ex = sub.add_parser("export", parents=[common], help="write a saved model as one ONNX or TorchScript file")
+    ex.add_argument("model_dir")
+    ex.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
+    ex.add_argument("--out", help="file to write (default MODEL_DIR/model.onnx or model.pt)")
+    _precision_option(ex, None)
+    ex.add_argument("--calibration", metavar="DIR", help="training images to calibrate int8 on, for a model fitted "
+                                                         "in fp32 (default: its recorded training data)")
+    ex.add_argument("--overwrite", action="store_true")
+    ex.set_defaults(run=cmd_export)
+
+    sm = sub.add_parser("summary", parents=[common], help="layers, shapes and (non-)trainable parameters")
+    sm.add_argument("model_dir", nargs="?", help="a saved model folder (or use --model)")
+    sm.add_argument("--model", default=DEFAULT_MODEL)
+    sm.add_argument("--weights")
+    sm.add_argument("--layer", default="penultimate")
+    sm.add_argument("--strategy", default="feature-extractor", choices=STRATEGIES)
+    sm.add_argument("--unfreeze", default="2", help="with --strategy fine-tune: top blocks trained, or 'all'")
+    sm.add_argument("--num-classes", type=int, help="include the new head for this many classes")
+    sm.set_defaults(run=cmd_summary)

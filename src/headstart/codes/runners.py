@@ -1,0 +1,151 @@
+"""The networks that compute CNN codes: the ONNX export of the tapped network (fp32 or int8, cached) and its
+runtimes (ONNX Runtime on CPU, eager PyTorch elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.decode import Preprocess, decoded_batches
+from ..disk import file_identity, key_of, write_atomic, write_cache
+from ..errors import ModelError
+from .backbones import Backbone, CodesNet
+from .session import onnx_session
+
+
+class OnnxRunner:
+    """An exported CodesNet (fp32 or int8) run by ONNX Runtime on the CPU; outputs in the order of ``layers``."""
+
+    def __init__(self, path: Path, layers: list[str], threads: int | None = None):
+        self.path = path
+        self.session = onnx_session(path, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        computed = json.loads(meta["layers"]) if "layers" in meta else layers
+        missing = [layer for layer in layers if layer not in computed]
+        if missing:
+            raise ModelError(f"{str(path)!r} computes no {', '.join(missing)}; it has {', '.join(computed)}")
+        self.outputs = [f"codes_{computed.index(layer)}" for layer in layers]
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.outputs, {"images": batch})
+
+
+#: ONNX files (path, size, modification time) that ONNX Runtime has opened in this process: not checked again
+_OPENED: set[str] = set()
+
+
+#: Where networks go when the cache cannot hold them (full, read-only): removed when the process ends.
+_SPILL: list[tempfile.TemporaryDirectory] = []
+
+
+def _write_network(path: Path, data: bytes) -> Path:
+    """``data`` written to ``path``, or, when the cache refuses it, to a folder of this process's own (said once)."""
+    if write_cache(path, data):
+        return path
+    if not _SPILL:
+        _SPILL.append(tempfile.TemporaryDirectory(prefix="headstart-networks-"))
+    spilled = Path(_SPILL[0].name) / path.name
+    write_atomic(spilled, data)  # a second refusal is the run's end: one line, naming the folder and sizes
+    return spilled
+
+
+def _cached(path: Path, build: Callable[[], bytes]) -> Path:
+    """``path``, built first when missing, or when ONNX Runtime cannot open it (a damaged file, rebuilt once)."""
+    for attempt in range(2):
+        spilled = Path(_SPILL[0].name) / path.name if _SPILL else None
+        if not path.exists() and spilled is not None and spilled.exists():
+            path = spilled
+        if not path.exists():
+            path = _write_network(path, build())
+        identity = file_identity(path)
+        if identity in _OPENED:
+            return path
+        try:
+            onnx_session(path, 1)
+        except Exception:
+            if attempt:
+                raise
+            path.unlink(missing_ok=True)
+            continue
+        _OPENED.add(identity)
+        return path
+    return path
+
+
+def fp32_network(backbone: Backbone, layers: list[str], cache_dir: Path) -> Path:
+    """The ONNX export of CodesNet(backbone, layers), cached on disk by everything that shapes it."""
+    key = key_of({"model": backbone.name, "weights": backbone.digest, "layers": layers,
+                  "preprocess": backbone.preprocess.to_dict(), "torch": torch.__version__, "v": 2})
+    return _cached(cache_dir / "onnx" / f"{backbone.name}-{key}.onnx",
+                   lambda: export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers),
+                                       {"layers": json.dumps(layers)}))
+
+
+def int8_network(fp32: Path, calibration: list[Path], preprocess: Preprocess, workers: int) -> Path:
+    """``fp32`` quantised to int8 with ranges from the ``calibration`` images, cached beside it."""
+    import onnxruntime
+
+    from .quantize import RECIPE, quantize
+
+    key = key_of({"network": fp32.stem, "calibration": [file_identity(p) for p in calibration], "recipe": RECIPE,
+                  "onnxruntime": onnxruntime.__version__})
+
+    def build() -> bytes:
+        batches = [batch for _, batch, _ in decoded_batches(calibration, preprocess, 16, workers)
+                   if batch is not None]
+        return quantize(fp32, batches)
+
+    return _cached(fp32.with_name(f"{fp32.stem}-int8-{key}.onnx"), build)
+
+
+def export_onnx(net: torch.nn.Module, preprocess: Preprocess | None, n_outputs: int,
+                metadata: dict[str, str] | None = None, examples: tuple[torch.Tensor, ...] | None = None,
+                input_names: list[str] | None = None, output_names: list[str] | None = None) -> bytes:
+    """Serialise ``net`` to ONNX bytes with a dynamic batch dimension on every input tensor.
+
+    By default the input is "images" (uint8 NHWC at ``preprocess``'s size) and the outputs "codes_0".. .
+    """
+    from torch.utils._pytree import tree_map
+
+    if examples is None:
+        height, width = preprocess.input_size
+        examples = (torch.zeros(2, height, width, 3, dtype=torch.uint8),)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            net.eval(), examples, dynamo=True, input_names=input_names or ["images"],
+            output_names=output_names or [f"codes_{i}" for i in range(n_outputs)],
+            dynamic_shapes=tree_map(lambda _: {0: batch}, examples), opset_version=18, external_data=False,
+            verbose=False,
+        )
+        model = program.model_proto
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
+
+
+class TorchRunner:
+    """CodesNet in eager PyTorch: channels-last and mixed precision on CUDA."""
+
+    def __init__(self, backbone: Backbone, layers: list[str], device: str):
+        self.device = torch.device(device)
+        self.net = CodesNet(backbone, layers).to(self.device).eval()
+        if self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            outputs = self.net(x)
+        return [o.float().cpu().numpy() for o in outputs]

@@ -1,0 +1,78 @@
+"""Train/validation splits: a folder's own split folders, or a stratified split of one folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .folders import TRAIN_NAME, VAL_NAMES, ImageSet, existing_dir, read_class_folders
+
+
+@dataclass
+class Splits:
+    """The training images, the validation images (or None), and how they were found."""
+
+    train: ImageSet
+    val: ImageSet | None
+    how: str
+    notes: list[str] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)  # images left out by ``without``, per split
+
+    def without(self, paths: list[Path]) -> Splits:
+        """The same splits less the images at ``paths`` (compared as resolved paths)."""
+        gone = {p.resolve() for p in paths}
+        parts, excluded = {}, dict(self.excluded)
+        for name, images in (("train", self.train), ("val", self.val)):
+            if images is None:
+                continue
+            keep = np.array([p.resolve() not in gone for p in images.paths], bool)
+            parts[name] = images.subset(np.flatnonzero(keep))
+            if (~keep).any():
+                excluded[name] = excluded.get(name, 0) + int((~keep).sum())
+        return Splits(parts["train"], parts.get("val"), self.how, self.notes, excluded)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with ``fraction`` of each class in val (at least one image of each class stays in train)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == label))
+        n_val = int(round(len(index) * fraction))
+        if fraction > 0 and len(index) >= 2:
+            n_val = max(n_val, 1)
+        n_val = min(n_val, len(index) - 1)
+        val.extend(index[:n_val])
+        train.extend(index[n_val:])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
+
+
+def find_splits(data: str | os.PathLike, val: str | os.PathLike | None = None,
+                val_fraction: float = 0.2, seed: int = 0) -> Splits:
+    """Locate the training and validation images for ``data``.
+
+    ``data/train`` + ``data/val`` (or ``valid``/``validation``) are used as given; otherwise ``val`` names a
+    separate validation folder, or a stratified ``val_fraction`` of the training images is held out with ``seed``.
+    """
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    data = existing_dir(data, "data folder")
+    train_dir, val_dir, how = data, None, ""
+    if (data / TRAIN_NAME).is_dir():
+        train_dir = data / TRAIN_NAME
+        val_dir = next((data / n for n in VAL_NAMES if (data / n).is_dir()), None)
+        how = f"{train_dir.name}/ and {val_dir.name}/ folders" if val_dir else ""
+    if val is not None:
+        val_dir, how = existing_dir(val, "validation folder"), f"--val {val}"
+    train = read_class_folders(train_dir)
+    if val_dir is not None:
+        return Splits(train, read_class_folders(val_dir, train.class_names), how or "given folders")
+    if val_fraction == 0:
+        return Splits(train, None, "no validation split (--val-fraction 0)")
+    train_idx, val_idx = stratified_split(train.labels, val_fraction, seed)
+    return Splits(train.subset(train_idx), train.subset(val_idx),
+                  f"stratified {val_fraction:g} of {train_dir} held out (seed {seed})")

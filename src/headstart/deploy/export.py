@@ -1,0 +1,166 @@
+"""Export a saved model as one file: ONNX (normalisation, network, layer taps and head in the graph; fp32 or int8)
+or TorchScript.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..codes.backbones import PENULTIMATE, CodesNet
+from ..codes.quantize import MIN_CALIBRATION_IMAGES
+from ..defaults import EXPORT_FORMATS as FORMATS
+from ..defaults import PRECISIONS
+from ..disk import write_atomic
+from ..errors import ArtifactError
+from .runtime import EXPORT_FORMAT
+
+
+class HeadNet(nn.Module):
+    """CNN codes in, one tensor per layer of ``inputs``; class probabilities out (concatenation, the linear head,
+    softmax) and, with ``familiarity``, each image's familiarity (cosine similarity of its penultimate codes to the
+    k-th nearest training image). ``int8_bank``: the training codes stored as int8 rows with a scale each (a
+    quarter of the size; cosines move by about 0.002)."""
+
+    def __init__(self, clf, inputs: list[str], familiarity: bool = True, int8_bank: bool = False):
+        super().__init__()
+        self.head_inputs = [inputs.index(layer) for layer in clf.layers_]
+        self.familiarity = getattr(clf, "familiarity_", None) if familiarity else None
+        self.penultimate = inputs.index(PENULTIMATE) if self.familiarity is not None else -1
+        self.head = nn.Linear(clf.head_.weight.shape[1], clf.head_.weight.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(torch.from_numpy(clf.head_.weight))
+            self.head.bias.copy_(torch.from_numpy(clf.head_.bias))
+        if self.familiarity is not None:
+            bank = torch.from_numpy(self.familiarity.bank.astype(np.float32))
+            scale = bank.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127 if int8_bank else torch.ones(len(bank), 1)
+            self.register_buffer("bank", torch.round(bank / scale).to(torch.int8) if int8_bank else bank)
+            self.register_buffer("bank_scale", scale if int8_bank else None)
+
+    def forward(self, codes: tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        proba = torch.softmax(self.head(torch.cat([codes[i] for i in self.head_inputs], 1)), dim=1)
+        if self.familiarity is None:
+            return proba
+        query = nn.functional.normalize(codes[self.penultimate], dim=1)
+        bank = self.bank if self.bank_scale is None else self.bank.float() * self.bank_scale
+        k = min(self.familiarity.k, bank.shape[0])
+        return proba, torch.topk(query @ bank.T, k, dim=1).values[:, -1]
+
+
+class WholeClassifier(nn.Module):
+    """uint8 NHWC images in; class probabilities out (and familiarity when the model has it): CodesNet, HeadNet."""
+
+    def __init__(self, clf, familiarity: bool = True):
+        super().__init__()
+        layers = clf._code_layers() if familiarity and getattr(clf, "familiarity_", None) is not None else clf.layers_
+        self.codes = CodesNet(clf.backbone_, layers)
+        self.head = HeadNet(clf, layers, familiarity)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.codes(images))
+
+
+def _metadata(clf, precision: str) -> dict[str, str]:
+    metadata = {
+        "format": EXPORT_FORMAT,
+        "class_names": json.dumps(clf.classes_),
+        "preprocess": json.dumps(clf.backbone_.preprocess.to_dict()),
+        "model": clf.backbone_.name,
+        "weights": clf.backbone_.weights,
+        "layers": json.dumps(clf.layers_),
+        "strategy": clf.strategy_,
+        "precision": precision,
+        "input": "uint8 NHWC RGB images, resized and cropped per 'preprocess'; normalisation is in the graph",
+    }
+    if getattr(clf, "familiarity_", None) is not None:
+        metadata["familiarity"] = json.dumps(clf.familiarity_.info())
+    return metadata
+
+
+def _onnx(clf, precision: str, calibration: Sequence[str | Path] | None) -> bytes:
+    """The codes network (the model's own, or quantised on ``calibration``) joined to the exported HeadNet."""
+    import onnx
+    import onnx.compose
+
+    from ..codes.extract import FeatureExtractor
+    from ..codes.runners import OnnxRunner
+
+    layers = clf._code_layers() if getattr(clf, "familiarity_", None) is not None else clf.layers_
+    if precision == clf.precision and set(layers) <= set(clf._extractor().computed):
+        network = clf._extractor().network()
+    else:
+        if precision == "int8" and calibration is None:  # the training images recorded at fit, if still there
+            calibration = [p for p in getattr(clf, "_calibration", None) or [] if Path(p).is_file()]
+            if len(calibration) < MIN_CALIBRATION_IMAGES:
+                raise ArtifactError("this model was fitted in fp32 and its training images are gone: give "
+                                    "training images to calibrate int8 on (--calibration DIR)")
+        network = FeatureExtractor(clf.backbone_, layers, clf.cache_dir, "onnx", precision=precision,
+                                   calibration=calibration).network()
+    runner = OnnxRunner(network, layers, threads=1)
+    height, width = clf.backbone_.preprocess.input_size
+    widths = [out.shape[1] for out in runner(np.zeros((1, height, width, 3), np.uint8))]
+    head = HeadNet(clf, layers, int8_bank=precision == "int8")
+    outputs = ["probabilities"] + (["familiarity"] if head.familiarity is not None else [])
+    head_model = onnx.load_from_string(_export_head(head, widths, outputs))
+    codes_model = onnx.load(str(network))
+    head_model.ir_version = codes_model.ir_version = max(head_model.ir_version, codes_model.ir_version)
+    merged = onnx.compose.merge_models(
+        codes_model, head_model, io_map=[(name, f"codes_{i}") for i, name in enumerate(runner.outputs)],
+        prefix2="head/", outputs=[f"head/{name}" for name in outputs])
+    for name in outputs:  # the public output names, without the prefix
+        merged.graph.node.append(onnx.helper.make_node("Identity", [f"head/{name}"], [name]))
+        output = next(o for o in merged.graph.output if o.name == f"head/{name}")
+        output.name = name
+    del merged.metadata_props[:]
+    for key, value in _metadata(clf, precision).items():
+        merged.metadata_props.add(key=key, value=value)
+    data = merged.SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    return data
+
+
+def _export_head(head: HeadNet, widths: list[int], outputs: list[str]) -> bytes:
+    from ..codes.runners import export_onnx
+
+    examples = (tuple(torch.zeros(2, w) for w in widths),)
+    return export_onnx(head, None, len(outputs), examples=examples,
+                       input_names=[f"codes_{i}" for i in range(len(widths))], output_names=outputs)
+
+
+def export(clf, out: str | os.PathLike, fmt: str = "onnx", precision: str | None = None,
+           calibration: Sequence[str | Path] | None = None) -> Path:
+    """Write ``clf`` (a loaded or fitted TransferClassifier) to the single file ``out``, atomically.
+
+    ``precision``: of the ONNX network, "fp32" or "int8" (default: the model's own). int8 reuses the model's
+    quantised network, or quantises now with ranges from ``calibration`` (training images) for an fp32 model.
+    """
+    if fmt not in FORMATS:
+        raise ArtifactError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    precision = precision or clf.precision
+    if precision not in PRECISIONS:
+        raise ArtifactError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if fmt != "onnx" and precision != "fp32":
+        raise ArtifactError("int8 export is ONNX only; use --format onnx, or --precision fp32 for TorchScript")
+    out = Path(out).expanduser()
+    if fmt == "onnx":
+        data = _onnx(clf, precision, calibration)
+    else:
+        import io
+
+        net = WholeClassifier(clf, familiarity=False).eval()  # TorchScript keeps its one output
+        height, width = clf.backbone_.preprocess.input_size
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(net, torch.zeros(2, height, width, 3, dtype=torch.uint8))
+            torch.jit.save(traced, buffer, _extra_files={"headstart.json": json.dumps(_metadata(clf, precision))})
+        data = buffer.getvalue()
+    write_atomic(out, data)
+    return out

@@ -1,0 +1,324 @@
+"""Linear classifiers on CNN codes: standardised features, regularisation chosen by cross-validation.
+
+Softmax regression (scikit-learn's ``LogisticRegression`` objective) and a linear SVM (``LinearSVC``'s squared
+hinge, one-vs-rest) are solved by one batched L-BFGS in torch: every (fold, C) pair of the cross-validation is an
+independent problem in the same call, in the codes' principal-axis basis, preconditioned by the data's variance along
+each axis. On dtd10 (800 x 1280 codes, 10 classes) that searches 9 C values x 5 folds in about 0.6 s where
+``LogisticRegressionCV`` took 8.5 s for 6 values, with the same C and validation accuracy (``bench/auto.py``).
+C means what it means in scikit-learn: ``C * sum(loss) + ||w||^2 / 2``, the intercept unpenalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..defaults import CLASSIFIERS
+from ..errors import DataError
+
+#: Candidate C values, half a decade apart, bracketing the optima measured on the shared datasets; a search whose
+#: best C lies at an edge extends the grid on that side (at most EXTEND_STEPS more values, then stops).
+C_GRIDS = {"logistic": tuple(float(c) for c in np.logspace(-3.5, 0.5, 9)),
+           "svm": tuple(float(c) for c in np.logspace(-5, -1, 9))}
+EXTEND_STEPS = 6
+MAX_FOLDS = 5
+#: The C search runs on at most this many codes (a stratified sample); the final fit always uses all of them.
+SEARCH_MAX_ROWS = 8000
+#: L-BFGS iterations per search, by loss. Measured on the shared datasets' codes: 100 for logistic and 50 for the
+#: squared hinge change neither the chosen C nor the validation accuracy.
+ITERATIONS = {"logistic": 50, "squared_hinge": 30}
+FINAL_ITERATIONS = 300
+
+
+@dataclass
+class LinearHead:
+    """``softmax(codes @ weight.T + bias)``: the whole classifier on raw codes (standardisation folded in)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def logits(self, codes: np.ndarray) -> np.ndarray:
+        return codes.astype(np.float64) @ self.weight.T.astype(np.float64) + self.bias
+
+    def predict_proba(self, codes: np.ndarray) -> np.ndarray:
+        z = self.logits(codes)
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+
+@dataclass
+class Search:
+    """The cross-validated C search: scores per C, the chosen C, and out-of-fold results at that C."""
+
+    classifier: str
+    grid: list[float]
+    log_loss: list[float]  # out-of-fold, per C (SVM decision values calibrated by a temperature first)
+    accuracy: list[float]
+    best: int
+    folds: int
+    rows: int  # codes the search ran on
+    sample_losses: np.ndarray  # out-of-fold log loss of each searched image at the chosen C
+    temperature: float = 1.0
+    oof_logits: np.ndarray | None = None  # out-of-fold logits of each searched image at the chosen C (calibrated)
+    rows_index: np.ndarray | None = None  # which of the given rows were searched (None: all of them)
+
+    def oof_proba(self) -> np.ndarray:
+        """Out-of-fold class probabilities of the searched rows at the chosen C."""
+        z = self.oof_logits - self.oof_logits.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    @property
+    def C(self) -> float:
+        return self.grid[self.best]
+
+    @property
+    def cv_log_loss(self) -> float:
+        return self.log_loss[self.best]
+
+    @property
+    def cv_accuracy(self) -> float:
+        return self.accuracy[self.best]
+
+    def info(self) -> dict[str, Any]:
+        at_edge = self.best in (0, len(self.grid) - 1)
+        return {"cv_folds": self.folds, "cv_metric": "log_loss", "cv_rows": self.rows, "C_at_grid_edge": at_edge,
+                "cv_scores": {f"{c:.3g}": round(-v, 5) for c, v in zip(self.grid, self.log_loss)},
+                "cv_accuracy": {f"{c:.3g}": round(v, 5) for c, v in zip(self.grid, self.accuracy)}}
+
+
+class Standardised:
+    """Codes standardised per column, and their principal axes: ``z = standardised @ axes`` (rows x rank).
+
+    Every L2-regularised linear solution lies in the span of the training rows, so solving in ``z`` is exact (also
+    for any subset of the rows: the folds), and its columns are orthogonal, so a diagonal preconditioner fits.
+    """
+
+    def __init__(self, codes: np.ndarray):
+        import torch
+
+        x = np.asarray(codes, dtype=np.float64)
+        self.mean = x.mean(0)
+        self.scale = x.std(0)
+        self.scale[self.scale < 1e-12] = 1.0
+        xt = torch.from_numpy((x - self.mean) / self.scale)
+        if len(x) < x.shape[1]:
+            s2, u = torch.linalg.eigh(xt @ xt.T)
+            keep = s2 > s2.max() * 1e-9
+            s2, u = s2[keep], u[:, keep]
+            self.axes = (xt.T @ u) / s2.sqrt()
+            self.z = u * s2.sqrt()
+        else:
+            s2, self.axes = torch.linalg.eigh(xt.T @ xt)
+            keep = s2 > s2.max() * 1e-9
+            s2, self.axes = s2[keep], self.axes[:, keep]
+            self.z = xt @ self.axes
+        self.variance = s2 / len(x)  # of z's columns
+        self.z = self.z.float()
+
+
+def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
+           iterations: int):
+    """Batched L-BFGS: problem p minimises sum_i row_weights[p, i] * loss_i + penalties[p] / 2 * ||w_p||^2.
+
+    Returns (w in z coordinates (P, rank, k), b (P, k)) as torch tensors.
+    """
+    import torch
+
+    curvature = 0.25 if loss == "logistic" else 2.0  # the loss's second derivative near the start
+    penalties = penalties.float()
+    scale = 1.0 / torch.sqrt(data.variance.float()[None, :] * curvature + penalties[:, None])  # (P, rank)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
+    sign = 2 * target - 1
+    u = torch.zeros(len(penalties), data.z.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(len(penalties), n_classes, requires_grad=True)
+    optimiser = torch.optim.LBFGS([u, b], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-7,
+                                  tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+    def objective():
+        optimiser.zero_grad()
+        w = u * scale[:, :, None]
+        logits = torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]
+        if loss == "logistic":
+            per_row = torch.logsumexp(logits, 2) - (logits * target).sum(2)
+        else:
+            per_row = torch.clamp(1 - sign * logits, min=0).pow(2).sum(2)
+        value = (per_row * row_weights).sum() + 0.5 * (penalties * w.pow(2).sum((1, 2))).sum()
+        value.backward()
+        return value
+
+    optimiser.step(objective)
+    with torch.no_grad():
+        return u * scale[:, :, None], b.detach()
+
+
+def _loss_of(classifier: str) -> str:
+    return "logistic" if classifier == "logistic" else "squared_hinge"
+
+
+def _fit_temperature(decision: np.ndarray, labels: np.ndarray, low: float = -5.0, high: float = 8.0) -> float:
+    """The factor on SVM decision values that minimises the log loss of their softmax (golden-section search on its
+    logarithm; the loss is convex in the factor)."""
+
+    def nll(log_t: float) -> float:
+        return float(_log_losses(decision * np.exp(log_t), labels).mean())
+
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(c), nll(d)
+    while b - a > 1e-3:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(d)
+    return float(np.exp((a + b) / 2))
+
+
+def _log_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    return np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]
+
+
+def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = MAX_FOLDS, groups: np.ndarray | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(train, test) indices of shuffled stratified k-fold cross-validation, k = min(max_folds, smallest class);
+    None when a class has a single image. Each class is dealt round-robin onto the folds after a seeded shuffle.
+
+    ``groups`` (one id per row, e.g. duplicate sets): rows sharing an id always land in the same fold; a group is
+    dealt with the class of its first row."""
+    present = np.bincount(labels)
+    n_folds = min(max_folds, int(present[present > 0].min()))
+    if n_folds < 2:
+        return None
+    units = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
+    first = np.full(units.max() + 1, len(labels))
+    np.minimum.at(first, units, np.arange(len(labels)))
+    unit_labels = labels[first]
+    rng = np.random.default_rng(seed)
+    unit_fold = np.empty(len(first), np.int64)
+    offset = 0
+    for label in np.unique(unit_labels):
+        members = rng.permutation(np.flatnonzero(unit_labels == label))
+        unit_fold[members] = (np.arange(len(members)) + offset) % n_folds
+        offset += len(members)  # spreads the remainders of successive classes over different folds
+    fold_of = unit_fold[units]
+    folds = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]
+    return folds if all(len(test) and len(train) for train, test in folds) else None
+
+
+def _check(classifier: str, labels: np.ndarray, n_classes: int) -> None:
+    if classifier not in CLASSIFIERS:
+        raise DataError(f"unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
+    if len(np.unique(labels)) < n_classes:
+        raise DataError(f"{n_classes - len(np.unique(labels))} class(es) have no usable training image; "
+                        "check the skipped files")
+
+
+def search_rows(labels: np.ndarray, seed: int, max_rows: int = SEARCH_MAX_ROWS) -> np.ndarray | None:
+    """The rows a C search runs on: a stratified ``max_rows`` of them when there are more (None: all)."""
+    if len(labels) <= max_rows:
+        return None
+    from ..data.splits import stratified_split
+
+    return stratified_split(labels, max_rows / len(labels), seed)[1]
+
+
+def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic", seed: int = 0,
+             data: Standardised | None = None, grid: list[float] | None = None, groups: np.ndarray | None = None,
+             max_rows: int = SEARCH_MAX_ROWS) -> Search | None:
+    """Cross-validate every C of ``grid`` (default C_GRIDS) at once, extending the default grid while the best C
+    lies at an edge.
+
+    Scored by out-of-fold log loss (an SVM's decision values calibrated by one temperature per C). None when a
+    class has fewer than two images (no fold could hold it out). ``groups``: rows that must share a fold
+    (duplicates), one id per row of ``codes``.
+    """
+    import torch
+
+    _check(classifier, labels, n_classes)
+    keep = search_rows(labels, seed, max_rows)
+    if keep is not None:
+        codes, labels, data = codes[keep], labels[keep], None
+        groups = None if groups is None else groups[keep]
+    folds = stratified_folds(labels, seed, groups=groups)
+    if folds is None:
+        return None
+    data = data or Standardised(codes)
+    n, loss = len(labels), _loss_of(classifier)
+    scores: dict[float, tuple[float, float, np.ndarray, float]] = {}
+    todo = list(grid or C_GRIDS[classifier])
+    for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
+        weights = torch.zeros(len(folds) * len(todo), n)
+        penalties = torch.zeros(len(folds) * len(todo))
+        for f, (train, _test) in enumerate(folds):
+            for g, c in enumerate(todo):
+                weights[f * len(todo) + g, train] = 1.0 / len(train)
+                penalties[f * len(todo) + g] = 1.0 / (c * len(train))
+        w, b = _solve(data, labels, n_classes, weights, penalties, loss, ITERATIONS[loss])
+        with torch.no_grad():
+            logits = (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy()
+        for g, c in enumerate(todo):
+            oof = np.zeros((n, n_classes))
+            for f, (_train, test) in enumerate(folds):
+                oof[test] = logits[f * len(todo) + g, test]
+            temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
+            losses = _log_losses(oof * temperature, labels)
+            scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
+                         (oof * temperature).astype(np.float32))
+        grid = sorted(scores)
+        best = min(grid, key=lambda c: scores[c][0])
+        if best == grid[0]:
+            todo = [grid[0] / np.sqrt(10)]
+        elif best == grid[-1]:
+            todo = [grid[-1] * np.sqrt(10)]
+        else:
+            break
+    grid = sorted(scores)
+    best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
+    return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
+                  scores[grid[best]][2], scores[grid[best]][3], scores[grid[best]][4], keep)
+
+
+def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic",
+               C: float | None = None, seed: int = 0, search: Search | None = None,
+               groups: np.ndarray | None = None) -> LinearHead:
+    """Fit a softmax regression or linear SVM on standardised ``codes``: C from ``search``, given, or searched."""
+    import torch
+
+    _check(classifier, labels, n_classes)
+    data = Standardised(codes)
+    info: dict[str, Any] = {"classifier": classifier}
+    temperature = 1.0
+    own_data = data if len(labels) <= SEARCH_MAX_ROWS else None
+    if C is None:
+        search = search or search_C(codes, labels, n_classes, classifier, seed, own_data, groups=groups)
+        if search is not None:
+            C = search.C
+            info.update(search.info())
+        else:
+            C = 1.0 if classifier == "logistic" else 0.01
+            info["cv_note"] = "no cross-validation: a class has a single image"
+    elif classifier == "svm":  # out-of-fold decisions at the given C calibrate the probabilities
+        search = search_C(codes, labels, n_classes, classifier, seed, own_data, grid=[float(C)], groups=groups)
+    if search is not None:
+        temperature = search.temperature
+    n = len(labels)
+    w, b = _solve(data, labels, n_classes, torch.full((1, n), 1.0 / n), torch.tensor([1.0 / (float(C) * n)]),
+                  _loss_of(classifier), FINAL_ITERATIONS)
+    coef = (data.axes.float() @ w[0]).double().numpy().T  # (k, d) on standardised codes
+    intercept = b[0].double().numpy()
+    if classifier == "svm":
+        info["temperature"] = temperature
+    weight = coef / data.scale * temperature
+    bias = (intercept - coef @ (data.mean / data.scale)) * temperature
+    info["C"] = float(C)
+    return LinearHead(weight.astype(np.float32), bias.astype(np.float32), info)
