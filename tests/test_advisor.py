@@ -10,7 +10,7 @@ import pytest
 from headstart.auto.advice import Advice, advise
 from headstart.auto.measure import _subsample, measure_similarity
 from headstart.auto.plan import fine_tune_options, keep_fine_tuned, plan_auto, suggested_image_size
-from headstart.cli.main import main
+from headstart.cli import main
 from headstart.codes.backbones import candidate_layers, create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import read_class_folders

@@ -20,7 +20,7 @@ from headstart.auditing.duplicates import fold_groups
 from headstart.auditing.findings import ISSUES
 from headstart.auditing.labels import find_label_issues
 from headstart.auditing.outputs import CSV_COLUMNS, read_exclusions
-from headstart.cli.main import main
+from headstart.cli import main
 from headstart.heads.linear import stratified_folds
 from tests.conftest import SHARED, make_image, needs_shared
 from tests.test_report import needs_chromium, render

@@ -9,7 +9,7 @@ import pytest
 
 import headstart
 from headstart.auto.layers import choose_layer
-from headstart.cli.main import main
+from headstart.cli import main
 from headstart.heads.linear import Search, fit_linear, search_C, stratified_folds
 from tests.conftest import SHARED, needs_shared
 

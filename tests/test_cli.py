@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from headstart.cli.main import main
+from headstart.cli import main
 from tests.conftest import SHARED, make_image, needs_shared
 
 

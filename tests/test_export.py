@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import headstart
-from headstart.cli.main import main
+from headstart.cli import main
 from headstart.data.folders import files_under
 from headstart.deploy.runtime import OnnxClassifier
 from tests.conftest import SHARED, needs_shared

@@ -185,7 +185,7 @@ from pathlib import Path
 os.umask(int(sys.argv[1], 8))
 import headstart
 from headstart.auditing.outputs import write_csv
-from headstart.export import export
+from headstart.deploy.export import export
 root = Path(sys.argv[2])
 clf = headstart.TransferClassifier(strategy="feature-extractor", C=1.0).fit(root / "images")
 clf.save(root / "model")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import headstart
-from headstart.cli.main import main
+from headstart.cli import main
 from headstart.codes.backbones import create_backbone
 from headstart.data.folders import read_class_folders
 from headstart.training.module import _matches, trainable_prefixes

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import headstart
-from headstart.cli.main import main
+from headstart.cli import main
 from headstart.codes.backbones import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.codes.quantize import calibration_sample

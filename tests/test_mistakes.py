@@ -200,7 +200,7 @@ def test_an_advisor_with_a_class_of_one_image_still_decides(tmp_path):
 
 
 def test_ctrl_c_names_the_command_that_resumes(tmp_path, colors_data, capsys, monkeypatch):
-    from headstart.cli.main import main
+    from headstart.cli import main
 
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
@@ -234,7 +234,7 @@ def test_fine_tuning_is_quiet_unless_verbose(tmp_path, colors_data):
 def test_predict_marks_unfamiliar_images_in_text_and_json(sandbox, tmp_path, capsys):
     import json
 
-    from headstart.cli.main import main
+    from headstart.cli import main
 
     green = make_image(tmp_path / "green.png", (30, 220, 30))
     assert main(["predict", sandbox["model"], str(green), sandbox["image"], "--json", "-q"]) == 0

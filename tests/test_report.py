@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import headstart
-from headstart.cli.main import main
+from headstart.cli import main
 from headstart.data.folders import read_class_folders
 from headstart.report.html import build_report
 from tests.conftest import make_image

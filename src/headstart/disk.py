@@ -92,6 +92,7 @@ def free_bytes(path: Path) -> int | None:
 
 
 def megabytes(n: float) -> str:
+    """Bytes as MB, for messages."""
     return f"{n / 1e6:.1f} MB"
 
 

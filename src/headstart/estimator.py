@@ -24,13 +24,12 @@ from .data.decode import rgb_from_memory
 from .data.folders import ImageSet
 from .data.imagestats import STATS
 from .data.inputs import as_image_set, prediction_items
-from .data.splits import stratified_split
 from .defaults import DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES, PRECISIONS
 from .errors import ArtifactError, DataError, HeadstartError
-from .heads.familiarity import BANK_MAX, fit_familiarity
-from .heads.linear import LinearHead, fit_linear
 from .report.metrics import classification_metrics
-from .results import FitInfo, Predictions
+from .results import Predictions
+from .strategies.feature_extractor import fit_codes
+from .strategies.network import fit_network
 from .training.options import FineTuneConfig, parse_layers
 
 
@@ -108,99 +107,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
             fit_auto(self, images, started)
         elif strategy == "feature-extractor":
-            self._fit_codes(images, parse_layers(self.layer or PENULTIMATE), started)
+            fit_codes(self, images, parse_layers(self.layer or PENULTIMATE), started)
         else:
-            self._fit_network(images, started, self.finetune or FineTuneConfig())
+            fit_network(self, images, started, self.finetune or FineTuneConfig())
         return self
 
     def _rebuild_backbone(self, image_size: int | None = None) -> None:
         self.backbone_ = create_backbone(self.model, self.weights, image_size=image_size or self.image_size)
 
-    def _fit_codes(self, images: ImageSet, layers: list[str], started: float, also: list[str] | None = None,
-                   advice: Any = None) -> None:
-        """The feature extractor: codes of ``layers`` (from ``advice``'s pass when it measured every training
-        image, else extracted; ``also``: layers cached alongside), then the linear head."""
-        self.strategy_, self.layers_, self.classes_ = "feature-extractor", layers, list(images.class_names)
-        self._also = [*(also or []), STATS]  # the images' figures, measured in the same pass: duplicates, leaks
-        layer = "+".join(layers)
-        measured = advice.measured if advice is not None else None
-        loaded = time.perf_counter()
-        search = None
-        if measured is not None and measured.complete and all(p in measured.parts for p in layers):
-            codes, labels, skipped, computed = measured.codes(layer), measured.images.labels, measured.skipped, 0
-            kept = measured.images.paths
-            search = advice.searches.get(layer)  # the C search this layer was scored with: the same as the fit's
-            search = search if search is not None and search.classifier == self.classifier else None
-            penultimate = measured.parts[PENULTIMATE]
-        else:
-            extracted = self._extractor().transform(images.paths)
-            codes, penultimate = self._split(extracted)
-            labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
-            kept = [images.paths[i] for i in extracted.kept]
-        coded = time.perf_counter()
-        groups = None
-        if search is None and len(labels) > 1:
-            from .auditing.duplicates import fold_groups
-
-            groups = fold_groups(penultimate, self.figures(kept), labels, self.seed)
-        self.head_: LinearHead = fit_linear(codes, labels, len(self.classes_), self.classifier, self.C, self.seed,
-                                            search=search, groups=groups)
-        fitted = time.perf_counter()
-        self.familiarity_ = fit_familiarity(penultimate, labels, self.seed)
-        finished = time.perf_counter()
-        self.fit_info_: FitInfo = {
-            "n_train_images": int(len(labels)),
-            "n_skipped": len(skipped),
-            "skipped": [{"path": p, "reason": r} for p, r in skipped],
-            "n_codes_computed": computed,
-            "codes_dim": int(codes.shape[1]),
-            "classifier": self.head_.info,
-            "seconds": {"load_model": round(loaded - started, 3), "codes": round(coded - loaded, 3),
-                        "classifier": round(fitted - coded, 3), "familiarity": round(finished - fitted, 3),
-                        "total": round(finished - started, 3)},
-        }
-
-    def _fit_network(self, images: ImageSet, started: float, config: FineTuneConfig,
-                     image_size: int | None = None) -> None:
-        """Fine-tune (or train from scratch), then keep the trained head as a linear head on penultimate codes."""
-        import tempfile
-
-        from .codes.backbones import state_digest
-        from .training.datamodule import ImageDataModule
-        from .training.run import fine_tune
-
-        config = replace(config, strategy="scratch" if self.strategy == "scratch" else "fine-tune", seed=self.seed)
-        if image_size is not None and image_size != self.image_size:
-            self._rebuild_backbone(image_size)
-        with tempfile.TemporaryDirectory(prefix="headstart-train-") as scratch:
-            workdir = Path(self.workdir or scratch)
-            data = ImageDataModule(images, self.backbone_.preprocess, config, folder=workdir,
-                                   cache_dir=self.cache_dir)  # the image check also measures the images' figures
-            data.prepare_data()  # the image check (and, by default, the one decoding), before training
-            images, skipped = data.usable, data.skipped
-            info = fine_tune(self.backbone_, data, config, workdir, self.progress, self.resume)
-        head = self.backbone_.model.get_classifier()
-        self.head_ = LinearHead(np.array(head.weight.detach().numpy(), order="C"),
-                                np.array(head.bias.detach().numpy(), order="C"),
-                                {"classifier": "fine-tuned linear layer", **info})
-        self.backbone_.model.reset_classifier(0)
-        self.backbone_.digest = state_digest(self.backbone_.model)
-        self.strategy_, self.layers_, self.classes_ = config.strategy, [PENULTIMATE], list(images.class_names)
-        self._also = [STATS]  # scoring validation measures its images' figures too (fit's leak check)
-        sample = images.subset(stratified_split(images.labels, min(1.0, BANK_MAX / len(images)), self.seed)[1]
-                               if len(images) > BANK_MAX else np.arange(len(images)))
-        codes = self._extractor().transform(sample.paths)  # the trained network's codes, for familiarity
-        self.familiarity_ = fit_familiarity(codes.codes, sample.labels[codes.kept], self.seed)
-        finished = time.perf_counter()
-        skipped = [{"path": p, "reason": r} for p, r in skipped] + info["skipped_during_training"]
-        self.fit_info_: FitInfo = {"n_train_images": len(images), "n_skipped": len(skipped), "skipped": skipped,
-                          "n_codes_computed": 0,
-                          "codes_dim": int(self.head_.weight.shape[1]), "classifier": self.head_.info,
-                          "training": info, "seconds": {"train": round(finished - started, 3),
-                                                        "total": round(finished - started, 3)}}
-
     def figures(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        """The figures measured while decoding each usable file (cached: see :mod:`headstart.imagestats`)."""
+        """The figures measured while decoding each usable file (cached: see :mod:`headstart.data.imagestats`)."""
         return FeatureExtractor(self.backbone_, [STATS], self.cache_dir, batch_size=self.batch_size,
                                 progress=False).transform([Path(p) for p in paths]).codes
 

@@ -132,12 +132,15 @@ class Predictions(tuple):
 
     @property
     def proba(self) -> np.ndarray:
+        """Class probabilities of the usable files."""
         return self[0]
 
     @property
     def kept(self) -> np.ndarray:
+        """Indices of the usable files among those given."""
         return self[1]
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of each unusable file."""
         return self[2]

@@ -2,9 +2,10 @@
 unusable or odd images, all from the codes and figures of the one pass that ``fit`` makes too.
 
 Owns: finding duplicates (``duplicates``), nearest neighbours (``neighbours``), confident learning (``labels``),
-image quality and outliers (``quality``), the findings (``findings``), the audit run (``run``) and its outputs
-(``outputs``: CSV, JSON, the HTML page). May import ``headstart``'s data, codes and linear-head modules; none of
-those import it back, except ``fit``'s duplicate-aware folds and leak check, which use ``duplicates``.
+image quality and outliers (``quality``), the findings (``findings``), the audit run (``run``), its outputs
+(``outputs``: CSV, summary, exclusions; the page is :mod:`headstart.report.audit_page`) and ``fit``'s leak check
+(``leakcheck``). May import ``data``, ``codes``, ``heads`` and the foundations; the strategies, ``auto`` and the
+report use it (duplicate-aware folds, leaks), the command is :mod:`headstart.cli.audit`.
 """
 
 from __future__ import annotations

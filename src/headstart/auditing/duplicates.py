@@ -174,8 +174,9 @@ def duplicate_groups(codes: np.ndarray, stats: np.ndarray | ImageStats | None = 
 
 
 def fold_groups(codes: np.ndarray, stats: np.ndarray | None, labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Duplicate sets among the rows that a C search on ``labels`` will use (:func:`headstart.linear.search_rows`);
-    every other row alone. Cross-validation then never scores an image against its own copy."""
+    """Duplicate sets among the rows that a C search on ``labels`` will use
+    (:func:`headstart.heads.linear.search_rows`); every other row alone. Cross-validation then never scores an image
+    against its own copy."""
     from ..heads.linear import search_rows
 
     rows = search_rows(labels, seed)

@@ -184,24 +184,31 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
                       "class_names": list(train.images.class_names), "labelled": labelled}
     result["model"] = backbone.name
     result["class_level"] = class_level(train.images, issues)
-    result["label_errors"] = {"method": "confident learning (prune by noise rate) on 5-fold out-of-fold probabilities "
-                                        "of a logistic classifier on penultimate codes; folds keep duplicates "
-                                        "together", "cv": cv} if issues is not None else None
-    if cv is not None and cv["cv_accuracy"] < WEAK_CLASSIFIER:
-        result["label_errors"]["note"] = (
-            f"the out-of-fold classifier is right on {cv['cv_accuracy']:.0%} of the training images, so many flags "
-            "are its own mistakes on hard images: trust the top of the ranking (score) most")
-    least = np.argsort(-outlier)[:10]
-    result["outliers"] = {"method": f"one minus the cosine similarity to the {OUTLIER_K}th nearest other training "
-                                    "image (penultimate codes)", "threshold": round(float(threshold), 4),
-                          "least_typical": [{"path": str(train.images.paths[i]), "score": round(float(outlier[i]), 4)}
-                                            for i in least]}
+    result.update(_methods(train, issues, cv, outlier, threshold))
     result["seconds"] = {"codes": round(coded - started, 3), "duplicates": round(checked - coded, 3),
                          "labels": round(labelled_at - checked, 3),
                          "outliers_quality": round(finished - labelled_at, 3),
                          "total": round(time.perf_counter() - started, 3)}
     result["n_codes_computed"] = train.computed + (val_coded.computed if val_coded else 0)
     return result
+
+
+def _methods(train: Coded, issues: LabelIssues | None, cv: dict[str, Any] | None, outlier: np.ndarray,
+             threshold: float) -> dict[str, Any]:
+    """How label errors and outliers were found, with the figures a reader needs to weigh them."""
+    label_errors = {"method": "confident learning (prune by noise rate) on 5-fold out-of-fold probabilities of a "
+                              "logistic classifier on penultimate codes; folds keep duplicates together",
+                    "cv": cv} if issues is not None else None
+    if label_errors is not None and cv["cv_accuracy"] < WEAK_CLASSIFIER:
+        label_errors["note"] = (
+            f"the out-of-fold classifier is right on {cv['cv_accuracy']:.0%} of the training images, so many flags "
+            "are its own mistakes on hard images: trust the top of the ranking (score) most")
+    least = np.argsort(-outlier)[:10]
+    outliers = {"method": f"one minus the cosine similarity to the {OUTLIER_K}th nearest other training image "
+                          "(penultimate codes)", "threshold": round(float(threshold), 4),
+                "least_typical": [{"path": str(train.images.paths[i]), "score": round(float(outlier[i]), 4)}
+                                  for i in least]}
+    return {"label_errors": label_errors, "outliers": outliers}
 
 
 def class_level(images: ImageSet, issues: LabelIssues | None) -> dict[str, Any] | None:

@@ -4,8 +4,8 @@ One pass: every candidate layer's codes come out of the same forward pass (and l
 finds them). Size: median images per class against LARGE_PER_CLASS. Similarity: how confidently the pretrained ImageNet
 classifier recognises the images (mean top-1 softmax probability), relative to the same figure on ImageNet's own
 images (REFERENCE_CONFIDENCE, measured on ../shared/data/imagenet_samples). Transferability: per candidate layer, the
-cross-validated C search that the final fit uses (:func:`headstart.linear.search_C`), on all training images unless a
-full pass would not fit the budget.
+cross-validated C search that the final fit uses (:func:`headstart.heads.linear.search_C`), on all training images
+unless a full pass would not fit the budget.
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ class Advice:
 
     @property
     def cell(self) -> tuple[str, str]:
+        """The table's cell: (large or small, similar or different)."""
         return ("large" if self.size["large"] else "small",
                 "similar" if self.similarity.get("similar") else "different")
 
     def to_dict(self) -> dict[str, Any]:
+        """The advice as JSON-ready values (``advise --json``)."""
         return {"size": self.size, "similarity": self.similarity, "layer_scores": self.layers,
                 "layer_choice": self.choice, "cell": list(self.cell), "strategy": self.strategy, "layer": self.layer,
                 "options": self.options, "reason": self.reason, "seconds": round(self.seconds, 2),

@@ -45,6 +45,7 @@ class Measured:
     seconds: float
 
     def codes(self, layer: str) -> np.ndarray:
+        """The codes of ``layer`` (its parts joined by ``+`` side by side)."""
         return np.concatenate([self.parts[p] for p in layer.split("+")], 1)
 
 

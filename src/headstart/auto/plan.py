@@ -78,7 +78,7 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
     options (loader, batch size, head-only epochs), as the run will use them.
 
     Linear probes were already compared by cross-validation on training images (the advisor's layer choice).
-    Fine-tuning, when advised, is timed on a few steps of each kind (:class:`~headstart.finetune.TrainingCost`) and
+    Fine-tuning, when advised, is timed on a few steps of each kind (:class:`~headstart.training.cost.TrainingCost`) and
     planned for as many of the advised epochs as fit PLAN_SHARE of the time left, at least MIN_FINE_TUNE_EPOCHS;
     when training every block does not fit (and the user did not set --unfreeze), the top FALLBACK_UNFREEZE blocks
     from cached activations are timed and planned the same way; else the chosen probe is used and the decision says

@@ -16,6 +16,8 @@ from typing import Any
 
 from ..codes.backbones import candidate_layers
 from ..disk import write_atomic
+from ..strategies.feature_extractor import fit_codes
+from ..strategies.network import fit_network
 from ..training.options import FineTuneConfig
 from .advice import advise
 from .measure import say
@@ -60,15 +62,15 @@ def fit_auto(clf: Any, images: Any, started: float) -> None:
         options = evidence["options"]
         known = {f.name for f in fields(FineTuneConfig)}
         config = replace(clf.finetune or FineTuneConfig(), **{k: v for k, v in options.items() if k in known})
-        clf._fit_network(images, started, config, options.get("image_size"))
+        fit_network(clf, images, started, config, options.get("image_size"))
         training = clf.fit_info_["training"]
         if training["is_global_zero"] and not keep_fine_tuned(evidence, training["best_monitor_acc"]):
             say(evidence["decision"], clf.progress)
             clf._rebuild_backbone()  # the probe runs on the pretrained network, not the fine-tuned one
-            clf._fit_codes(images, evidence["probe"]["layer"].split("+"), started, also=parts,
+            fit_codes(clf, images, evidence["probe"]["layer"].split("+"), started, also=parts,
                            advice=advice)
     else:
-        clf._fit_codes(images, evidence["options"]["layer"].split("+"), started, also=parts, advice=advice)
+        fit_codes(clf, images, evidence["options"]["layer"].split("+"), started, also=parts, advice=advice)
     clf.auto_ = evidence
     seconds = clf.fit_info_["seconds"]
     seconds["decide"] = round(decided - started, 3)

@@ -1,15 +1,26 @@
-"""The command line: the parser (``main``), one module per family of commands, the up-front checks of what users
-give, and the text people read. Imports the library and prints; never the other way round.
+"""The command line: ``main`` and its parser (``app``), one module per family of commands (``fit``, ``model``, ``data``,
+``audit``), the up-front checks of what users give (``checks``) and the text people read (``output``). Imports the
+library and prints; nothing in the library imports it.
 """
 
+import warnings
+from importlib import import_module
 from typing import Any
+
+from .app import main  # the console script `headstart` and `python -m headstart.cli`
 
 __all__ = ["main"]
 
+#: where the names of the one-module command line of the previous release went
+_MOVED = {"NOT_RESUMED": "fit", "cmd_fit": "fit", "cmd_evaluate": "model", "cmd_predict": "model",
+          "cmd_report": "model", "cmd_export": "model", "cmd_summary": "model", "cmd_advise": "data",
+          "cmd_extract": "data", "cmd_models": "data", "OneLineParser": "app", "build_parser": "app",
+          "TRAINING_STACK": "app"}
+
 
 def __getattr__(name: str) -> Any:
-    if name == "main":  # the console script `headstart` and `python -m headstart.cli`
-        from .main import main
-
-        return main
+    if name in _MOVED:
+        warnings.warn(f"headstart.cli.{name} moved to headstart.cli.{_MOVED[name]}; the old path works until the "
+                      "next release", DeprecationWarning, stacklevel=2)
+        return getattr(import_module(f"{__name__}.{_MOVED[name]}"), name)
     raise AttributeError(f"module 'headstart.cli' has no attribute {name!r}")

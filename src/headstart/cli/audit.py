@@ -76,9 +76,9 @@ def cmd_audit(args: argparse.Namespace) -> None:
     if page is not None:
         result["page"] = str(write_page(result, page, f"headstart audit: {data.resolve().name}"))
     if args.json:
-        from .output import _print_json
+        from .output import print_json
 
-        _print_json(result)
+        print_json(result)
         return
     lines = summary_lines(result)
     lines += [f"{name}: {result[key]}" for key, name in (("csv", "csv"), ("page", "page")) if key in result]

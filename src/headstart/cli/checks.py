@@ -14,11 +14,13 @@ WEIGHT_SOURCES = ("embedded", "hub", "none")
 
 
 def at_least(option: str, value: float | None, low: float) -> None:
+    """A one-line error unless ``value`` is at least ``low``."""
     if value is not None and not value >= low:
         raise HeadstartError(f"{option} must be at least {low:g}, got {value:g}")
 
 
 def positive(option: str, value: float | None, what: str = "a positive number") -> None:
+    """A one-line error unless ``value`` is positive."""
     if value is not None and not value > 0:
         raise HeadstartError(f"{option} must be {what}, got {value:g}")
 

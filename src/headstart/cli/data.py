@@ -6,11 +6,12 @@ import argparse
 
 from ..errors import HeadstartError
 from . import checks
-from .fit import _check_numbers, _fraction, _precision_option
-from .output import _print_json
+from .fit import check_numbers, fraction, precision_option
+from .output import print_json
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
+    """``headstart advise``: measure the data and recommend a strategy."""
     from ..data.folders import existing_dir
     from ..data.splits import find_splits
 
@@ -18,7 +19,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
     checks.val_options(args.data, args.val, args.val_fraction)
     checks.weights(args.weights)
     checks.precision(args.precision, args.engine)
-    train = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed).train
+    train = find_splits(args.data, args.val, fraction(args.val_fraction), args.seed).train
     from ..auto.advice import advise, format_advice
     from ..codes.backbones import create_backbone
     from ..errors import ModelError
@@ -39,7 +40,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
         texts.append(format_advice(advice, name))
     ranked = sorted((r for r in results if "error" not in r), key=lambda r: -r["best_layer_score"])
     if args.json:
-        _print_json(results[0] if len(models) == 1 else {"ranking": [r["model"] for r in ranked], "models": results})
+        print_json(results[0] if len(models) == 1 else {"ranking": [r["model"] for r in ranked], "models": results})
         return
     print("\n\n".join(texts))
     if len(models) > 1:
@@ -52,6 +53,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    """``headstart extract``: CNN codes of a folder into the cache (or a file)."""
     import time
 
     from ..data.folders import existing_dir
@@ -60,7 +62,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
     existing_dir(args.data, "data folder")
     checks.weights(args.weights)
-    _check_numbers(args)  # --image-size, --batch-size, --num-nodes, --devices
+    check_numbers(args)  # --image-size, --batch-size, --num-nodes, --devices
     devices = checks.devices(args.devices)
     checks.precision(args.precision, args.engine)
     check_distributed(args.distributed)
@@ -79,13 +81,14 @@ def cmd_extract(args: argparse.Namespace) -> None:
         return
     result["seconds"] = round(time.perf_counter() - started, 3)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"{result['total_images']} images' codes cached by {result['world_size']} process(es) in "
               f"{result['seconds']:.1f} s; {len(result['skipped_total'])} skipped")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
+    """``headstart models``: known models and where their weights are."""
     from ..codes.zoo import list_models
 
     rows = list_models(args.pattern)
@@ -94,7 +97,7 @@ def cmd_models(args: argparse.Namespace) -> None:
         raise HeadstartError(f"no model matches {args.pattern!r}; try a wider pattern such as {wider!r}, or "
                              "`headstart models` for the list")
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return
     for row in rows:
         print(f"{row['name']:<48}{row['weights']}")
@@ -102,7 +105,7 @@ def cmd_models(args: argparse.Namespace) -> None:
         print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
 
 
-def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
+def add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     """The commands that measure data or list models: advise, extract, audit, models."""
     from ..defaults import DEFAULT_MODEL
 
@@ -114,7 +117,7 @@ def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     ad.add_argument("--val")
     ad.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     ad.add_argument("--seed", type=int, default=0)
-    _precision_option(ad)
+    precision_option(ad)
     ad.set_defaults(run=cmd_advise)
 
     xt = sub.add_parser("extract", parents=[common], help="fill the CNN-code cache for DATA, across processes, "
@@ -129,7 +132,7 @@ def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     xt.add_argument("--num-nodes", type=int, default=1)
     xt.add_argument("--accelerator", default="auto")
     xt.add_argument("--distributed", default="auto", help="Lightning strategy, e.g. ddp")
-    _precision_option(xt)
+    precision_option(xt)
     xt.set_defaults(run=cmd_extract)
 
     from .audit import add_parser as add_audit

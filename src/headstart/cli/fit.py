@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import HeadstartError
 from . import checks
-from .output import _print_json, _skipped_lines
+from .output import print_json, skipped_lines
 
 
 def _default_out(data: Path) -> Path:
@@ -25,11 +25,12 @@ NOT_RESUMED = ("command", "run", "resume", "resume_hint", "out", "overwrite", "r
                "cache_dir", "engine", "exclude_paths")
 
 
-def _fraction(value: float | None) -> float:
+def fraction(value: float | None) -> float:
+    """The --val-fraction option, its default applied."""
     return 0.2 if value is None else value
 
 
-def _check_numbers(args: argparse.Namespace) -> None:
+def check_numbers(args: argparse.Namespace) -> None:
     """Counts that must be at least 1 (or 0), for the options a command has."""
     for option, low in (("batch_size", 1), ("num_nodes", 1), ("workers", 0), ("seed", 0)):
         if hasattr(args, option):
@@ -42,7 +43,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         check_image_size(args.image_size)
 
 
-def _training_dir(out: Path) -> Path:
+def training_dir(out: Path) -> Path:
+    """Where a run's checkpoints and logs live while it trains (beside ``--out``)."""
     return out.parent / f".{out.name}.training"
 
 
@@ -78,7 +80,7 @@ def _check_fit(args: argparse.Namespace) -> Path:
         raise HeadstartError("give the DATA folder to fit (or --resume RUN)")
     if args.resume:
         out = Path(args.resume)
-        saved = _training_dir(out) / "run.json"
+        saved = training_dir(out) / "run.json"
         if not saved.is_file():
             raise HeadstartError(f"nothing to resume at {str(out)!r}: no interrupted training found there")
         for key, value in json.loads(saved.read_text()).items():
@@ -86,7 +88,7 @@ def _check_fit(args: argparse.Namespace) -> Path:
     from ..artifact import check_replaceable, check_writable
     from ..data.folders import existing_dir
 
-    _check_numbers(args)
+    check_numbers(args)
     _finetune_config(args).check()
     checks.precision(args.precision, args.engine)
     if not args.budget > 0:
@@ -114,16 +116,17 @@ def _check_fit(args: argparse.Namespace) -> Path:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
+    """``headstart fit``: fit, score, save, report."""
     from ..data.splits import find_splits
     from ..workflow import fit_folder
 
     out = _check_fit(args)
-    splits = find_splits(args.data, args.val, _fraction(args.val_fraction), args.seed)
+    splits = find_splits(args.data, args.val, fraction(args.val_fraction), args.seed)
     if args.exclude:
         splits = checks.without(splits, args.exclude_paths, args.exclude)
     args.resume_hint = f"headstart fit --resume {out}"
     may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
-    workdir = _training_dir(out) if may_train else None
+    workdir = training_dir(out) if may_train else None
     if workdir is not None and not args.resume:
         workdir.mkdir(parents=True, exist_ok=True)
         resumed = {k: v for k, v in vars(args).items() if k not in NOT_RESUMED}
@@ -133,7 +136,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if result is None:
         return  # another process of a data-parallel run: rank 0 reports
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(_fit_text(clf, result, splits.how, clf.strategy_ in ("fine-tune", "scratch")))
 
@@ -174,12 +177,13 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
         from ..auditing.leakcheck import leak_line
 
         lines.append(leak_line(result["leaks"], val["accuracy"] if val else None))
-    lines += _skipped_lines(result["skipped"] + (val["skipped"] if val else []))
+    lines += skipped_lines(result["skipped"] + (val["skipped"] if val else []))
     lines.append(f"saved: {result['out']}" + (f" (report: {result['report']})" if result.get("report") else ""))
     return "\n".join(lines)
 
 
-def _precision_option(parser: argparse.ArgumentParser, default: str | None = "fp32") -> None:
+def precision_option(parser: argparse.ArgumentParser, default: str | None = "fp32") -> None:
+    """Add ``--precision`` to a command's parser."""
     from ..defaults import PRECISIONS
 
     parser.add_argument("--precision", default=default, choices=PRECISIONS,
@@ -188,7 +192,8 @@ def _precision_option(parser: argparse.ArgumentParser, default: str | None = "fp
                              + (f" (default {default})" if default else " (default: the model's own)"))
 
 
-def _add_fit(sub, common: argparse.ArgumentParser) -> None:
+def add_fit(sub, common: argparse.ArgumentParser) -> None:
+    """Add ``headstart fit`` and its options to the parser."""
     from ..defaults import CLASSIFIERS, DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES
 
     fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
@@ -209,7 +214,7 @@ def _add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--C", type=float, help="regularisation (default: chosen by cross-validation on train)")
     fit.add_argument("--batch-size", type=int)
     fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
-    _precision_option(fit)
+    precision_option(fit)
     _add_fine_tune_options(fit)
     fit.add_argument("--exclude", metavar="FILE", help="leave these images out: an audit CSV (its path column: "
                                                        "edit it to the rows you agree with) or one path per line")

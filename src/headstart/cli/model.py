@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..errors import HeadstartError
 from . import checks
-from .fit import _precision_option
-from .output import _print_json, _skipped_lines
+from .fit import precision_option
+from .output import print_json, skipped_lines
 
 
 def _load(args: argparse.Namespace):
@@ -19,6 +19,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    """``headstart evaluate``: metrics of a model on labelled images."""
     from ..artifact import read_config
     from ..data.folders import evaluation_set, existing_dir
 
@@ -27,7 +28,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     clf = _load(args)
     result = clf.evaluate(evaluation_set(args.data, clf.classes_))
     if args.json:
-        _print_json(result)
+        print_json(result)
         return
     lines = [f"{result['n_images']} images: accuracy {result['accuracy']:.4f}, "
              f"balanced accuracy {result['balanced_accuracy'] or float('nan'):.4f}",
@@ -38,11 +39,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         lines.append(f"unfamiliar: {result['n_unfamiliar']} of {result['n_images']} images "
                      f"({100 * result['unfamiliar_rate']:.1f}%; about {100 * result['familiarity']['flag_rate']:.0f}% "
                      "of images like the training ones are flagged)")
-    lines += _skipped_lines(result["skipped"])
+    lines += skipped_lines(result["skipped"])
     print("\n".join(lines))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    """``headstart predict``: labels, probabilities and familiarity of images."""
     from ..artifact import read_config
     from ..data.folders import prediction_inputs
 
@@ -69,7 +71,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         predictions.append(entry)
     skipped_list = [{"path": p, "reason": r} for p, r in found.skipped]
     if args.json:
-        _print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list,
+        print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list,
                      "familiarity_threshold": threshold})
         return
     for p in predictions:
@@ -77,11 +79,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         mark = (f"\tUNFAMILIAR (familiarity {p['familiarity']:.3f} < {threshold:.3f}: unlike the training images)"
                 if p.get("unfamiliar") else "")
         print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top) + mark)
-    for line in _skipped_lines(skipped_list):
+    for line in skipped_lines(skipped_list):
         print(line, file=sys.stderr)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    """``headstart report``: the HTML report of a model on labelled images."""
     from ..artifact import read_config
     from ..data.folders import evaluation_set, existing_dir
     from ..report.html import GENERATOR, write_report
@@ -92,12 +95,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     clf = _load(args)
     write_report(clf, evaluation_set(args.data, clf.classes_), out, f"headstart: {Path(args.model_dir).name}")
     if args.json:
-        _print_json({"out": str(out)})
+        print_json({"out": str(out)})
     else:
         print(f"report: {out}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    """``headstart export``: one ONNX or TorchScript file."""
     from ..artifact import read_config
     from ..data.folders import existing_dir, files_under
 
@@ -122,12 +126,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     export(clf, out, args.format, precision, calibration)
     size = out.stat().st_size / 2**20
     if args.json:
-        _print_json({"out": str(out), "format": args.format, "precision": precision, "megabytes": round(size, 2)})
+        print_json({"out": str(out), "format": args.format, "precision": precision, "megabytes": round(size, 2)})
     else:
         print(f"exported {args.format} ({precision}): {out} ({size:.1f} MB)")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
+    """``headstart summary``: the network's blocks and trainable parameters."""
     from ..artifact import read_config
     from ..training.options import FineTuneConfig, parse_layers
 
@@ -163,12 +168,12 @@ def cmd_summary(args: argparse.Namespace) -> None:
     summary = summarize(backbone, strategy, codes_dim, n_classes, trainable)
     summary["codes_layers"] = layers
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print(format_summary(summary))
 
 
-def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
+def add_model_commands(sub, common: argparse.ArgumentParser) -> None:
     """The commands that use a saved model: evaluate, predict, report, export, summary."""
     from ..defaults import DEFAULT_MODEL, EXPORT_FORMATS, STRATEGIES
 
@@ -194,7 +199,7 @@ def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
     ex.add_argument("model_dir")
     ex.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
     ex.add_argument("--out", help="file to write (default MODEL_DIR/model.onnx or model.pt)")
-    _precision_option(ex, None)
+    precision_option(ex, None)
     ex.add_argument("--calibration", metavar="DIR", help="training images to calibrate int8 on, for a model fitted "
                                                          "in fp32 (default: its recorded training data)")
     ex.add_argument("--overwrite", action="store_true")

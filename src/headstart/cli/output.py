@@ -7,13 +7,15 @@ import sys
 from typing import Any
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON (paths, numpy values and dataclasses included)."""
     from ..artifact import _json_default
 
     print(json.dumps(value, indent=2, default=_json_default))
 
 
-def _skipped_lines(skipped: list[dict[str, str]], limit: int = 10) -> list[str]:
+def skipped_lines(skipped: list[dict[str, str]], limit: int = 10) -> list[str]:
+    """Skipped files as lines of text, the first ``limit`` of them."""
     lines = [f"skipped {len(skipped)} file(s):"] if skipped else []
     lines += [f"  {s['path']}: {s['reason']}" for s in skipped[:limit]]
     if len(skipped) > limit:
@@ -21,7 +23,7 @@ def _skipped_lines(skipped: list[dict[str, str]], limit: int = 10) -> list[str]:
     return lines
 
 
-def _version() -> str:
+def version() -> str:
     from importlib import metadata
 
     try:
@@ -30,5 +32,6 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a Python warning as one line on stderr (``warnings.showwarning``)."""
     print(f"headstart: warning: {message}", file=sys.stderr)

@@ -77,6 +77,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or float images in [0, 255] to the model's normalised floats."""
         return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
 
@@ -275,6 +276,7 @@ class CodesNet(nn.Module):
         weakref.finalize(self, _remove_hooks, handles)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The tapped layers' pooled codes, side by side."""
         x = self.normalize(images)
         if LOGITS in self.layers:
             final = self.model(x)

@@ -43,9 +43,9 @@ class FeatureExtractor:
     ``precision``: "fp32", or "int8" (ONNX Runtime only): the network quantised with ranges measured on
     ``calibration`` (training images; a reproducible sample of them is used), or the already quantised
     ``network`` (an ONNX file, as a saved model holds). int8 codes are cached apart from fp32 ones.
-    The pseudo-layer :data:`headstart.imagestats.STATS` (in ``layers`` or ``also``) is each image's figures, measured
-    while it is decoded and cached for every model alike; asked for alone, or when only it is missing, images are
-    decoded without running the network.
+    The pseudo-layer :data:`headstart.data.imagestats.STATS` (in ``layers`` or ``also``) is each image's figures,
+    measured while it is decoded and cached for every model alike; asked for alone, or when only it is missing, images
+    are decoded without running the network.
     """
 
     def __init__(self, backbone: Backbone, layers: list[str], cache_dir: str | Path | None | bool = None,

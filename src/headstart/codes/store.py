@@ -79,7 +79,7 @@ SHARD_SIZE = 1024  # images per cache shard: a killed run loses at most this muc
 
 
 def stats_store(cache_dir: Path) -> CodeStore:
-    """Where each image's figures (:data:`headstart.imagestats.STATS`) are cached, for every model alike. A JPEG
+    """Where each image's figures (:data:`headstart.data.imagestats.STATS`) are cached, for every model alike. A JPEG
     twice the model's input or more is decoded at reduced size, so its figures (its pixel digest too) can differ a
     little with the model that measured them; duplicates across such a difference are still near duplicates."""
     fields = {"layer": STATS, "v": STATS_VERSION}
@@ -106,6 +106,7 @@ class StatsWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Store the rows gathered so far as one shard."""
         if self.store is not None and self.ids:
             self.store.add(self.ids, np.stack(self.rows))
         self.ids, self.rows = [], []

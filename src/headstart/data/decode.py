@@ -197,7 +197,8 @@ def typical_short_side(paths: list[Path], sample: int = 64) -> int | None:
 def decoded_batches(paths: list[Path], preprocess: Preprocess, batch_size: int, workers: int,
                     with_stats: bool = False) -> Iterator[tuple]:
     """Yield (indices, uint8 NHWC batch, [(index, reason)] skipped), decoding ``workers`` images at a time; with
-    ``with_stats``, a fourth item: the :func:`headstart.imagestats.image_stats` of the batch's images (same decode).
+    ``with_stats``, a fourth item: the :func:`headstart.data.imagestats.image_stats` of the batch's images (same
+    decode).
 
     Memory stays bounded: at most a few batches are decoded ahead of the consumer.
     """

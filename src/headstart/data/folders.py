@@ -49,6 +49,7 @@ def files_under(folder: Path) -> list[Path]:
 
 
 def existing_dir(path: str | os.PathLike, what: str) -> Path:
+    """The folder ``path``, or a one-line error saying what it is instead."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{what} {str(path)!r} does not exist; check the path")

@@ -6,7 +6,7 @@ the network for the same few CPU cores. Here each training image is decoded once
 memory, or in a file in the run's folder when that would take more than ``MEMORY_LIMIT``. Each batch is then
 augmented in the training process itself, a few threads at a time: random resized crops and horizontal flips,
 sampled as torchvision samples them and resampled by Pillow's bicubic filter, as the streaming path does. The held-out
-monitor images go through :class:`~headstart.images.Preprocess` per batch, as predictions see them.
+monitor images go through :class:`~headstart.data.decode.Preprocess` per batch, as predictions see them.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def decode_all(images: ImageSet, preprocess: Preprocess, workers: int, folder: P
     """(uint8 NHWC array of the images that decode, their indices, [(index, reason)] for those that do not).
 
     The array is in memory, or a file ``folder/name`` (see :func:`allocate`). ``figures``: called with each batch's
-    indices and their :func:`headstart.imagestats.image_stats`, measured from the same decode."""
+    indices and their :func:`headstart.data.imagestats.image_stats`, measured from the same decode."""
     height, width = preprocess.input_size
     array = allocate((len(images), height, width, 3), np.uint8, folder, name)
     kept: list[int] = []

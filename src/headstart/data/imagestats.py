@@ -94,10 +94,12 @@ class ImageStats:
     values: np.ndarray
 
     def column(self, name: str) -> np.ndarray:
+        """One scalar figure of every image, by name."""
         return self.values[:, _SCALARS.index(name)].astype(np.float64)
 
     @property
     def short_side(self) -> np.ndarray:
+        """The shorter side of each original image, in pixels."""
         return np.minimum(self.column("width"), self.column("height"))
 
     @property
@@ -113,6 +115,7 @@ class ImageStats:
 
     @property
     def dct(self) -> np.ndarray:
+        """The low-frequency DCT coefficients of each image's 32 x 32 gray thumbnail."""
         start = len(_SCALARS)
         return self.values[:, start:start + _DCT_COLUMNS].astype(np.float64)
 

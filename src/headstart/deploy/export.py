@@ -45,6 +45,7 @@ class HeadNet(nn.Module):
             self.register_buffer("bank_scale", scale if int8_bank else None)
 
     def forward(self, codes: tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images to class probabilities and familiarity."""
         proba = torch.softmax(self.head(torch.cat([codes[i] for i in self.head_inputs], 1)), dim=1)
         if self.familiarity is None:
             return proba
@@ -64,6 +65,7 @@ class WholeClassifier(nn.Module):
         self.head = HeadNet(clf, layers, familiarity)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images to class probabilities."""
         return self.head(self.codes(images))
 
 

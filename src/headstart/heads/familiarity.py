@@ -39,9 +39,11 @@ class Familiarity:
         return np.partition(similarity, -k, axis=1)[:, -k].astype(np.float32)
 
     def unfamiliar(self, familiarity: np.ndarray) -> np.ndarray:
+        """True where a familiarity score is below the threshold."""
         return familiarity < self.threshold
 
     def info(self) -> dict[str, float | int | str]:
+        """How familiarity is measured, as JSON-ready values."""
         return {"method": f"cosine similarity to the {self.k}th nearest training image (penultimate codes)",
                 "k": self.k, "threshold": round(float(self.threshold), 6), "flag_rate": self.flag_rate,
                 "bank_images": int(len(self.bank))}

@@ -41,9 +41,11 @@ class LinearHead:
     info: dict[str, Any] = field(default_factory=dict)
 
     def logits(self, codes: np.ndarray) -> np.ndarray:
+        """Class scores of ``codes`` (rows of standardised-in-the-weights features)."""
         return codes.astype(np.float64) @ self.weight.T.astype(np.float64) + self.bias
 
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:
+        """Softmax of the logits."""
         z = self.logits(codes)
         z -= z.max(1, keepdims=True)
         p = np.exp(z)
@@ -74,17 +76,21 @@ class Search:
 
     @property
     def C(self) -> float:
+        """The chosen regularisation strength."""
         return self.grid[self.best]
 
     @property
     def cv_log_loss(self) -> float:
+        """Out-of-fold log loss at the chosen C."""
         return self.log_loss[self.best]
 
     @property
     def cv_accuracy(self) -> float:
+        """Out-of-fold accuracy at the chosen C."""
         return self.accuracy[self.best]
 
     def info(self) -> dict[str, Any]:
+        """The search as JSON-ready values (fit info's ``classifier``)."""
         at_edge = self.best in (0, len(self.grid) - 1)
         return {"cv_folds": self.folds, "cv_metric": "log_loss", "cv_rows": self.rows, "C_at_grid_edge": at_edge,
                 "cv_scores": {f"{c:.3g}": round(-v, 5) for c, v in zip(self.grid, self.log_loss)},

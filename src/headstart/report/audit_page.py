@@ -10,7 +10,7 @@ from pathlib import Path
 from ..auditing.findings import ISSUES, AuditResult, Finding
 from ..auditing.outputs import summary_lines
 from ..disk import write_atomic
-from .html import STYLE, thumbnail
+from .html import IMAGES_LOADED, STYLE, thumbnail
 
 PAGE_MARKER = "<meta name=generator content=headstart-audit>"  # marks a page `headstart audit --out` may replace
 SHOWN = 40  # findings shown per issue on the page (all are in the CSV and JSON)
@@ -72,13 +72,10 @@ def build_page(result: AuditResult, title: str = "headstart audit") -> str:
         more = f" (the first {SHOWN}; all in the CSV)" if len(shown) > SHOWN else ""
         parts.append(f"<h2 id={issue}>{html.escape(TITLES[issue])}: {len(shown)}{more}</h2>")
         parts.extend(_finding_html(f) for f in shown[:SHOWN])
-    script = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
-              "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
-              "document.body.dataset.imagesTotal=i.length;});</script>")
     style = STYLE + (".finding{border-bottom:1px solid #ddd;padding:.5rem 0} .pics{display:flex;gap:.6rem}"
                      " figure{width:260px} .none{width:128px;height:128px;background:#eee}")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"{PAGE_MARKER}<style>{style}</style></head><body>{''.join(parts)}{script}</body></html>")
+            f"{PAGE_MARKER}<style>{style}</style></head><body>{''.join(parts)}{IMAGES_LOADED}</body></html>")
 
 
 def write_page(result: AuditResult, path: str | os.PathLike, title: str = "headstart audit") -> Path:

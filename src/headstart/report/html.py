@@ -21,6 +21,11 @@ GALLERY = 24  # most confidently wrong images shown
 
 GENERATOR = "<meta name=generator content=headstart>"  # marks a file `headstart report` may replace
 
+#: tells a test (or a person) how many of the page's images loaded
+IMAGES_LOADED = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+                 "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
+                 "document.body.dataset.imagesTotal=i.length;});</script>")
+
 
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
@@ -80,6 +85,7 @@ def curves_figure(metrics_csv: Path) -> str | None:
 
 
 def thumbnail(path: Path, size: int = 128) -> str:
+    """An image as a small embedded JPEG (a data URI)."""
     from ..data.decode import open_rgb
 
     img = open_rgb(path)
@@ -152,17 +158,12 @@ def unfamiliar_section(images: ImageSet, kept: np.ndarray, familiarity: np.ndarr
             f"<div class=gallery>{gallery}</div>")
 
 
-def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
-    """The report's HTML for ``clf`` scored on the labelled ``images``."""
-    found = clf.predict_files(images.paths)
-    proba, kept, skipped = found
-    labels = images.labels[kept]
-    names = clf.classes_
-    metrics = classification_metrics(labels, proba, names)
-    config = getattr(clf, "config_", {})
+def _mistakes(images: ImageSet, kept: np.ndarray, labels: np.ndarray, proba: np.ndarray, names: list[str]
+              ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(the wrong predictions, the GALLERY most confidently wrong, their figures as HTML)."""
     predicted = proba.argmax(1) if len(proba) else np.zeros(0, int)
     wrong = np.flatnonzero(predicted != labels)
-    worst = wrong[np.argsort(-proba[wrong, predicted[wrong]])][:GALLERY] if len(wrong) else []
+    worst = wrong[np.argsort(-proba[wrong, predicted[wrong]])][:GALLERY] if len(wrong) else np.zeros(0, int)
     gallery = "".join(
         f'<figure><img src="{thumbnail(images.paths[kept[i]])}" alt="misclassified">'
         f"<figcaption>true <b>{html.escape(str(names[labels[i]]))}</b><br><span class=wrong>predicted "
@@ -170,14 +171,14 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
         f"{html.escape(Path(images.paths[kept[i]]).name)}</figcaption></figure>"
         for i in worst
     )
-    per_class = [[n, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
-                 for n, m in metrics.get("per_class", {}).items()]
-    matrix = np.asarray(metrics["confusion_matrix"]["matrix"]) if len(labels) else np.zeros((len(names),) * 2, int)
-    run_dir = getattr(clf, "path_", None)
-    curves = curves_figure(Path(run_dir) / "logs" / "metrics.csv") if run_dir else None
+    return wrong, worst, gallery
+
+
+def _about(clf: Any, config: dict[str, Any]) -> list[list[Any]]:
+    """The "Model and data" table's rows."""
     data = config.get("data", {})
     about = [["model", f"{clf.backbone_.name} ({clf.backbone_.weights})"], ["strategy", clf.strategy_],
-             ["layers", " + ".join(clf.layers_)], ["classes", len(names)],
+             ["layers", " + ".join(clf.layers_)], ["classes", len(clf.classes_)],
              ["input", "x".join(map(str, clf.backbone_.preprocess.input_size))]]
     if data:
         about += [["training data", f"{data.get('path')} ({data.get('split')})"],
@@ -187,6 +188,24 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
         from ..auditing.leakcheck import leak_line
 
         about.append(["leaks", leak_line(leaks, (config.get("validation") or {}).get("accuracy"))])
+    return about
+
+
+def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
+    """The report's HTML for ``clf`` scored on the labelled ``images``."""
+    found = clf.predict_files(images.paths)
+    proba, kept, skipped = found
+    labels = images.labels[kept]
+    names = clf.classes_
+    metrics = classification_metrics(labels, proba, names)
+    config = getattr(clf, "config_", {})
+    wrong, worst, gallery = _mistakes(images, kept, labels, proba, names)
+    per_class = [[n, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
+                 for n, m in metrics.get("per_class", {}).items()]
+    matrix = np.asarray(metrics["confusion_matrix"]["matrix"]) if len(labels) else np.zeros((len(names),) * 2, int)
+    run_dir = getattr(clf, "path_", None)
+    curves = curves_figure(Path(run_dir) / "logs" / "metrics.csv") if run_dir else None
+    about = _about(clf, config)
     accuracy = metrics["accuracy"]
     balanced = metrics.get("balanced_accuracy")
     parts = [
@@ -210,11 +229,8 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
         parts += ["<h2>Training curves</h2>", f'<img class=plot alt="training curves" src="{curves}">']
     if skipped:
         parts += [f"<h2>Skipped files ({len(skipped)})</h2>", _table([list(s) for s in skipped], ["file", "reason"])]
-    script = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
-              "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
-              "document.body.dataset.imagesTotal=i.length;});</script>")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or 'headstart')}"
-            f"</title>{GENERATOR}<style>{STYLE}</style></head><body>{''.join(parts)}{script}</body></html>")
+            f"</title>{GENERATOR}<style>{STYLE}</style></head><body>{''.join(parts)}{IMAGES_LOADED}</body></html>")
 
 
 def write_report(clf: Any, images: ImageSet, out: str | os.PathLike, title: str | None = None) -> Path:

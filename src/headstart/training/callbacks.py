@@ -23,9 +23,11 @@ class HeadFirst(BaseFinetuning):
         self.probe_epochs = probe_epochs
 
     def freeze_before_training(self, pl_module: FineTuner) -> None:
+        """Freeze every pretrained block; the head trains alone first."""
         pl_module.set_trainable(head_only=self.probe_epochs > 0)
 
     def finetune_function(self, pl_module: FineTuner, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        """At the unfreeze epoch, let the chosen blocks train too."""
         pl_module.set_trainable(head_only=epoch < self.probe_epochs)
 
 
@@ -36,13 +38,16 @@ class EpochTimer(L.Callback):
         self.epochs: list[dict[str, float]] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the epoch's clock."""
         self._started, self._images = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Count the batch's images."""
         self._images += 0 if batch[1] is None else len(batch[1])
         self._seconds = time.perf_counter() - self._started
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the epoch's seconds and images per second."""
         if self._images:
             self.epochs.append({"epoch": trainer.current_epoch, "train_s": round(self._seconds, 3),
                                 "images": self._images,
@@ -53,6 +58,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed: a kill never leaves half a checkpoint."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        """Serialise in memory, then write atomically."""
         import io
 
         from ..disk import write_atomic

@@ -96,27 +96,14 @@ def _data_seconds(backbone: Backbone, train: ImageSet, config: FineTuneConfig) -
     return decode_s, time.perf_counter() - started
 
 
-def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, steps: int = 5) -> TrainingCost:
-    """Time a few training steps (unfrozen blocks, and head alone), monitor batches, batch augmentation, the frozen
-    part (activations loader) and image decoding for a run of ``config`` on ``train``, with the training code's own
-    modules."""
+def _step_seconds(module: FineTuner, images: torch.Tensor, labels: torch.Tensor, first: int | None,
+                  activations: torch.Tensor | None, steps: int, cuda: bool) -> tuple[float, float, float]:
+    """Median seconds of a training step with the chosen blocks unfrozen, of one with the head alone, and of a
+    monitor (evaluation) batch; from ``first`` on cached ``activations`` when given."""
     import statistics
 
-    cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
-    device = torch.device("cuda" if cuda else "cpu")
-    n_classes = len(train.class_names)
-    module = FineTuner(backbone.name, n_classes, asdict(config), 1, backbone=backbone).to(device)
-    module.net.to(memory_format=torch.channels_last)
+    device = images.device
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-6)
-    height, width = backbone.preprocess.input_size
-    images = torch.randint(0, 256, (config.batch_size, height, width, 3), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, n_classes, (config.batch_size,), device=device)
-    first = None
-    if config.loader == "activations":
-        first = first_trainable_block(backbone.model, config)
-        normalized = module.net.normalize(images).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():  # not inference mode: these tensors enter the timed training steps
-            activations = lower_forward(module.net.model.eval(), normalized, first)
 
     def forward(train_step: bool) -> torch.Tensor:
         if train_step and first is not None:
@@ -146,7 +133,29 @@ def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, s
             timed(True)
         return statistics.median(timed(True) for _ in range(steps))
 
-    step_s, head_step_s, eval_s = median_step(False), median_step(True), median_step(None)
+    return median_step(False), median_step(True), median_step(None)
+
+
+def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, steps: int = 5) -> TrainingCost:
+    """Time a few training steps (unfrozen blocks, and head alone), monitor batches, batch augmentation, the frozen
+    part (activations loader) and image decoding for a run of ``config`` on ``train``, with the training code's own
+    modules."""
+    cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda" if cuda else "cpu")
+    n_classes = len(train.class_names)
+    module = FineTuner(backbone.name, n_classes, asdict(config), 1, backbone=backbone).to(device)
+    module.net.to(memory_format=torch.channels_last)
+    height, width = backbone.preprocess.input_size
+    images = torch.randint(0, 256, (config.batch_size, height, width, 3), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, n_classes, (config.batch_size,), device=device)
+    first, activations = None, None
+    if config.loader == "activations":
+        first = first_trainable_block(backbone.model, config)
+        normalized = module.net.normalize(images).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():  # not inference mode: these tensors enter the timed training steps
+            activations = lower_forward(module.net.model.eval(), normalized, first)
+
+    step_s, head_step_s, eval_s = _step_seconds(module, images, labels, first, activations, steps, cuda)
     cache_s = 0.0
     if first is not None:
         with torch.inference_mode():
@@ -166,6 +175,6 @@ def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, s
 def fine_tune_cost(backbone_name: str, weights: str | None, train: ImageSet, image_size: int | None,
                    config: FineTuneConfig) -> TrainingCost:
     """What fine-tuning ``train`` with ``config`` costs on this machine (timed steps; see
-    :func:`headstart.finetune.training_cost`)."""
+    :func:`headstart.training.cost.training_cost`)."""
     backbone = create_backbone(backbone_name, weights, image_size=image_size)
     return training_cost(backbone, train, config)

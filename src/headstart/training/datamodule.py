@@ -86,7 +86,7 @@ class ImageDataModule(L.LightningDataModule):
     held-out monitor split for early stopping (stratified, ``config.seed``), class weights, and the loaders.
 
     With ``config.loader == "memory"`` the check decodes every image once into an array (see
-    :mod:`headstart.imagecache`; in a file in ``folder`` when too large for memory, removed after training) and
+    :mod:`headstart.data.imagecache`; in a file in ``folder`` when too large for memory, removed after training) and
     batches are augmented in the training process; ``"stream"`` decodes and augments every image in every epoch in
     ``config.workers`` loader processes."""
 
@@ -127,6 +127,7 @@ class ImageDataModule(L.LightningDataModule):
                                 seconds=round(time.perf_counter() - started, 3))
 
     def setup(self, stage: str | None = None) -> None:
+        """Build the training and monitor datasets (decoded once unless streaming)."""
         self.prepare_data()
         if not hasattr(self, "fit_set"):
             self.fit_idx, self.monitor_idx = stratified_split(self.usable.labels, self.config.monitor_fraction,
@@ -163,6 +164,7 @@ class ImageDataModule(L.LightningDataModule):
         return (len(self.fit_set) / (n_classes * np.maximum(counts, 1))).tolist()
 
     def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch."""
         size, batch = len(self.fit_set), self.config.batch_size
         return max(1, size // batch if size > batch else 1)
 
@@ -181,6 +183,7 @@ class ImageDataModule(L.LightningDataModule):
         return torch.utils.data.DataLoader(dataset, collate_fn=whole_batch, **common)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
+        """Augmented training batches."""
         if self.activations is not None:
             config = self.config
             return torch.utils.data.DataLoader(
@@ -189,4 +192,5 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.fit_set, self.fit_idx, train=True)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
+        """Monitor batches, preprocessed as predictions see them."""
         return self._loader(self.monitor_set, self.monitor_idx, train=False)

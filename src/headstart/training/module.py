@@ -46,6 +46,7 @@ class ClassifierNet(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised class scores of uint8 or float images."""
         return self.model(self.normalize(images).contiguous(memory_format=torch.channels_last))
 
 
@@ -83,6 +84,7 @@ class FineTuner(L.LightningModule):
         self.set_trainable(head_only=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class scores of a batch of images."""
         return self.net(images)
 
     def set_trainable(self, head_only: bool) -> None:
@@ -105,6 +107,7 @@ class FineTuner(L.LightningModule):
         return self
 
     def training_step(self, batch, batch_idx):
+        """Cross-entropy of one batch (class-weighted, label-smoothed as configured)."""
         images, labels, failed = batch
         self.failed.update(failed)
         if images is None:
@@ -123,6 +126,7 @@ class FineTuner(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
+        """Loss and accuracy on the monitor images."""
         images, labels, failed = batch
         self.failed.update(failed)
         if images is None:
@@ -134,6 +138,7 @@ class FineTuner(L.LightningModule):
                  batch_size=len(labels))
 
     def configure_optimizers(self):
+        """AdamW at discriminative rates, warm-up then cosine decay."""
         head, body = [], []
         for name, param in self.net.model.named_parameters():
             if _matches(name, [self.head_prefix]):

@@ -9,24 +9,26 @@ import warnings
 from pathlib import Path
 
 from ..errors import HeadstartError
-from .data import _add_data_commands
-from .fit import _add_fit, _training_dir
-from .model import _add_model_commands
-from .output import _one_line_warning, _version
+from .data import add_data_commands
+from .fit import add_fit, training_dir
+from .model import add_model_commands
+from .output import one_line_warning, version
 
 
 class OneLineParser(argparse.ArgumentParser):
     """Usage mistakes in one line, with where to look, instead of argparse's usage block."""
 
     def error(self, message: str):
+        """A usage mistake in one line, exit status 2."""
         self.exit(2, f"headstart: error: {message}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command."""
     from ..defaults import ENGINES
 
     parser = OneLineParser(prog="headstart", description="Transfer learning on image folders.")
-    parser.add_argument("--version", action="version", version=f"headstart {_version()}")
+    parser.add_argument("--version", action="version", version=f"headstart {version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -37,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     common.add_argument("--verbose", action="store_true", help="also the training framework's own messages")
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    _add_fit(sub, common)
-    _add_model_commands(sub, common)
-    _add_data_commands(sub, common)
+    add_fit(sub, common)
+    add_model_commands(sub, common)
+    add_data_commands(sub, common)
     return parser
 
 
@@ -48,8 +50,9 @@ TRAINING_STACK = ("torch", "torchvision", "timm", "lightning", "sklearn", "scipy
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; user mistakes exit non-zero with one line."""
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _one_line_warning
+    warnings.showwarning = one_line_warning
     try:
         args.run(args)
     except HeadstartError as exc:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         hint = getattr(args, "resume_hint", None)
-        training = hint and (_training_dir(Path(hint.split(" --resume ", 1)[1])) / "run.json").is_file()
+        training = hint and (training_dir(Path(hint.split(" --resume ", 1)[1])) / "run.json").is_file()
         print("headstart: interrupted; " + (f"resume with `{hint}`" if training else
                                             "run the same command again (the CNN codes computed so far are cached)"),
               file=sys.stderr)

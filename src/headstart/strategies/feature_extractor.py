@@ -1,0 +1,63 @@
+"""The feature-extractor strategy: CNN codes of the chosen layers (reused from auto's pass when it measured every
+training image), a linear head on them with C chosen by cross-validation (folds keep duplicates together), and
+familiarity on the penultimate codes."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..auditing.duplicates import fold_groups
+from ..codes.backbones import PENULTIMATE
+from ..data.folders import ImageSet
+from ..data.imagestats import STATS
+from ..heads.familiarity import fit_familiarity
+from ..heads.linear import fit_linear
+from ..results import FitInfo
+
+if TYPE_CHECKING:
+    from ..estimator import TransferClassifier
+
+
+def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], started: float,
+              also: list[str] | None = None, advice: Any = None) -> None:
+    """The feature extractor: codes of ``layers`` (from ``advice``'s pass when it measured every training
+    image, else extracted; ``also``: layers cached alongside), then the linear head."""
+    clf.strategy_, clf.layers_, clf.classes_ = "feature-extractor", layers, list(images.class_names)
+    clf._also = [*(also or []), STATS]  # the images' figures, measured in the same pass: duplicates, leaks
+    layer = "+".join(layers)
+    measured = advice.measured if advice is not None else None
+    loaded = time.perf_counter()
+    search = None
+    if measured is not None and measured.complete and all(p in measured.parts for p in layers):
+        codes, labels, skipped, computed = measured.codes(layer), measured.images.labels, measured.skipped, 0
+        kept = measured.images.paths
+        search = advice.searches.get(layer)  # the C search this layer was scored with: the same as the fit's
+        search = search if search is not None and search.classifier == clf.classifier else None
+        penultimate = measured.parts[PENULTIMATE]
+    else:
+        extracted = clf._extractor().transform(images.paths)
+        codes, penultimate = clf._split(extracted)
+        labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
+        kept = [images.paths[i] for i in extracted.kept]
+    coded = time.perf_counter()
+    groups = None
+    if search is None and len(labels) > 1:
+        groups = fold_groups(penultimate, clf.figures(kept), labels, clf.seed)
+    clf.head_ = fit_linear(codes, labels, len(clf.classes_), clf.classifier, clf.C, clf.seed,
+                                        search=search, groups=groups)
+    fitted = time.perf_counter()
+    clf.familiarity_ = fit_familiarity(penultimate, labels, clf.seed)
+    finished = time.perf_counter()
+    fit_info: FitInfo = {
+        "n_train_images": int(len(labels)),
+        "n_skipped": len(skipped),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "n_codes_computed": computed,
+        "codes_dim": int(codes.shape[1]),
+        "classifier": clf.head_.info,
+        "seconds": {"load_model": round(loaded - started, 3), "codes": round(coded - loaded, 3),
+                    "classifier": round(fitted - coded, 3), "familiarity": round(finished - fitted, 3),
+                    "total": round(finished - started, 3)},
+    }
+    clf.fit_info_ = fit_info
