@@ -13,6 +13,7 @@ from .data import add_data_commands
 from .fit import add_fit, training_dir
 from .model import add_model_commands
 from .output import one_line_warning, version
+from .serve import add_parser as add_serve
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit(sub, common)
     add_model_commands(sub, common)
     add_data_commands(sub, common)
+    add_serve(sub, common)
     return parser
 
 

@@ -60,15 +60,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
         clf = _load(args)
     found = clf.predict_files(paths)
     threshold = clf.threshold if onnx else getattr(getattr(clf, "familiarity_", None), "threshold", None)
-    predictions = []
-    for n, (row, i) in enumerate(zip(found.proba, found.kept)):
-        order = row.argsort()[::-1]
-        entry = {"path": str(paths[i]), "label": clf.classes_[order[0]],
-                 "probabilities": {clf.classes_[j]: round(float(row[j]), 6) for j in order}}
-        if found.familiarity is not None:
-            score = float(found.familiarity[n])
-            entry.update(familiarity=round(score, 4), unfamiliar=score < threshold)
-        predictions.append(entry)
+    from ..deploy.runtime import prediction_entry
+
+    familiarity = found.familiarity if found.familiarity is not None else [None] * len(found.kept)
+    predictions = [{"path": str(paths[i]), **prediction_entry(clf.classes_, row, score, threshold)}
+                   for row, i, score in zip(found.proba, found.kept, familiarity)]
     skipped_list = [{"path": p, "reason": r} for p, r in found.skipped]
     if args.json:
         print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -53,8 +53,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def open_rgb(path: str | os.PathLike, min_short_side: int = 0, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode ``path`` to an upright RGB image, or raise :class:`ImageSkipped` with the reason.
+def open_rgb(path: str | os.PathLike | BinaryIO, min_short_side: int = 0, max_pixels: int = MAX_PIXELS
+             ) -> Image.Image:
+    """Decode ``path`` (or an open binary file) to an upright RGB image, or raise :class:`ImageSkipped` with the
+    reason.
 
     JPEGs whose shorter side is at least twice ``min_short_side`` are decoded at reduced size
     (``Image.draft``), which is several times faster and keeps the shorter side >= ``min_short_side``.
@@ -83,7 +85,7 @@ def open_rgb(path: str | os.PathLike, min_short_side: int = 0, max_pixels: int =
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageSkipped(f"too large: decompression-bomb guard ({exc})") from None
     except UnidentifiedImageError:
-        if Path(path).stat().st_size == 0:
+        if isinstance(path, (str, os.PathLike)) and Path(path).stat().st_size == 0:
             raise ImageSkipped("empty file (0 bytes)") from None
         raise ImageSkipped("not an image Pillow can read") from None
     except FileNotFoundError:

@@ -1,5 +1,6 @@
-"""After training: one-file export (ONNX fp32 or int8, TorchScript) and the torch-free runtime that predicts from it.
+"""After training: one-file export (ONNX fp32 or int8, TorchScript), the torch-free runtime that predicts from it,
+and the HTTP server around that runtime (``server``, with ``batcher``, ``metrics`` and ``page``).
 
-``export`` may import anything below the estimator; ``runtime`` imports only ``codes.session``, ``data.decode`` and
-``errors``, and never torch (tested).
+``export`` may import anything below the estimator; ``runtime`` and the server import only ``codes.session``,
+``data.decode``, ``results`` and ``errors`` of the package, and never torch (tested).
 """

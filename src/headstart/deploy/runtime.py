@@ -20,7 +20,7 @@ class OnnxClassifier:
     """A classifier exported by ``headstart export --format onnx``: images in, class probabilities out."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        path = Path(path).expanduser()
+        path = self.path = Path(path).expanduser()
         if not path.is_file():
             raise ArtifactError(f"{str(path)!r} does not exist; give a file written by `headstart export`")
         try:
@@ -57,3 +57,14 @@ class OnnxClassifier:
     def threshold(self) -> float | None:
         """Familiarity below which an image is unfamiliar (None without familiarity)."""
         return float(self.familiarity_info["threshold"]) if self.familiarity_info else None
+
+
+def prediction_entry(classes: list[str], proba: np.ndarray, familiarity: float | None,
+                     threshold: float | None) -> dict:
+    """One image's answer as ``predict --json`` and the server give it: the label, every class's probability (most
+    probable first), and familiarity with the unfamiliar flag where the model has them."""
+    order = proba.argsort()[::-1]
+    entry = {"label": classes[order[0]], "probabilities": {classes[j]: round(float(proba[j]), 6) for j in order}}
+    if familiarity is not None and threshold is not None:
+        entry.update(familiarity=round(float(familiarity), 4), unfamiliar=bool(familiarity < threshold))
+    return entry
