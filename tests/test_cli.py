@@ -49,7 +49,10 @@ def test_fit_evaluate_predict_with_bad_files(tmp_path, colors_data, cache_dir, c
     fit = json.loads(capsys.readouterr().out)
     assert fit["n_skipped"] == 1 and "broken.jpg" in fit["skipped"][0]["path"]
     assert fit["validation"]["accuracy"] == 1.0 and fit["validation"]["n_skipped"] == 1
-    assert set(fit["seconds"]) >= {"codes", "classifier"}
+    seconds = fit["seconds"]
+    assert set(seconds) >= {"codes", "classifier", "validation", "leak_check", "save", "report", "startup", "command"}
+    parts = ("startup", "total", "validation", "leak_check", "save", "report")
+    assert sum(seconds[k] for k in parts) <= seconds["command"] <= sum(seconds[k] for k in parts) + 0.5
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["class_names"] == ["blue", "red"] and config["weights"].startswith("embedded:")
     assert not list((tmp_path / "run").glob("*.pkl")) and not list(tmp_path.glob(".run.partial-*"))

@@ -29,7 +29,13 @@ class Seconds(TypedDict, total=False):
     train: float
     decide: float  # auto: measuring and deciding
     measure: float  # auto: the one pass over the training images
-    total: float
+    total: float  # the fit alone
+    validation: float  # fit_folder: scoring the validation images
+    leak_check: float  # fit_folder: validation images that repeat a training image
+    save: float  # fit_folder: writing the model folder
+    report: float  # fit_folder: the HTML report
+    startup: float  # `headstart fit`: from the command's start to the fit's (imports, checks, finding the images)
+    command: float  # `headstart fit`: the whole command
 
 
 class TrainingInfo(TypedDict):

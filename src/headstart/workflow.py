@@ -5,6 +5,7 @@ folder (atomically), write its report; the typed result is what ``fit --json`` p
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from .data.splits import Splits
@@ -31,18 +32,28 @@ def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite
     if network and not clf.fit_info_["training"]["is_global_zero"]:
         return None
     auto = getattr(clf, "auto_", None)
+    clock = [time.perf_counter()]
+    seconds = dict(clf.fit_info_["seconds"])
+
+    def lap(name: str) -> None:
+        clock.append(time.perf_counter())
+        seconds[name] = round(clock[-1] - clock[-2], 3)
+
     val = clf.evaluate(splits.val) if splits.val is not None else None
+    lap("validation")
     leaks = None
     if leak_check and splits.val is not None:
         from .auditing.leakcheck import check_leaks
 
         leaks = check_leaks(clf, splits.train, splits.val, str(data))
+        lap("leak_check")
     summary = summarise_data(data, splits, clf.classes_)
     result: FitResult = {
         "out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights, "precision": clf.precision,
         "strategy": clf.strategy_, "layers": clf.layers_, "classifier": clf.classifier,
         "C": clf.head_.info.get("C"), "data": summary, "validation": val,
-        **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info}
+        **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info,
+        "seconds": seconds}
     if auto:
         result["auto"] = auto
     if leaks is not None:
@@ -54,8 +65,10 @@ def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite
                                               "auto": auto, "leaks": leaks}, files=files)
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
+    lap("save")
     if report and splits.val is not None:
         from .report.html import write_report
 
         result["report"] = str(write_report(clf, splits.val, out / "report.html", f"headstart: {out.name}"))
+        lap("report")
     return result

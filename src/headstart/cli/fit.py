@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ def _default_out(data: Path) -> Path:
 
 
 #: fit's options that do not shape the run; every other one is saved for --resume
-NOT_RESUMED = ("command", "run", "resume", "resume_hint", "out", "overwrite", "report", "json", "quiet", "verbose",
-               "cache_dir", "engine", "exclude_paths")
+NOT_RESUMED = ("command", "run", "started", "resume", "resume_hint", "out", "overwrite", "report", "json", "quiet",
+               "verbose", "cache_dir", "engine", "exclude_paths")
 
 
 def fraction(value: float | None) -> float:
@@ -132,9 +133,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
         resumed = {k: v for k, v in vars(args).items() if k not in NOT_RESUMED}
         (workdir / "run.json").write_text(json.dumps(resumed, indent=2))
     clf = _classifier(args, workdir)
+    fitting = time.perf_counter()
     result = fit_folder(clf, args.data, splits, out, args.overwrite, workdir, args.report)
     if result is None:
         return  # another process of a data-parallel run: rank 0 reports
+    result["seconds"]["startup"] = round(fitting - args.started, 3)
+    result["seconds"]["command"] = round(time.perf_counter() - args.started, 3)
     if args.json:
         print_json(result)
     else:
@@ -164,13 +168,7 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
                      + (f" ({info['cv_folds']}-fold CV on train, {info['cv_metric']})" if "cv_folds" in info else ""))
     if val:
         lines.append(f"validation: accuracy {val['accuracy']:.4f}, balanced accuracy {val['balanced_accuracy']:.4f}")
-    s = result["seconds"]
-    deciding = f"deciding {s['decide']:.1f} s, " if "decide" in s else ""
-    if network:
-        lines.append(f"time: {s['total']:.1f} s ({deciding}training {s['total'] - s.get('decide', 0):.1f} s)")
-    else:
-        lines.append(f"time: {s['total']:.1f} s ({deciding}codes {s['codes']:.1f} s, {result['n_codes_computed']} "
-                     f"computed; classifier {s['classifier']:.1f} s)")
+    lines.append(time_line(result["seconds"], result["n_codes_computed"], network))
     if result.get("excluded"):
         lines.append("excluded (--exclude): " + ", ".join(f"{n} {k}" for k, n in result["excluded"].items()))
     if result.get("leaks"):
@@ -180,6 +178,18 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
     lines += skipped_lines(result["skipped"] + (val["skipped"] if val else []))
     lines.append(f"saved: {result['out']}" + (f" (report: {result['report']})" if result.get("report") else ""))
     return "\n".join(lines)
+
+
+def time_line(s: dict[str, float], computed: int, network: bool) -> str:
+    """The whole command's time, then its parts in the order they ran."""
+    fit = (f"training {s['total'] - s.get('decide', 0):.1f} s" if network else
+           f"codes {s['codes']:.1f} s ({computed} computed), classifier {s['classifier']:.1f} s")
+    parts = [("start-up", s.get("startup")), ("deciding", s.get("decide")), (fit, None),
+             ("validation", s.get("validation")), ("leak check", s.get("leak_check")), ("saving", s.get("save")),
+             ("report", s.get("report"))]
+    said = ", ".join(name if value is None else f"{name} {value:.1f} s" for name, value in parts
+                     if value is not None or name == fit)
+    return f"time: {s.get('command', s['total']):.1f} s ({said})"
 
 
 def precision_option(parser: argparse.ArgumentParser, default: str | None = "fp32") -> None:
