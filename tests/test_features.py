@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+import headstart
 from headstart.codes.backbones import CodesNet, create_backbone
 from headstart.codes.extract import FeatureExtractor
 from tests.conftest import SHARED, make_image, needs_shared
@@ -101,3 +106,39 @@ def test_codes_nets_leave_no_hooks_behind():
     assert len(block._forward_hooks) == 1  # the dropped nets took their hooks with them
     codes = nets[0](torch.zeros(2, 32, 32, 3, dtype=torch.uint8))
     assert codes[0].shape[0] == 2 and not nets[0]._taps  # taps are consumed, not kept
+
+
+def _two_nodes(args: list[str]) -> list[subprocess.CompletedProcess]:
+    """Run ``headstart ARGS`` as node 0 and node 1 of a two-node job on this machine (Lightning's variables)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "headstart.cli", *args, "--num-nodes", "2", "--devices", "1", "--accelerator",
+               "cpu", "--distributed", "ddp", "--json", "-q"]
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                   "NODE_RANK": str(rank)}) for rank in (0, 1)]
+    done = []
+    for node in nodes:
+        out, err = node.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(node.args, node.returncode, out, err))
+    return done
+
+
+def test_extraction_and_fine_tuning_run_across_two_nodes(tmp_path, colors_data):
+    cache = tmp_path / "cache"
+    first, second = _two_nodes(["extract", str(colors_data / "train"), "--cache-dir", str(cache)])
+    assert first.returncode == second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    out = json.loads(first.stdout)
+    assert out["world_size"] == 2 and out["total_images"] == 24 and out["computed_after_merge"] == 0
+    assert 0 < out["computed"] < 24  # node 0 did only its share; node 1 the rest
+
+    first, second = _two_nodes(["fit", str(colors_data), "--strategy", "fine-tune", "--model", "test_efficientnet",
+                                "--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+                                "--workers", "0", "--out", str(tmp_path / "model"), "--cache-dir", str(cache)])
+    assert first.returncode == second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    fit = json.loads(first.stdout)  # node 0 saves and reports; node 1 says nothing
+    assert fit["training"]["world_size"] == 2 and not second.stdout.strip()
+    assert headstart.load(tmp_path / "model").predict(sorted((colors_data / "val").rglob("*.png"))).tolist()
