@@ -43,7 +43,7 @@ MOVED = {
 
 
 class _MovedModule(ModuleType):
-    """An old module path: every attribute is read from (and written to) its new homes."""
+    """An old module path: every attribute is read from its new homes (setting one there changes nothing)."""
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -67,8 +67,7 @@ def fit_auto(clf: Any, images: Any, started: float) -> None:
         if training["is_global_zero"] and not keep_fine_tuned(evidence, training["best_monitor_acc"]):
             say(evidence["decision"], clf.progress)
             clf._rebuild_backbone()  # the probe runs on the pretrained network, not the fine-tuned one
-            fit_codes(clf, images, evidence["probe"]["layer"].split("+"), started, also=parts,
-                           advice=advice)
+            fit_codes(clf, images, evidence["probe"]["layer"].split("+"), started, also=parts, advice=advice)
     else:
         fit_codes(clf, images, evidence["options"]["layer"].split("+"), started, also=parts, advice=advice)
     clf.auto_ = evidence

@@ -44,8 +44,8 @@ def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], star
     groups = None
     if search is None and len(labels) > 1:
         groups = fold_groups(penultimate, clf.figures(kept), labels, clf.seed)
-    clf.head_ = fit_linear(codes, labels, len(clf.classes_), clf.classifier, clf.C, clf.seed,
-                                        search=search, groups=groups)
+    clf.head_ = fit_linear(codes, labels, len(clf.classes_), clf.classifier, clf.C, clf.seed, search=search,
+                           groups=groups)
     fitted = time.perf_counter()
     clf.familiarity_ = fit_familiarity(penultimate, labels, clf.seed)
     finished = time.perf_counter()

@@ -43,8 +43,8 @@ def fit_network(clf: TransferClassifier, images: ImageSet, started: float, confi
         info = fine_tune(clf.backbone_, data, config, workdir, clf.progress, clf.resume)
     head = clf.backbone_.model.get_classifier()
     clf.head_ = LinearHead(np.array(head.weight.detach().numpy(), order="C"),
-                            np.array(head.bias.detach().numpy(), order="C"),
-                            {"classifier": "fine-tuned linear layer", **info})
+                           np.array(head.bias.detach().numpy(), order="C"),
+                           {"classifier": "fine-tuned linear layer", **info})
     clf.backbone_.model.reset_classifier(0)
     clf.backbone_.digest = state_digest(clf.backbone_.model)
     clf.strategy_, clf.layers_, clf.classes_ = config.strategy, [PENULTIMATE], list(images.class_names)
