@@ -7,9 +7,9 @@ import warnings
 from importlib import import_module
 from typing import Any
 
-from .app import main  # the console script `headstart` and `python -m headstart.cli`
+from .app import console, main  # `console`: the `headstart` script and `python -m headstart(.cli)`
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 #: where the names of the one-module command line of the previous release went
 _MOVED = {"NOT_RESUMED": "fit", "cmd_fit": "fit", "cmd_evaluate": "model", "cmd_predict": "model",

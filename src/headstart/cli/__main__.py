@@ -1,7 +1,5 @@
 """``python -m headstart.cli``: the command line."""
 
-import sys
+from .app import console
 
-from .app import main
-
-sys.exit(main())
+console()

@@ -52,15 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
 TRAINING_STACK = ("torch", "torchvision", "timm", "lightning", "sklearn", "scipy", "safetensors", "onnx")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; user mistakes exit non-zero with one line.
+def console() -> None:
+    """The ``headstart`` script and ``python -m headstart``: :func:`main`, then exit.
 
-    Run as a process (``argv`` None: the ``headstart`` script, ``python -m headstart``) with torch loaded, it ends
-    without the interpreter's teardown of torch and timm, about 1.1 s of every such command here: other threads are
-    joined, exit handlers run and output is flushed as at a normal exit; only the freeing of memory is left to the OS.
+    With torch loaded, the process ends without the interpreter's teardown of torch and timm, about 1.1 s of every
+    such command here: other threads are joined, exit handlers run and output is flushed as at a normal exit; only
+    the freeing of memory is left to the operating system.
     """
-    code = run(argv)
-    if argv is None and "torch" in sys.modules:
+    code = main()
+    if "torch" in sys.modules:
         import atexit
         import threading
 
@@ -71,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    return code
+    sys.exit(code)
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run its command; the exit status."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv``); the exit status. User mistakes exit non-zero with
+    one line."""
     started = time.perf_counter()  # `fit`'s time line counts the whole command from here
     args = build_parser().parse_args(argv)
     args.started = started
