@@ -52,7 +52,8 @@ def test_fit_evaluate_predict_with_bad_files(tmp_path, colors_data, cache_dir, c
     seconds = fit["seconds"]
     assert set(seconds) >= {"codes", "classifier", "validation", "leak_check", "save", "report", "startup", "command"}
     parts = ("startup", "total", "validation", "leak_check", "save", "report")
-    assert sum(seconds[k] for k in parts) <= seconds["command"] <= sum(seconds[k] for k in parts) + 0.5
+    measured = sum(seconds[k] for k in parts)  # each rounded to the millisecond
+    assert measured - 0.01 <= seconds["command"] <= measured + 0.5
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["class_names"] == ["blue", "red"] and config["weights"].startswith("embedded:")
     assert not list((tmp_path / "run").glob("*.pkl")) and not list(tmp_path.glob(".run.partial-*"))
