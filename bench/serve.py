@@ -158,6 +158,84 @@ def serving_install() -> None:
         print(f"serving-only install: {size:.0f} MB in the venv (torch importable: {torch == 0})")
 
 
+def offline_figures(paths: list[Path], data: str, model: Path) -> tuple[float, dict]:
+    """Export a model fitted on ``data``'s training images to ``model``; offline predict's images/s on ``paths`` and
+    its answers (what every served answer is checked against)."""
+    import headstart
+    from headstart.deploy.export import export
+    from headstart.deploy.runtime import OnnxClassifier, prediction_entry
+
+    train = Path(data).parent / "train"
+    export(headstart.TransferClassifier(C=1.0).fit(train if train.is_dir() else data), model)
+    offline = OnnxClassifier(model)
+    offline.predict_files(paths[:16])  # warm
+    started = time.perf_counter()
+    found = offline.predict_files(paths)
+    rate = len(found.kept) / (time.perf_counter() - started)
+    familiarity = found.familiarity if found.familiarity is not None else [None] * len(found.kept)
+    expected = {int(i): prediction_entry(offline.classes_, row, f, offline.threshold)
+                for row, i, f in zip(found.proba, found.kept, familiarity)}
+    return rate, expected
+
+
+def under_load(model: Path, bodies: list[bytes], expected: dict, offline_rate: float, seconds: float,
+               requests: int) -> None:
+    """Throughput, latency at half rate, RSS over many requests and malformed requests, on one server."""
+    process, port = start_server(model)
+    try:
+        asyncio.run(closed_loop(port, bodies, 16, 3))  # warm-up
+        statuses, latencies, wrong = asyncio.run(closed_loop(port, bodies, 16, seconds, expected))
+        rate = len(statuses) / seconds
+        errors = sum(s >= 500 or s == 0 for s in statuses)
+        print(f"serve, 16 clients x single images, {seconds:.0f} s: {rate:.1f} images/s = "
+              f"{rate / offline_rate:.2f}x offline (goal >= 0.8); errors {errors}, wrong answers {wrong}; "
+              f"p50 {np.percentile(latencies, 50) * 1000:.0f} ms at full load", flush=True)
+        half = asyncio.run(open_loop(port, bodies, rate / 2, min(seconds, 30)))
+        p50, p99 = np.percentile(half, 50), np.percentile(half, 99)
+        print(f"at half that rate ({rate / 2:.0f}/s, open loop): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+              f"(p99/p50 {p99 / p50:.1f}, goal <= 4)", flush=True)
+        before, sent = rss_mb(process.pid), 0
+        while sent < requests:
+            sent += len(asyncio.run(closed_loop(port, bodies, 16, 5))[0])
+        print(f"RSS over {sent} requests: {before:.0f} -> {rss_mb(process.pid):.0f} MB "
+              f"(+{rss_mb(process.pid) - before:.0f} MB, goal <= 50)", flush=True)
+        malformed(port, bodies[0], expected[0], process)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def malformed(port: int, good: bytes, expected: dict, process: subprocess.Popen) -> None:
+    """200 malformed requests of every kind: all 4xx, the server alive, its answers unchanged."""
+    kinds = [(b"", "image/png"), (b"not an image", "image/jpeg"), (good[:300], "image/jpeg"), (good, "text/plain"),
+             (b"--x\r\nbroken", "multipart/form-data; boundary=x"), (png_claiming(30000, 30000), "image/png"),
+             (good, "")]
+
+    async def send():
+        client = Client(port)
+        return [(await client.post(*kinds[i % len(kinds)]))[0] for i in range(200)]
+
+    codes = asyncio.run(send())
+    after = asyncio.run(Client(port).post(good))
+    same = json.loads(after[1])["predictions"][0]["label"] == expected["label"]
+    print(f"200 malformed requests: {sum(400 <= c < 500 for c in codes)} answered 4xx ({sorted(set(codes))}), "
+          f"server alive {process.poll() is None}, answers unchanged {same}", flush=True)
+
+
+def overloaded(model: Path, bodies: list[bytes], expected: dict) -> None:
+    """64 clients against a queue of 16 for 30 s: only 200s (checked) and 503s."""
+    process, port = start_server(model, "--max-queue", "16")
+    try:
+        statuses, _, wrong = asyncio.run(closed_loop(port, bodies, 64, 30, expected))
+        counts = {s: statuses.count(s) for s in sorted(set(statuses))}
+        alive = asyncio.run(Client(port).post(bodies[0]))[0] == 200
+        print(f"64 clients, queue 16, 30 s: status counts {counts}; wrong answers {wrong}; alive afterwards {alive}",
+              flush=True)
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(SHARED / "cats_vs_dogs" / "val"))
@@ -166,79 +244,17 @@ def main() -> None:
     parser.add_argument("--install", action="store_true")
     args = parser.parse_args()
 
-    import headstart
     from headstart.data.folders import files_under
-    from headstart.deploy.export import export
-    from headstart.deploy.runtime import OnnxClassifier, prediction_entry
 
     paths = files_under(Path(args.data))[:400]
     bodies = [p.read_bytes() for p in paths]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
-        train = Path(args.data).parent / "train"
-        export(headstart.TransferClassifier(C=1.0).fit(train if train.is_dir() else args.data), model)
-        offline = OnnxClassifier(model)
-        offline.predict_files(paths[:16])  # warm
-        started = time.perf_counter()
-        found = offline.predict_files(paths)
-        offline_rate = len(found.kept) / (time.perf_counter() - started)
-        familiarity = found.familiarity if found.familiarity is not None else [None] * len(found.kept)
-        expected = {int(i): prediction_entry(offline.classes_, row, f, offline.threshold)
-                    for row, i, f in zip(found.proba, found.kept, familiarity)}
+        offline_rate, expected = offline_figures(paths, args.data, model)
         print(f"{len(paths)} images from {args.data}; offline predict (one process, ONNX Runtime): "
               f"{offline_rate:.1f} images/s", flush=True)
-        del offline
-
-        process, port = start_server(model)
-        try:
-            asyncio.run(closed_loop(port, bodies, 16, 3))  # warm-up
-            statuses, latencies, wrong = asyncio.run(closed_loop(port, bodies, 16, args.seconds, expected))
-            rate = len(statuses) / args.seconds
-            errors = sum(s >= 500 or s == 0 for s in statuses)
-            print(f"serve, 16 clients x single images, {args.seconds:.0f} s: {rate:.1f} images/s = "
-                  f"{rate / offline_rate:.2f}x offline (goal >= 0.8); errors {errors}, wrong answers {wrong}; "
-                  f"p50 {np.percentile(latencies, 50) * 1000:.0f} ms at full load", flush=True)
-            half = asyncio.run(open_loop(port, bodies, rate / 2, min(args.seconds, 30)))
-            p50, p99 = np.percentile(half, 50), np.percentile(half, 99)
-            print(f"at half that rate ({rate / 2:.0f}/s, open loop): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
-                  f"(p99/p50 {p99 / p50:.1f}, goal <= 4)", flush=True)
-
-            before = rss_mb(process.pid)
-            sent = 0
-            while sent < args.requests:
-                statuses, _, _ = asyncio.run(closed_loop(port, bodies, 16, 5))
-                sent += len(statuses)
-            print(f"RSS over {sent} requests: {before:.0f} -> {rss_mb(process.pid):.0f} MB "
-                  f"(+{rss_mb(process.pid) - before:.0f} MB, goal <= 50)", flush=True)
-
-            malformed = [(b"", "image/png"), (b"not an image", "image/jpeg"), (bodies[0][:300], "image/jpeg"),
-                         (bodies[0], "text/plain"), (b"--x\r\nbroken", "multipart/form-data; boundary=x"),
-                         (png_claiming(30000, 30000), "image/png"), (bodies[0], "")]
-
-            async def bad():
-                client = Client(port)
-                return [(await client.post(*malformed[i % len(malformed)]))[0] for i in range(200)]
-
-            codes = asyncio.run(bad())
-            after = asyncio.run(Client(port).post(bodies[0]))
-            same = json.loads(after[1])["predictions"][0]["label"] == expected[0]["label"]
-            print(f"200 malformed requests: {sum(400 <= c < 500 for c in codes)} answered 4xx "
-                  f"({sorted(set(codes))}), server alive {process.poll() is None}, answers unchanged {same}",
-                  flush=True)
-        finally:
-            process.terminate()
-            process.wait()
-
-        process, port = start_server(model, "--max-queue", "16")
-        try:
-            statuses, _, wrong = asyncio.run(closed_loop(port, bodies, 64, 30, expected))
-            counts = {s: statuses.count(s) for s in sorted(set(statuses))}
-            alive = asyncio.run(Client(port).post(bodies[0]))[0] == 200
-            print(f"64 clients, queue 16, 30 s: status counts {counts}; wrong answers {wrong}; alive afterwards "
-                  f"{alive}", flush=True)
-        finally:
-            process.terminate()
-            process.wait()
+        under_load(model, bodies, expected, offline_rate, args.seconds, args.requests)
+        overloaded(model, bodies, expected)
     if args.install:
         serving_install()
 

@@ -130,6 +130,17 @@ def _val_outliers(val: Coded | None, train: Coded) -> np.ndarray | None:
     return 1.0 - found.similarity[:, -1].astype(np.float64)
 
 
+def _images_to_audit(data: str | os.PathLike | None, val: str | os.PathLike | None, train_images: ImageSet | None,
+                     val_images: ImageSet | None) -> tuple[ImageSet, ImageSet | None, str]:
+    """(training images, validation images or None, how they were found): given, or read from ``data``."""
+    if train_images is not None:
+        return train_images, val_images, "images given"
+    if data is None:
+        raise DataError("give a data folder (or train_images) to audit")
+    train_images, found_val, how = audit_inputs(data, val)
+    return train_images, val_images if val_images is not None else found_val, how
+
+
 def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None = None, *,
           train_images: ImageSet | None = None, val_images: ImageSet | None = None, model: str | None = None,
           weights: str | None = None, cache_dir: str | Path | None | bool = None, engine: str = "auto",
@@ -146,13 +157,7 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     from ..defaults import DEFAULT_MODEL
 
     started = time.perf_counter()
-    if train_images is None:
-        if data is None:
-            raise DataError("give a data folder (or train_images) to audit")
-        train_images, found_val, how = audit_inputs(data, val)
-        val_images = val_images if val_images is not None else found_val
-    else:
-        how = "images given"
+    train_images, val_images, how = _images_to_audit(data, val, train_images, val_images)
     backbone = create_backbone(model or DEFAULT_MODEL, weights)
     parts = sorted({p for c in candidate_layers(backbone) for p in c.split("+")})
     extractor = FeatureExtractor(backbone, [PENULTIMATE, STATS], cache_dir, engine, batch_size, progress=progress,
