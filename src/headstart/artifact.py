@@ -129,6 +129,7 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
             "calibration": [str(p) for p in getattr(clf, "_calibration", None) or []],  # for a later int8 export
             "preprocess": backbone.preprocess.to_dict(),
             "class_names": clf.classes_,
+            "multilabel": clf.multilabel_,  # a set of labels per image: sigmoid outputs, thresholds in "classifier"
             "classifier": clf.head_.info,
             "familiarity": familiarity.info() if familiarity is not None else None,
             "params": _json_params(clf.get_params()),  # every constructor parameter, restored by load
@@ -204,6 +205,21 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def _head(tensors: dict[str, Any], info: dict[str, Any], path: Path) -> Any:
+    """The saved linear head: softmax, or (multi-label) sigmoid with a threshold per label."""
+    from .heads.linear import LinearHead
+    from .heads.multilabel import SigmoidHead
+
+    weight, bias = tensors["weight"].numpy(), tensors["bias"].numpy()
+    if not info.get("multilabel"):
+        return LinearHead(weight, bias, info)
+    thresholds = np.asarray(info.get("thresholds", []), np.float32)
+    if len(thresholds) != len(weight):
+        raise ArtifactError(f"{str(path / CONFIG)!r} has {len(thresholds)} thresholds for {len(weight)} labels; the "
+                            "folder was edited or damaged, fit again")
+    return SigmoidHead(weight, bias, info, thresholds, bool(info.get("fill_empty")))
+
+
 @dataclass
 class SavedModel:
     """A model folder, read and checked: what :func:`headstart.load` rebuilds the estimator from."""
@@ -222,7 +238,6 @@ def read_model(path: str | os.PathLike) -> SavedModel:
 
     from .codes.backbones import restore_backbone
     from .data.decode import Preprocess
-    from .heads.linear import LinearHead
 
     path = Path(path).expanduser()
     config = read_config(path)
@@ -238,8 +253,7 @@ def read_model(path: str | os.PathLike) -> SavedModel:
     if not isinstance(names, list) or len(names) != head["weight"].shape[0]:
         raise ArtifactError(f"{str(path / CONFIG)!r} names {len(names) if isinstance(names, list) else 'no'} classes "
                             f"but the head has {head['weight'].shape[0]}; the folder was edited or damaged, fit again")
-    saved = SavedModel(path, config, backbone,
-                       LinearHead(head["weight"].numpy(), head["bias"].numpy(), config.get("classifier", {})))
+    saved = SavedModel(path, config, backbone, _head(head, config.get("classifier", {}), path))
     if config.get("precision") == "int8":
         if not (path / INT8_NETWORK).is_file():
             raise ArtifactError(f"{str(path)!r} is an int8 model without its {INT8_NETWORK}; fit the model again")

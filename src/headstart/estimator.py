@@ -26,7 +26,7 @@ from .data.imagestats import STATS
 from .data.inputs import as_image_set, prediction_items
 from .defaults import DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES, PRECISIONS
 from .errors import ArtifactError, DataError, HeadstartError
-from .report.metrics import classification_metrics
+from .report.metrics import classification_metrics, multilabel_metrics
 from .results import Predictions
 from .strategies.feature_extractor import fit_codes
 from .strategies.network import fit_network
@@ -97,6 +97,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """Fit on a folder of class folders, an :class:`ImageSet`, or file paths ``X`` with labels ``y``."""
         strategy = self._resolved_strategy()
         images = as_image_set(X, y)
+        if images.multilabel:
+            from .data.labelfile import check_training_targets
+
+            if self.classifier != "logistic":
+                raise HeadstartError("multi-label data is fitted with one logistic model per label; use "
+                                     "classifier='logistic'")
+            check_training_targets(images, "y")
         started = time.perf_counter()
         self.strategy_ = strategy
         self._calibration, self._network = calibration_sample(images.paths), None  # int8: training images only
@@ -150,6 +157,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return self._extractor().network() if self.precision == "int8" else None
 
     # -- predicting ------------------------------------------------------------------------------------------
+    @property
+    def multilabel_(self) -> bool:
+        """Whether each image gets a set of labels (one sigmoid and threshold per label) rather than one class."""
+        return getattr(getattr(self, "head_", None), "thresholds", None) is not None
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "head_"):
             raise HeadstartError("this TransferClassifier is not fitted yet; call fit() or headstart.load()")
@@ -224,8 +236,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return self._predict_items(X)[0]
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted class names, one per image as in :meth:`predict_proba` (None for unusable files)."""
+        """Predicted class names, one per image as in :meth:`predict_proba` (None for unusable files).
+
+        Multi-label: the 0/1 label matrix (columns in ``classes_`` order; all zero for unusable files)."""
         proba = self.predict_proba(X)
+        if self.multilabel_:
+            return self.head_.decide(proba)
         names = np.asarray(self.classes_, dtype=object)
         return np.where(np.isnan(proba).any(1), None, names[np.nan_to_num(proba).argmax(1)])
 
@@ -235,7 +251,15 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         images = as_image_set(X, y, self.classes_)
         found = self.predict_files(images.paths)
-        result = classification_metrics(images.labels[found.kept], found.proba, self.classes_)
+        if self.multilabel_:
+            if images.targets is None:
+                raise DataError("this model gives each image a set of labels: evaluate it on label sets (--labels)")
+            result = multilabel_metrics(images.targets[found.kept], found.proba, self.head_.decide(found.proba),
+                                        self.classes_)
+        else:
+            if images.targets is not None:
+                raise DataError("this model gives each image one class: evaluate it on class folders, not label sets")
+            result = classification_metrics(images.labels[found.kept], found.proba, self.classes_)
         result["n_skipped"] = len(found.skipped)
         result["skipped"] = [{"path": p, "reason": r} for p, r in found.skipped]
         if found.familiarity is not None:
@@ -246,13 +270,17 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def score(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,  # type: ignore[override]
               y: Sequence[Any] | None = None, sample_weight: Any = None) -> float:
-        """Accuracy on the usable labelled images (weighted by ``sample_weight``, one per image of ``X``, if given)."""
+        """Accuracy on the usable labelled images (weighted by ``sample_weight``, one per image of ``X``, if given);
+        multi-label: subset accuracy (every label of an image right), as scikit-learn's ``accuracy_score``."""
         if sample_weight is None:
             return self.evaluate(X, y)["accuracy"]
         images = as_image_set(X, y, self.classes_)
         found = self.predict_files(images.paths)
         weight = np.asarray(sample_weight, np.float64)[found.kept]
-        correct = found.proba.argmax(1) == images.labels[found.kept]
+        if self.multilabel_:
+            correct = (self.head_.decide(found.proba) == images.targets[found.kept]).all(1)
+        else:
+            correct = found.proba.argmax(1) == images.labels[found.kept]
         return float((weight * correct).sum() / max(weight.sum(), 1e-12))
 
     def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict[str, Any] | None = None,

@@ -87,15 +87,18 @@ class AutoEvidence(TypedDict, total=False):
     seconds: float
 
 
-class DataSummary(TypedDict):
+class DataSummary(TypedDict, total=False):
     """The data a fit used."""
 
     path: str
     split: str  # how the validation images were found
-    class_names: list[str]
-    train_counts: dict[str, int]
+    class_names: list[str]  # multi-label: the label names
+    train_counts: dict[str, int]  # multi-label: images carrying each label
     val_counts: dict[str, int] | None
     imbalance_ratio: float
+    multilabel: bool  # present (True) when each image carries a set of labels
+    train_images_without_label: int  # multi-label: training images that carry none of the labels
+    notes: list[str]  # e.g. images in the folder that no row of the label CSV names (left out)
 
 
 class FitResult(TypedDict, total=False):

@@ -15,9 +15,15 @@ from .results import DataSummary, FitResult
 def summarise_data(data: str | Path, splits: Splits, class_names: list[str]) -> DataSummary:
     """Where the images came from, how many per class, and how imbalanced they are."""
     train = splits.train.counts()
-    return {"path": str(Path(data).resolve()), "split": splits.how, "class_names": class_names,
-            "train_counts": train, "val_counts": splits.val.counts() if splits.val else None,
-            "imbalance_ratio": round(max(train.values()) / max(1, min(train.values())), 2)}
+    summary: DataSummary = {
+        "path": str(Path(data).resolve()), "split": splits.how, "class_names": class_names, "train_counts": train,
+        "val_counts": splits.val.counts() if splits.val else None,
+        "imbalance_ratio": round(max(train.values()) / max(1, min(train.values())), 2)}
+    if splits.train.multilabel:
+        summary.update(multilabel=True, train_images_without_label=int((splits.train.targets.sum(1) == 0).sum()))
+    if splits.notes:
+        summary["notes"] = list(splits.notes)
+    return summary
 
 
 def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite: bool = False,

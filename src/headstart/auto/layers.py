@@ -37,11 +37,17 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
     """
     from tqdm.auto import tqdm
 
-    n_classes = len(measured.images.class_names)
+    n_classes, targets = len(measured.images.class_names), measured.images.targets
     searches = {}
     groups = fold_groups(measured, seed)
     for layer in tqdm(candidates, desc="scoring layers", unit="layer", disable=not progress, leave=False):
-        search = search_C(measured.codes(layer), measured.images.labels, n_classes, "logistic", seed, groups=groups)
+        if targets is not None:  # multi-label: summed binary log loss, each label at its own C
+            from ..heads.multilabel import search_labels
+
+            search = search_labels(measured.codes(layer), targets, seed, groups=groups)
+        else:
+            search = search_C(measured.codes(layer), measured.images.labels, n_classes, "logistic", seed,
+                              groups=groups)
         if search is not None:
             searches[layer] = search
     return searches
@@ -58,8 +64,16 @@ def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[st
         return None
     files = hashlib.sha256("\n".join(str(file_identity(p)) for p in measured.images.paths).encode()).hexdigest()
     key = key_of({"weights": backbone.digest, "preprocess": backbone.preprocess.to_dict(), "candidates": candidates,
-                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 2, **precision})
+                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 2, **precision,
+                  **({"targets": measured.images.targets.tolist(), "thresholds": "half the best F1"}
+                     if measured.images.multilabel else {})})
     return cache_dir / "scores" / f"{backbone.name}-{key}.json"
+
+
+def _search_class(multilabel: bool) -> type:
+    from ..heads.multilabel import LabelSearch
+
+    return LabelSearch if multilabel else Search
 
 
 def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone, cache_dir: Path | None,
@@ -74,7 +88,8 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
     if path is not None and path.is_file():
         try:
             saved = json.loads(path.read_text())
-            searches = {layer: Search(**{**fields, "sample_losses": np.zeros(0), "rows_index": None})
+            kind = _search_class(measured.images.multilabel)
+            searches = {layer: kind(**{**fields, "sample_losses": np.zeros(0), "rows_index": None})
                         for layer, fields in saved["searches"].items()}
             say("layer scores of these codes found in the cache", progress)
             return searches, saved["choice"]["chosen"], saved["choice"]
@@ -87,7 +102,7 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
         return searches, PENULTIMATE, {"rule": "no cross-validation possible: a class has a single image"}
     layer, choice = choose_layer(searches)
     if path is not None:
-        stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits",
+        stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits", "oof",
                                                                               "rows_index")}
                   for name, search in searches.items()}
         write_cache(path, json.dumps({"searches": stored, "choice": choice}).encode())

@@ -51,11 +51,12 @@ class Measured:
 
 def measure_size(images: ImageSet, sample: int = 64) -> dict[str, Any]:
     """Counts per class, the size rule's verdict, and the images' typical shorter side (from file headers)."""
-    counts = np.bincount(images.labels, minlength=len(images.class_names))
+    counts = np.asarray(list(images.counts().values()))
     median = float(np.median(counts))
+    what = "label" if images.multilabel else "class"
     return {"images": int(len(images)), "classes": len(images.class_names), "min_per_class": int(counts.min()),
             "median_per_class": median, "large": median >= LARGE_PER_CLASS,
-            "rule": f"large when the median class has at least {LARGE_PER_CLASS} training images",
+            "rule": f"large when the median {what} has at least {LARGE_PER_CLASS} training images",
             "median_short_side": typical_short_side(images.paths, sample)}
 
 
@@ -107,7 +108,8 @@ def measure_codes(extractor: FeatureExtractor, train: ImageSet, large: bool, bud
              for i, layer in enumerate(extractor.layers)}
     paths = [s.paths[i] for s, r in measured for i in r.kept]
     labels = np.concatenate([s.labels[r.kept] for s, r in measured])
-    images = ImageSet(paths, labels, train.class_names, train.root)
+    targets = np.concatenate([s.targets[r.kept] for s, r in measured]) if train.multilabel else None
+    images = ImageSet(paths, labels, train.class_names, train.root, targets)
     return Measured(parts, images, skipped, computed, sum(len(s) for s, _ in measured) == len(train),
                     time.perf_counter() - started)
 

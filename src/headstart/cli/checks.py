@@ -123,3 +123,26 @@ def without(splits, paths: list[Path], file: str):
         raise DataError(f"--exclude {file!r} leaves no training image in class(es) {', '.join(empty)}; keep some, or "
                         "remove the class folder")
     return kept
+
+
+def label_options(args) -> None:
+    """``--labels`` / ``--val-labels`` (multi-label): files that exist, and no option that needs class folders."""
+    from ..data.labelfile import label_file
+
+    labels, val_labels = getattr(args, "labels", None), getattr(args, "val_labels", None)
+    if val_labels and not labels:
+        raise HeadstartError("--val-labels needs --labels (the training images' CSV)")
+    if not labels:
+        return
+    label_file(labels, args.data)
+    if val_labels:
+        label_file(val_labels, args.data, "--val-labels")
+        if args.val_fraction is not None:
+            raise HeadstartError("--val-fraction does nothing with --val-labels; drop one of them")
+    if getattr(args, "val", None):
+        raise HeadstartError("--val takes a folder of class folders; with --labels give validation images as "
+                             "--val-labels CSV")
+    if getattr(args, "classifier", "logistic") != "logistic":
+        raise HeadstartError("multi-label data is fitted with one logistic model per label; drop --classifier svm")
+    if getattr(args, "class_weight", None):
+        raise HeadstartError("--class-weight balances one-label classes; it does not apply to --labels")

@@ -6,20 +6,21 @@ import argparse
 
 from ..errors import HeadstartError
 from . import checks
-from .fit import check_numbers, fraction, precision_option
+from .fit import check_numbers, find_data, label_arguments, precision_option
 from .output import print_json
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
     """``headstart advise``: measure the data and recommend a strategy."""
     from ..data.folders import existing_dir
-    from ..data.splits import find_splits
 
     existing_dir(args.data, "data folder")
-    checks.val_options(args.data, args.val, args.val_fraction)
+    checks.label_options(args)
+    if not args.labels:
+        checks.val_options(args.data, args.val, args.val_fraction)
     checks.weights(args.weights)
     checks.precision(args.precision, args.engine)
-    train = find_splits(args.data, args.val, fraction(args.val_fraction), args.seed).train
+    train = find_data(args).train
     from ..auto.advice import advise, format_advice
     from ..codes.backbones import create_backbone
     from ..errors import ModelError
@@ -115,6 +116,7 @@ def add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     ad.add_argument("--model", default=DEFAULT_MODEL, help="one model, or several joined by commas to rank them")
     ad.add_argument("--weights")
     ad.add_argument("--val")
+    label_arguments(ad)
     ad.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     ad.add_argument("--seed", type=int, default=0)
     precision_option(ad)

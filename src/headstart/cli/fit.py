@@ -31,6 +31,24 @@ def fraction(value: float | None) -> float:
     return 0.2 if value is None else value
 
 
+def find_data(args: argparse.Namespace):
+    """The training and validation images the options name: class folders, or (``--labels``) label CSVs."""
+    from ..data.splits import find_label_splits, find_splits
+
+    if getattr(args, "labels", None):
+        return find_label_splits(args.data, args.labels, args.val_labels, fraction(args.val_fraction), args.seed)
+    return find_splits(args.data, args.val, fraction(args.val_fraction), args.seed)
+
+
+def label_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--labels`` and ``--val-labels``: multi-label data as label CSVs."""
+    parser.add_argument("--labels", metavar="CSV", help="multi-label: a CSV of file names (relative to DATA or "
+                                                        "DATA/images) and labels, as a 0/1 column per label or "
+                                                        "'filename,labels' with labels separated by spaces, ; or |")
+    parser.add_argument("--val-labels", metavar="CSV", help="with --labels: the validation images' CSV (default: "
+                                                            "--val-fraction held out by iterative stratification)")
+
+
 def check_numbers(args: argparse.Namespace) -> None:
     """Counts that must be at least 1 (or 0), for the options a command has."""
     for option, low in (("batch_size", 1), ("num_nodes", 1), ("workers", 0), ("seed", 0)):
@@ -96,7 +114,9 @@ def _check_fit(args: argparse.Namespace) -> Path:
         raise HeadstartError(f"--budget is in seconds and must be positive, got {args.budget:g}")
     checks.positive("--C", args.C, "a positive number (the inverse regularisation strength)")
     existing_dir(args.data, "data folder")
-    checks.val_options(args.data, args.val, args.val_fraction)
+    checks.label_options(args)
+    if not args.labels:
+        checks.val_options(args.data, args.val, args.val_fraction)
     checks.weights(args.weights)
     if args.layer is not None:
         from ..training.options import parse_layers
@@ -118,11 +138,10 @@ def _check_fit(args: argparse.Namespace) -> Path:
 
 def cmd_fit(args: argparse.Namespace) -> None:
     """``headstart fit``: fit, score, save, report."""
-    from ..data.splits import find_splits
     from ..workflow import fit_folder
 
     out = _check_fit(args)
-    splits = find_splits(args.data, args.val, fraction(args.val_fraction), args.seed)
+    splits = find_data(args)
     if args.exclude:
         splits = checks.without(splits, args.exclude_paths, args.exclude)
     args.resume_hint = f"headstart fit --resume {out}"
@@ -149,13 +168,15 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
     """What `fit` prints for people: data, model, classifier or training, validation, time, skipped files."""
     val, data, info = result["validation"], result["data"], clf.head_.info
     n_val = val["n_images"] if val else 0
+    what = "labels" if clf.multilabel_ else "classes"
     lines = [
-        f"data: {result['n_train_images']} train / {n_val} validation images, {len(clf.classes_)} classes "
+        f"data: {result['n_train_images']} train / {n_val} validation images, {len(clf.classes_)} {what} "
         f"({split})",
+        *[f"note: {note}" for note in data.get("notes", [])],
         f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {'+'.join(clf.layers_)}, "
         f"{result['codes_dim']}-d {'int8 ' if clf.precision == 'int8' else ''}codes",
     ]
-    if data["imbalance_ratio"] >= 1.5:
+    if data["imbalance_ratio"] >= 1.5 and not clf.multilabel_:
         lines.append(f"note: classes are imbalanced (largest/smallest = {data['imbalance_ratio']}); "
                      "watch balanced accuracy, consider --class-weight balanced")
     if network:
@@ -164,9 +185,14 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
                      f"early-stopping accuracy {t['best_monitor_acc']:.4f} on {t['monitor_images']} held-out "
                      "training images")
     else:
-        lines.append(f"classifier: {clf.classifier}, C={info['C']:g}"
+        C = (f"C={info['C']:g}" if not clf.multilabel_ else
+             "one per label, C " + "/".join(f"{c:g}" for c in info["C"]) + ", thresholds "
+             + "/".join(f"{t:.2f}" for t in info["thresholds"]))
+        lines.append(f"classifier: {clf.classifier}, {C}"
                      + (f" ({info['cv_folds']}-fold CV on train, {info['cv_metric']})" if "cv_folds" in info else ""))
-    if val:
+    if val and clf.multilabel_:
+        lines.append(f"validation: {multilabel_line(val)}")
+    elif val:
         lines.append(f"validation: accuracy {val['accuracy']:.4f}, balanced accuracy {val['balanced_accuracy']:.4f}")
     lines.append(time_line(result["seconds"], result["n_codes_computed"], network))
     if result.get("excluded"):
@@ -178,6 +204,12 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
     lines += skipped_lines(result["skipped"] + (val["skipped"] if val else []))
     lines.append(f"saved: {result['out']}" + (f" (report: {result['report']})" if result.get("report") else ""))
     return "\n".join(lines)
+
+
+def multilabel_line(metrics: dict[str, Any]) -> str:
+    """Multi-label validation figures in one line."""
+    return (f"mAP {metrics['map']:.4f}, micro-F1 {metrics['micro_f1']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+            f"subset accuracy {metrics['subset_accuracy']:.4f}, Hamming loss {metrics['hamming_loss']:.4f}")
 
 
 def time_line(s: dict[str, float], computed: int, network: bool) -> str:
@@ -207,7 +239,9 @@ def add_fit(sub, common: argparse.ArgumentParser) -> None:
     from ..defaults import CLASSIFIERS, DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES
 
     fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
-    fit.add_argument("data", nargs="?", help="folder of class folders, or with train/ and val/ inside")
+    fit.add_argument("data", nargs="?", help="folder of class folders, or with train/ and val/ inside (with --labels: "
+                                             "a folder of images)")
+    label_arguments(fit)
     fit.add_argument("--val", help="a separate validation folder of class folders")
     fit.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     fit.add_argument("--seed", type=int, default=0)

@@ -18,17 +18,39 @@ def _load(args: argparse.Namespace):
     return load(args.model_dir, cache_dir=args.cache_dir, engine=args.engine, progress=not args.quiet)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    """``headstart evaluate``: metrics of a model on labelled images."""
+def labelled_data(args: argparse.Namespace):
+    """The labelled images to score, read before the model loads: class folders, or (``--labels``) a label CSV whose
+    labels must be the model's."""
     from ..artifact import read_config
     from ..data.folders import evaluation_set, existing_dir
 
-    read_config(args.model_dir)
+    config = read_config(args.model_dir)
     existing_dir(args.data, "data folder")
+    multilabel, names = bool(config.get("multilabel")), config["class_names"]
+    if multilabel and not args.labels:
+        raise HeadstartError(f"{args.model_dir} gives each image a set of labels: give the images' labels with "
+                             "--labels CSV")
+    if args.labels and not multilabel:
+        raise HeadstartError(f"{args.model_dir} gives each image one class: score it on class folders, without "
+                             "--labels")
+    if args.labels:
+        from ..data.labelfile import label_file, labelled_images
+
+        label_file(args.labels, args.data)
+        return labelled_images(args.data, args.labels, names)[0]
+    return lambda: evaluation_set(args.data, names)  # read once the model is known to load
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """``headstart evaluate``: metrics of a model on labelled images."""
+    images = labelled_data(args)
     clf = _load(args)
-    result = clf.evaluate(evaluation_set(args.data, clf.classes_))
+    result = clf.evaluate(images() if callable(images) else images)
     if args.json:
         print_json(result)
+        return
+    if clf.multilabel_:
+        print("\n".join(_multilabel_lines(result)))
         return
     lines = [f"{result['n_images']} images: accuracy {result['accuracy']:.4f}, "
              f"balanced accuracy {result['balanced_accuracy'] or float('nan'):.4f}",
@@ -41,6 +63,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                      "of images like the training ones are flagged)")
     lines += skipped_lines(result["skipped"])
     print("\n".join(lines))
+
+
+def _multilabel_lines(result: dict) -> list[str]:
+    """evaluate's text for a multi-label model: the figures in words, then a row per label."""
+    from .fit import multilabel_line
+
+    lines = [f"{result['n_images']} images: {multilabel_line(result)}",
+             f"{'label':<24}{'precision':>10}{'recall':>10}{'f1':>10}{'AP':>10}{'n':>8}"]
+    for name, m in result["per_label"].items():
+        ap = f"{m['ap']:>10.3f}" if m["ap"] is not None else f"{'-':>10}"
+        lines.append(f"{name[:23]:<24}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{ap}"
+                     f"{m['support']:>8}")
+    if "n_unfamiliar" in result:
+        lines.append(f"unfamiliar: {result['n_unfamiliar']} of {result['n_images']} images")
+    return lines + skipped_lines(result["skipped"])
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -63,8 +100,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from ..deploy.runtime import prediction_entry
 
     familiarity = found.familiarity if found.familiarity is not None else [None] * len(found.kept)
-    predictions = [{"path": str(paths[i]), **prediction_entry(clf.classes_, row, score, threshold)}
-                   for row, i, score in zip(found.proba, found.kept, familiarity)]
+    decide = clf.head_.decide if not onnx and clf.multilabel_ else getattr(clf, "decide", None)
+    chosen = decide(found.proba) if decide is not None else [None] * len(found.kept)
+    predictions = [{"path": str(paths[i]), **prediction_entry(clf.classes_, row, score, threshold, labels)}
+                   for row, i, score, labels in zip(found.proba, found.kept, familiarity, chosen)]
     skipped_list = [{"path": p, "reason": r} for p, r in found.skipped]
     if args.json:
         print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list,
@@ -74,22 +113,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
         top = list(p["probabilities"].items())[: args.top]
         mark = (f"\tUNFAMILIAR (familiarity {p['familiarity']:.3f} < {threshold:.3f}: unlike the training images)"
                 if p.get("unfamiliar") else "")
-        print(f"{p['path']}\t" + "  ".join(f"{name} {prob:.3f}" for name, prob in top) + mark)
+        said = f"labels: {', '.join(p['labels']) or '(none)'}\t" if "labels" in p else ""
+        print(f"{p['path']}\t{said}" + "  ".join(f"{name} {prob:.3f}" for name, prob in top) + mark)
     for line in skipped_lines(skipped_list):
         print(line, file=sys.stderr)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     """``headstart report``: the HTML report of a model on labelled images."""
-    from ..artifact import read_config
-    from ..data.folders import evaluation_set, existing_dir
     from ..report.html import GENERATOR, write_report
 
-    read_config(args.model_dir)
-    existing_dir(args.data, "data folder")
+    images = labelled_data(args)
     out = checks.output_file(args.out or Path(args.model_dir) / "report.html", args.overwrite, ours=GENERATOR)
     clf = _load(args)
-    write_report(clf, evaluation_set(args.data, clf.classes_), out, f"headstart: {Path(args.model_dir).name}")
+    write_report(clf, images() if callable(images) else images, out, f"headstart: {Path(args.model_dir).name}")
     if args.json:
         print_json({"out": str(out)})
     else:
@@ -175,7 +212,8 @@ def add_model_commands(sub, common: argparse.ArgumentParser) -> None:
 
     ev = sub.add_parser("evaluate", parents=[common], help="score a saved model on labelled images")
     ev.add_argument("model_dir")
-    ev.add_argument("data", help="folder of class folders (or holding val/)")
+    ev.add_argument("data", help="folder of class folders (or holding val/); with --labels, a folder of images")
+    ev.add_argument("--labels", metavar="CSV", help="a multi-label model: the images' labels (as fit --labels)")
     ev.set_defaults(run=cmd_evaluate)
 
     pr = sub.add_parser("predict", parents=[common], help="predict classes of image files or folders")
@@ -186,7 +224,8 @@ def add_model_commands(sub, common: argparse.ArgumentParser) -> None:
 
     rp = sub.add_parser("report", parents=[common], help="write a self-contained HTML report on labelled images")
     rp.add_argument("model_dir")
-    rp.add_argument("data", help="folder of class folders (or holding val/)")
+    rp.add_argument("data", help="folder of class folders (or holding val/); with --labels, a folder of images")
+    rp.add_argument("--labels", metavar="CSV", help="a multi-label model: the images' labels (as fit --labels)")
     rp.add_argument("--out", help="HTML file to write (default MODEL_DIR/report.html)")
     rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rp.set_defaults(run=cmd_report)

@@ -16,23 +16,50 @@ TRAIN_NAME = "train"
 
 @dataclass
 class ImageSet:
-    """Image paths with integer labels indexing ``class_names`` (sorted folder names)."""
+    """Image paths with integer labels indexing ``class_names`` (sorted folder names).
+
+    Multi-label images also carry ``targets``, an (images x labels) 0/1 matrix over ``class_names``; their ``labels``
+    are then strata (:func:`label_strata`), so that every stratified sample and split keeps rare labels in it.
+    """
 
     paths: list[Path]
     labels: np.ndarray
     class_names: list[str]
     root: Path | None = None
+    targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def multilabel(self) -> bool:
+        """Whether each image carries a set of labels (``targets``) rather than one class."""
+        return self.targets is not None
+
+    @property
+    def answers(self) -> np.ndarray:
+        """What a network learns to give: class indices, or (multi-label) the 0/1 label matrix."""
+        return self.labels if self.targets is None else self.targets
+
     def subset(self, index: np.ndarray) -> ImageSet:
         """The images at ``index``, same classes."""
-        return ImageSet([self.paths[i] for i in index], self.labels[index], self.class_names, self.root)
+        targets = None if self.targets is None else self.targets[index]
+        return ImageSet([self.paths[i] for i in index], self.labels[index], self.class_names, self.root, targets)
 
     def counts(self) -> dict[str, int]:
-        """Images per class name."""
+        """Images per class name (multi-label: images carrying each label)."""
+        if self.targets is not None:
+            return {name: int(n) for name, n in zip(self.class_names, self.targets.sum(0))}
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
+
+
+def label_strata(targets: np.ndarray) -> np.ndarray:
+    """One stratum per multi-label row: its rarest label, or one past the last label for a row with none."""
+    targets = np.asarray(targets)
+    rarity = np.where(targets > 0, targets.sum(0)[None, :], np.inf)
+    strata = rarity.argmin(1).astype(np.int64)
+    strata[targets.sum(1) == 0] = targets.shape[1]
+    return strata
 
 
 def _visible(name: str) -> bool:

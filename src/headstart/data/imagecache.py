@@ -155,6 +155,11 @@ def augment_batch(stored: torch.Tensor, output: int, generator: torch.Generator 
     return resized_crops(stored, boxes, flip, output)
 
 
+def answer_tensor(values: np.ndarray) -> torch.Tensor:
+    """What the loss compares with: class indices (int64), or rows of a 0/1 label matrix (float32, multi-label)."""
+    return torch.from_numpy(np.asarray(values, np.float32 if np.ndim(values) == 2 else np.int64))
+
+
 class _Batched(torch.utils.data.Dataset):
     """A map-style dataset over rows of a decoded array that hands the loader whole batches (``__getitems__``):
     (images, labels, no failures)."""
@@ -170,7 +175,7 @@ class _Batched(torch.utils.data.Dataset):
 
     def _take(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(self.array[self.rows[idx]]), torch.from_numpy(self.labels[idx].astype(np.int64))
+        return torch.from_numpy(self.array[self.rows[idx]]), answer_tensor(self.labels[idx])
 
 
 class AugmentedImages(_Batched):

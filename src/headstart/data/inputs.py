@@ -56,6 +56,9 @@ def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None 
         return read_class_folders(X, class_names)
     if y is None:
         raise DataError("labels y are required with a list of paths")
+    targets = label_matrix(y, class_names)
+    if targets is not None:
+        return multilabel_set([Path(p) for p in X], *targets)
     paths, values = [Path(p) for p in X], list(np.asarray(y).tolist())
     if len(paths) != len(values):
         raise DataError(f"{len(paths)} paths but {len(values)} labels")
@@ -67,3 +70,45 @@ def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None 
     if unknown:
         raise DataError(f"unknown labels: {', '.join(unknown)}")
     return ImageSet(paths, np.asarray([index[v] for v in values], np.int64), names)
+
+
+def label_matrix(y: Any, class_names: list[str] | None = None) -> tuple[np.ndarray, list[str]] | None:
+    """(0/1 matrix, label names) when ``y`` holds a set of labels per image, as scikit-learn's multi-label estimators
+    take it: an indicator matrix (names ``class_names``, else "0", "1", ...) or one list of label names per image.
+    None for one label per image."""
+    if isinstance(y, np.ndarray) and y.ndim == 2 or (
+            isinstance(y, Sequence) and len(y) and all(isinstance(v, (list, tuple, set, frozenset)) for v in y)):
+        rows = [list(v) for v in y]
+        flat = {type(x) for row in rows for x in row}
+        is_matrix = len({len(r) for r in rows}) == 1 and flat <= {int, bool, float, np.int64, np.float64, np.uint8,
+                                                                  np.int32, np.bool_, np.float32}
+        if is_matrix:
+            matrix = np.asarray(rows)
+            if not np.isin(matrix, (0, 1)).all():
+                raise DataError("a label indicator matrix holds 0 or 1 only")
+            names = list(class_names) if class_names is not None else [str(j) for j in range(matrix.shape[1])]
+            if len(names) != matrix.shape[1]:
+                raise DataError(f"the label matrix has {matrix.shape[1]} columns but the model has {len(names)} "
+                                "labels")
+            return matrix.astype(np.uint8), names
+        names = list(class_names) if class_names is not None else sorted({str(x) for row in rows for x in row})
+        index = {name: j for j, name in enumerate(names)}
+        unknown = sorted({str(x) for row in rows for x in row if str(x) not in index})
+        if unknown:
+            raise DataError(f"unknown labels: {', '.join(unknown)}")
+        matrix = np.zeros((len(rows), len(names)), np.uint8)
+        for i, row in enumerate(rows):
+            matrix[i, [index[str(x)] for x in row]] = 1
+        return matrix, names
+    return None
+
+
+def multilabel_set(paths: list[Path], targets: np.ndarray, names: list[str]) -> ImageSet:
+    """An ImageSet of images with several labels each."""
+    from .folders import label_strata
+
+    if len(paths) != len(targets):
+        raise DataError(f"{len(paths)} paths but {len(targets)} label rows")
+    if len(names) < 2:
+        raise DataError("multi-label data needs two or more labels")
+    return ImageSet(paths, label_strata(targets), names, None, targets)

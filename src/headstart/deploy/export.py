@@ -25,9 +25,9 @@ from .runtime import EXPORT_FORMAT
 
 class HeadNet(nn.Module):
     """CNN codes in, one tensor per layer of ``inputs``; class probabilities out (concatenation, the linear head,
-    softmax) and, with ``familiarity``, each image's familiarity (cosine similarity of its penultimate codes to the
-    k-th nearest training image). ``int8_bank``: the training codes stored as int8 rows with a scale each (a
-    quarter of the size; cosines move by about 0.002)."""
+    softmax, or a sigmoid per label for a multi-label model) and, with ``familiarity``, each image's familiarity
+    (cosine similarity of its penultimate codes to the k-th nearest training image). ``int8_bank``: the training
+    codes stored as int8 rows with a scale each (a quarter of the size; cosines move by about 0.002)."""
 
     def __init__(self, clf, inputs: list[str], familiarity: bool = True, int8_bank: bool = False):
         super().__init__()
@@ -35,6 +35,7 @@ class HeadNet(nn.Module):
         self.familiarity = getattr(clf, "familiarity_", None) if familiarity else None
         self.penultimate = inputs.index(PENULTIMATE) if self.familiarity is not None else -1
         self.head = nn.Linear(clf.head_.weight.shape[1], clf.head_.weight.shape[0])
+        self.multilabel = clf.multilabel_  # a sigmoid per label instead of the softmax
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(clf.head_.weight))
             self.head.bias.copy_(torch.from_numpy(clf.head_.bias))
@@ -46,7 +47,8 @@ class HeadNet(nn.Module):
 
     def forward(self, codes: tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Normalised images to class probabilities and familiarity."""
-        proba = torch.softmax(self.head(torch.cat([codes[i] for i in self.head_inputs], 1)), dim=1)
+        logits = self.head(torch.cat([codes[i] for i in self.head_inputs], 1))
+        proba = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
         if self.familiarity is None:
             return proba
         query = nn.functional.normalize(codes[self.penultimate], dim=1)
@@ -83,6 +85,9 @@ def _metadata(clf, precision: str) -> dict[str, str]:
     }
     if getattr(clf, "familiarity_", None) is not None:
         metadata["familiarity"] = json.dumps(clf.familiarity_.info())
+    if clf.multilabel_:  # sigmoid outputs: each label is called at or above its threshold
+        metadata["thresholds"] = json.dumps([float(t) for t in clf.head_.thresholds])
+        metadata["fill_empty"] = "true" if clf.head_.fill_empty else "false"
     return metadata
 
 

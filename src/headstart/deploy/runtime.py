@@ -34,6 +34,8 @@ class OnnxClassifier:
         self.preprocess = Preprocess.from_dict(json.loads(meta["preprocess"]))
         self.metadata = meta
         self.familiarity_info = json.loads(meta["familiarity"]) if "familiarity" in meta else None
+        self.thresholds = np.asarray(json.loads(meta["thresholds"]), np.float32) if "thresholds" in meta else None
+        self.fill_empty = meta.get("fill_empty") == "true"
         self.outputs = ["probabilities"] + (["familiarity"] if self.familiarity_info else [])
 
     def predict_files(self, paths: list[Path], batch_size: int = 8) -> Predictions:
@@ -54,17 +56,33 @@ class OnnxClassifier:
         return Predictions(proba, np.asarray(kept, np.int64), skipped, familiarity)
 
     @property
+    def multilabel(self) -> bool:
+        """Whether the model gives each image a set of labels (sigmoid outputs, a threshold per label)."""
+        return self.thresholds is not None
+
+    def decide(self, proba: np.ndarray) -> np.ndarray | None:
+        """Multi-label: the 0/1 label matrix of ``proba`` (None for a one-class model)."""
+        if self.thresholds is None:
+            return None
+        from ..heads.multilabel import decide
+
+        return decide(proba, self.thresholds, self.fill_empty)
+
+    @property
     def threshold(self) -> float | None:
         """Familiarity below which an image is unfamiliar (None without familiarity)."""
         return float(self.familiarity_info["threshold"]) if self.familiarity_info else None
 
 
 def prediction_entry(classes: list[str], proba: np.ndarray, familiarity: float | None,
-                     threshold: float | None) -> dict:
-    """One image's answer as ``predict --json`` and the server give it: the label, every class's probability (most
-    probable first), and familiarity with the unfamiliar flag where the model has them."""
+                     threshold: float | None, chosen: np.ndarray | None = None) -> dict:
+    """One image's answer as ``predict --json`` and the server give it: the label (multi-label, with ``chosen``
+    its 0/1 row: ``labels``, most probable first), every class's probability (most probable first), and familiarity
+    with the unfamiliar flag where the model has them."""
     order = proba.argsort()[::-1]
-    entry = {"label": classes[order[0]], "probabilities": {classes[j]: round(float(proba[j]), 6) for j in order}}
+    picked = {"label": classes[order[0]]} if chosen is None else {
+        "labels": [classes[j] for j in order if chosen[j]]}
+    entry = {**picked, "probabilities": {classes[j]: round(float(proba[j]), 6) for j in order}}
     if familiarity is not None and threshold is not None:
         entry.update(familiarity=round(float(familiarity), 4), unfamiliar=bool(familiarity < threshold))
     return entry

@@ -250,8 +250,9 @@ def answers(model: OnnxClassifier, files: list[tuple[str | None, bytes]], decode
         if i in outputs:
             out = outputs[i]
             familiarity = out[-1] if len(out) > 1 else None
+            chosen = model.decide(out[0][None])[0] if model.multilabel else None
             entries.append({"path": filename, **prediction_entry(model.classes_, out[0], familiarity,
-                                                                 model.threshold)})
+                                                                 model.threshold, chosen)})
         else:
             metrics.inc("headstart_errors_total", kind="bad_image")
             entries.append({"path": filename, "error": decoded[i], "status": 422})

@@ -135,10 +135,17 @@ def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, 
     """
     import torch
 
-    curvature = 0.25 if loss == "logistic" else 2.0  # the loss's second derivative near the start
+    curvature = 2.0 if loss == "squared_hinge" else 0.25  # the loss's second derivative near the start
     penalties = penalties.float()
-    scale = 1.0 / torch.sqrt(data.variance.float()[None, :] * curvature + penalties[:, None])  # (P, rank)
-    target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
+    per_output = penalties.dim() == 2  # (P, k): one penalty per output (sigmoid: per label)
+    if per_output:
+        scale = 1.0 / torch.sqrt(data.variance.float()[None, :, None] * curvature + penalties[:, None, :])
+    else:
+        scale = (1.0 / torch.sqrt(data.variance.float()[None, :] * curvature + penalties[:, None]))[:, :, None]
+    if loss == "sigmoid":  # ``labels``: the (n, k) 0/1 label matrix
+        target = torch.from_numpy(np.asarray(labels, np.float32))
+    else:
+        target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
     sign = 2 * target - 1
     u = torch.zeros(len(penalties), data.z.shape[1], n_classes, requires_grad=True)
     b = torch.zeros(len(penalties), n_classes, requires_grad=True)
@@ -147,19 +154,22 @@ def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, 
 
     def objective():
         optimiser.zero_grad()
-        w = u * scale[:, :, None]
+        w = u * scale
         logits = torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]
         if loss == "logistic":
             per_row = torch.logsumexp(logits, 2) - (logits * target).sum(2)
+        elif loss == "sigmoid":  # one binary cross-entropy per label, summed
+            per_row = (torch.nn.functional.softplus(logits) - logits * target).sum(2)
         else:
             per_row = torch.clamp(1 - sign * logits, min=0).pow(2).sum(2)
-        value = (per_row * row_weights).sum() + 0.5 * (penalties * w.pow(2).sum((1, 2))).sum()
+        penalty = (penalties * w.pow(2).sum(1)).sum() if per_output else (penalties * w.pow(2).sum((1, 2))).sum()
+        value = (per_row * row_weights).sum() + 0.5 * penalty
         value.backward()
         return value
 
     optimiser.step(objective)
     with torch.no_grad():
-        return u * scale[:, :, None], b.detach()
+        return u * scale, b.detach()
 
 
 def _loss_of(classifier: str) -> str:

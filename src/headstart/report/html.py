@@ -95,7 +95,7 @@ def thumbnail(path: Path, size: int = 128) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
+def table(rows: list[list[Any]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header) if any(header) else ""
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     head = f"<thead><tr>{head}</tr></thead>" if head else ""
@@ -140,7 +140,7 @@ def auto_section(auto: dict[str, Any]) -> str:
     if "check" in auto:
         rows.append(["check", f"fine-tuned {auto['check']['fine_tune_held_out_accuracy']:.4f} on held-out training "
                               f"images vs probe {auto['check']['probe_cv_accuracy']:.4f}"])
-    return "<h2>How the strategy was chosen</h2>" + _table(rows, ["", ""])
+    return "<h2>How the strategy was chosen</h2>" + table(rows, ["", ""])
 
 
 def unfamiliar_section(images: ImageSet, kept: np.ndarray, familiarity: np.ndarray, model: Any) -> str:
@@ -178,7 +178,7 @@ def _about(clf: Any, config: dict[str, Any]) -> list[list[Any]]:
     """The "Model and data" table's rows."""
     data = config.get("data", {})
     about = [["model", f"{clf.backbone_.name} ({clf.backbone_.weights})"], ["strategy", clf.strategy_],
-             ["layers", " + ".join(clf.layers_)], ["classes", len(clf.classes_)],
+             ["layers", " + ".join(clf.layers_)], ["labels" if clf.multilabel_ else "classes", len(clf.classes_)],
              ["input", "x".join(map(str, clf.backbone_.preprocess.input_size))]]
     if data:
         about += [["training data", f"{data.get('path')} ({data.get('split')})"],
@@ -191,35 +191,45 @@ def _about(clf: Any, config: dict[str, Any]) -> list[list[Any]]:
     return about
 
 
-def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
-    """The report's HTML for ``clf`` scored on the labelled ``images``."""
-    found = clf.predict_files(images.paths)
-    proba, kept, skipped = found
-    labels = images.labels[kept]
-    names = clf.classes_
+def _class_sections(clf: Any, images: ImageSet, found: Any) -> tuple[list[str], list[str]]:
+    """(cards, sections) of a one-class-per-image model: accuracy, per class, confusion matrix, worst mistakes."""
+    proba, kept, _ = found
+    labels, names = images.labels[kept], clf.classes_
     metrics = classification_metrics(labels, proba, names)
-    config = getattr(clf, "config_", {})
     wrong, worst, gallery = _mistakes(images, kept, labels, proba, names)
     per_class = [[n, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
                  for n, m in metrics.get("per_class", {}).items()]
     matrix = np.asarray(metrics["confusion_matrix"]["matrix"]) if len(labels) else np.zeros((len(names),) * 2, int)
+    accuracy, balanced = metrics["accuracy"], metrics.get("balanced_accuracy")
+    cards = [f"<div class=card id=accuracy>accuracy<b>{accuracy:.4f}</b></div>" if accuracy is not None else "",
+             f"<div class=card>balanced accuracy<b>{balanced:.4f}</b></div>" if balanced is not None else ""]
+    sections = ["<h2>Per class</h2>", table(per_class, ["class", "precision", "recall", "F1", "images"]),
+                "<h2>Confusion matrix</h2>", confusion_table(matrix, names),
+                f"<h2>Most confidently wrong ({len(worst)} of {len(wrong)} errors)</h2><div class=gallery>{gallery}"
+                "</div>"]
+    return cards, sections
+
+
+def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
+    """The report's HTML for ``clf`` scored on the labelled ``images``."""
+    found = clf.predict_files(images.paths)
+    _, kept, skipped = found
+    config = getattr(clf, "config_", {})
+    if clf.multilabel_:
+        from .label_page import label_sections
+
+        cards, sections = label_sections(clf, images, found)
+    else:
+        cards, sections = _class_sections(clf, images, found)
     run_dir = getattr(clf, "path_", None)
     curves = curves_figure(Path(run_dir) / "logs" / "metrics.csv") if run_dir else None
-    about = _about(clf, config)
-    accuracy = metrics["accuracy"]
-    balanced = metrics.get("balanced_accuracy")
     parts = [
         f"<h1>{html.escape(title or 'headstart report')}</h1>",
-        f"<div class=sub>{len(labels)} images scored from {html.escape(str(images.root or ''))}</div>",
-        "<div class=cards>",
-        f"<div class=card id=accuracy>accuracy<b>{accuracy:.4f}</b></div>" if accuracy is not None else "",
-        f"<div class=card>balanced accuracy<b>{balanced:.4f}</b></div>" if balanced is not None else "",
-        f"<div class=card>images<b>{len(labels)}</b></div><div class=card>skipped<b>{len(skipped)}</b></div>",
+        f"<div class=sub>{len(kept)} images scored from {html.escape(str(images.root or ''))}</div>",
+        "<div class=cards>", *cards,
+        f"<div class=card>images<b>{len(kept)}</b></div><div class=card>skipped<b>{len(skipped)}</b></div>",
         "</div>",
-        "<h2>Model and data</h2>", _table(about, ["", ""]),
-        "<h2>Per class</h2>", _table(per_class, ["class", "precision", "recall", "F1", "images"]),
-        "<h2>Confusion matrix</h2>", confusion_table(matrix, names),
-        f"<h2>Most confidently wrong ({len(worst)} of {len(wrong)} errors)</h2><div class=gallery>{gallery}</div>",
+        "<h2>Model and data</h2>", table(_about(clf, config), ["", ""]), *sections,
     ]
     if found.familiarity is not None and len(kept):
         parts.append(unfamiliar_section(images, kept, found.familiarity, clf.familiarity_))
@@ -228,7 +238,7 @@ def build_report(clf: Any, images: ImageSet, title: str | None = None) -> str:
     if curves:
         parts += ["<h2>Training curves</h2>", f'<img class=plot alt="training curves" src="{curves}">']
     if skipped:
-        parts += [f"<h2>Skipped files ({len(skipped)})</h2>", _table([list(s) for s in skipped], ["file", "reason"])]
+        parts += [f"<h2>Skipped files ({len(skipped)})</h2>", table([list(s) for s in skipped], ["file", "reason"])]
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title or 'headstart')}"
             f"</title>{GENERATOR}<style>{STYLE}</style></head><body>{''.join(parts)}{IMAGES_LOADED}</body></html>")
 

@@ -44,3 +44,44 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, class_names: l
         top5 = np.argsort(-proba, 1)[:, :5]
         result["top5_accuracy"] = float((top5 == labels[:, None]).any(1).mean())
     return result
+
+
+def average_precision(truth: np.ndarray, score: np.ndarray) -> float:
+    """Area under the precision-recall curve as scikit-learn's ``average_precision_score`` computes it (steps at
+    each distinct score); NaN when ``truth`` has no positive."""
+    positives = truth.sum()
+    if not positives:
+        return float("nan")
+    order = np.argsort(-score, kind="mergesort")
+    s, t = score[order], truth[order].astype(np.float64)
+    last = np.r_[s[1:] != s[:-1], True]  # the last row of each run of tied scores
+    tp = np.cumsum(t)[last]
+    called = np.flatnonzero(last) + 1
+    precision, recall = tp / called, tp / positives
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def multilabel_metrics(targets: np.ndarray, proba: np.ndarray, predicted: np.ndarray, names: list[str]
+                       ) -> dict[str, Any]:
+    """Mean average precision, micro and macro F1, subset accuracy (also as ``accuracy``, as scikit-learn's
+    ``accuracy_score`` defines it for label sets), Hamming loss, and per label precision, recall, F1, AP, support."""
+    n = len(targets)
+    if n == 0:
+        return {"n_images": 0, "multilabel": True, "accuracy": None, "map": None}
+    truth, called = targets.astype(bool), predicted.astype(bool)
+    tp, fp, fn = (truth & called).sum(0), (~truth & called).sum(0), (truth & ~called).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    ap = np.array([average_precision(truth[:, j], proba[:, j]) for j in range(len(names))])
+    micro = 2 * tp.sum() / max(1, 2 * tp.sum() + fp.sum() + fn.sum())
+    subset = float((truth == called).all(1).mean())
+    per_label = {name: {"precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
+                        "ap": None if np.isnan(ap[j]) else float(ap[j]), "support": int(truth[:, j].sum())}
+                 for j, name in enumerate(names)}
+    return {"n_images": int(n), "multilabel": True,
+            "map": float(np.nanmean(ap)) if not np.isnan(ap).all() else None,
+            "micro_f1": float(micro), "macro_f1": float(f1.mean()), "subset_accuracy": subset, "accuracy": subset,
+            "hamming_loss": float((truth != called).mean()), "per_label": per_label,
+            "log_loss": float(-(np.log(np.clip(np.where(truth, proba, 1 - proba), 1e-12, 1))).sum(1).mean())}

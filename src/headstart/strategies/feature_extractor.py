@@ -31,7 +31,7 @@ def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], star
     search = None
     if measured is not None and measured.complete and all(p in measured.parts for p in layers):
         codes, labels, skipped, computed = measured.codes(layer), measured.images.labels, measured.skipped, 0
-        kept = measured.images.paths
+        kept, targets = measured.images.paths, measured.images.targets
         search = advice.searches.get(layer)  # the C search this layer was scored with: the same as the fit's
         search = search if search is not None and search.classifier == clf.classifier else None
         penultimate = measured.parts[PENULTIMATE]
@@ -40,12 +40,18 @@ def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], star
         codes, penultimate = clf._split(extracted)
         labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
         kept = [images.paths[i] for i in extracted.kept]
+        targets = None if images.targets is None else images.targets[extracted.kept]
     coded = time.perf_counter()
     groups = None
     if search is None and len(labels) > 1:
         groups = fold_groups(penultimate, clf.figures(kept), labels, clf.seed)
-    clf.head_ = fit_linear(codes, labels, len(clf.classes_), clf.classifier, clf.C, clf.seed, search=search,
-                           groups=groups)
+    if targets is not None:
+        from ..heads.multilabel import fit_labels
+
+        clf.head_ = fit_labels(codes, targets, clf.C, clf.seed, search=search, groups=groups)
+    else:
+        clf.head_ = fit_linear(codes, labels, len(clf.classes_), clf.classifier, clf.C, clf.seed, search=search,
+                               groups=groups)
     fitted = time.perf_counter()
     clf.familiarity_ = fit_familiarity(penultimate, labels, clf.seed)
     finished = time.perf_counter()

@@ -18,11 +18,26 @@ from ..data.imagestats import STATS
 from ..data.splits import stratified_split
 from ..heads.familiarity import BANK_MAX, fit_familiarity
 from ..heads.linear import LinearHead
+from ..heads.multilabel import SigmoidHead, best_thresholds
 from ..results import FitInfo
 from ..training.options import FineTuneConfig
 
 if TYPE_CHECKING:
     from ..estimator import TransferClassifier
+
+
+def _label_head(clf: TransferClassifier, images: ImageSet, monitor: ImageSet) -> SigmoidHead:
+    """The fine-tuned multi-label head, its thresholds from the held-out monitor images (half each label's best F1
+    there, as the feature extractor's from out-of-fold probabilities; 0.5 where a label has no monitor image)."""
+    head = SigmoidHead(clf.head_.weight, clf.head_.bias, {**clf.head_.info, "multilabel": True},
+                       np.full(len(images.class_names), 0.5, np.float32), bool(images.targets.sum(1).min() > 0))
+    codes = clf._extractor().transform(monitor.paths)
+    if len(codes.kept):
+        head.thresholds = best_thresholds(head.predict_proba(codes.codes), monitor.targets[codes.kept]
+                                          ).astype(np.float32)
+    head.info.update(thresholds=[round(float(t), 6) for t in head.thresholds], fill_empty=head.fill_empty,
+                     thresholds_from=f"{len(codes.kept)} held-out monitor images")
+    return head
 
 
 def fit_network(clf: TransferClassifier, images: ImageSet, started: float, config: FineTuneConfig,
@@ -41,12 +56,16 @@ def fit_network(clf: TransferClassifier, images: ImageSet, started: float, confi
         data.prepare_data()  # the image check (and, by default, the one decoding), before training
         images, skipped = data.usable, data.skipped
         info = fine_tune(clf.backbone_, data, config, workdir, clf.progress, clf.resume)
+        monitor = data.monitor_set
     head = clf.backbone_.model.get_classifier()
     clf.head_ = LinearHead(np.array(head.weight.detach().numpy(), order="C"),
                            np.array(head.bias.detach().numpy(), order="C"),
                            {"classifier": "fine-tuned linear layer", **info})
     clf.backbone_.model.reset_classifier(0)
     clf.backbone_.digest = state_digest(clf.backbone_.model)
+    if images.multilabel:
+        clf.layers_ = [PENULTIMATE]
+        clf.head_ = _label_head(clf, images, monitor)
     clf.strategy_, clf.layers_, clf.classes_ = config.strategy, [PENULTIMATE], list(images.class_names)
     clf._also = [STATS]  # scoring validation measures its images' figures too (fit's leak check)
     sample = images.subset(stratified_split(images.labels, min(1.0, BANK_MAX / len(images)), clf.seed)[1]

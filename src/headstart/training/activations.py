@@ -102,7 +102,7 @@ class CachedActivations(torch.utils.data.Dataset):
     """Training batches of cached activations (one random view of each image) and labels, whole (``__getitems__``)."""
 
     def __init__(self, activations: np.ndarray, labels: np.ndarray):
-        self.activations, self.labels = activations, np.asarray(labels, dtype=np.int64)
+        self.activations, self.labels = activations, np.asarray(labels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -114,4 +114,6 @@ class CachedActivations(torch.utils.data.Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         views = torch.randint(self.activations.shape[0], (len(idx),)).numpy()
         x = torch.from_numpy(np.ascontiguousarray(self.activations[views, idx]))
-        return x, torch.from_numpy(self.labels[idx]), []
+        from ..data.imagecache import answer_tensor
+
+        return x, answer_tensor(self.labels[idx]), []

@@ -36,7 +36,7 @@ class ImageFiles(torch.utils.data.Dataset):
     """Decoded, resized uint8 HWC images streamed from disk; training augmentation optional."""
 
     def __init__(self, images: ImageSet, preprocess: Preprocess, augment: bool):
-        self.paths, self.labels, self.preprocess, self.augment = images.paths, images.labels, preprocess, augment
+        self.paths, self.labels, self.preprocess, self.augment = images.paths, images.answers, preprocess, augment
         self._train_transform = None
 
     def __len__(self) -> int:
@@ -59,7 +59,7 @@ class ImageFiles(torch.utils.data.Dataset):
             array = np.asarray(self._train_transform(img), dtype=np.uint8)
         else:
             array = self.preprocess(img)
-        return torch.from_numpy(array.copy()), int(self.labels[i])
+        return torch.from_numpy(array.copy()), self.labels[i]
 
 
 def collate_usable(batch):
@@ -68,7 +68,9 @@ def collate_usable(batch):
     failed = [(b[1], b[2]) for b in batch if b[0] is None]
     if not usable:
         return None, None, failed
-    return torch.stack([b[0] for b in usable]), torch.tensor([b[1] for b in usable]), failed
+    from ..data.imagecache import answer_tensor
+
+    return torch.stack([b[0] for b in usable]), answer_tensor(np.stack([b[1] for b in usable])), failed
 
 
 def usable_images(images: ImageSet, preprocess: Preprocess, workers: int = 2
@@ -157,7 +159,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def class_weights(self) -> list[float] | None:
         """Inverse class frequencies of the fit split, with ``class_weight="balanced"``."""
-        if self.config.class_weight != "balanced":
+        if self.config.class_weight != "balanced" or self.images.multilabel:
             return None
         n_classes = len(self.images.class_names)
         counts = np.bincount(self.fit_set.labels, minlength=n_classes).astype(np.float64)
@@ -177,9 +179,9 @@ class ImageDataModule(L.LightningDataModule):
                 ImageFiles(images, self.preprocess, config.augment and train), num_workers=config.workers,
                 collate_fn=collate_usable, persistent_workers=config.workers > 0, **common)
         if train and config.augment:
-            dataset = AugmentedImages(self.stored, rows, images.labels, self.preprocess.input_size[0])
+            dataset = AugmentedImages(self.stored, rows, images.answers, self.preprocess.input_size[0])
         else:
-            dataset = EvalImages(self.stored, rows, images.labels, self.preprocess)
+            dataset = EvalImages(self.stored, rows, images.answers, self.preprocess)
         return torch.utils.data.DataLoader(dataset, collate_fn=whole_batch, **common)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -187,7 +189,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.activations is not None:
             config = self.config
             return torch.utils.data.DataLoader(
-                CachedActivations(self.activations, self.fit_set.labels), batch_size=config.batch_size,
+                CachedActivations(self.activations, self.fit_set.answers), batch_size=config.batch_size,
                 shuffle=True, drop_last=len(self.fit_set) > config.batch_size, collate_fn=whole_batch)
         return self._loader(self.fit_set, self.fit_idx, train=True)
 

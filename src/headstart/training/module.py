@@ -62,7 +62,7 @@ class FineTuner(L.LightningModule):
 
     def __init__(self, model: str, n_classes: int, config: dict[str, Any], total_steps: int,
                  class_weights: list[float] | None = None, image_size: int | None = None,
-                 backbone: Backbone | None = None, from_block: int | None = None):
+                 backbone: Backbone | None = None, from_block: int | None = None, multilabel: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         if backbone is None:
@@ -78,7 +78,8 @@ class FineTuner(L.LightningModule):
         self.prefixes = trainable_prefixes(backbone.model, self.config.unfreeze_blocks())
         self.head_prefix = backbone.model.pretrained_cfg.get("classifier", "classifier")
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.loss = nn.CrossEntropyLoss(weight=weight)
+        self.multilabel = multilabel  # a sigmoid per label, binary cross-entropy, label sets as 0/1 rows
+        self.loss = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss(weight=weight)
         self.failed: dict[str, str] = {}  # images that failed to decode during training: path -> reason
         self.from_block = from_block  # training batches are the cached activations entering this block
         self.set_trainable(head_only=False)
@@ -107,7 +108,7 @@ class FineTuner(L.LightningModule):
         return self
 
     def training_step(self, batch, batch_idx):
-        """Cross-entropy of one batch (class-weighted, label-smoothed as configured)."""
+        """Cross-entropy of one batch (class-weighted as configured; binary per label when multi-label)."""
         images, labels, failed = batch
         self.failed.update(failed)
         if images is None:
@@ -126,16 +127,19 @@ class FineTuner(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        """Loss and accuracy on the monitor images."""
+        """Loss and accuracy on the monitor images (multi-label: the share of labels right at 0.5)."""
         images, labels, failed = batch
         self.failed.update(failed)
         if images is None:
             return
         logits = self.net(images)
-        self.log("monitor_loss", nn.functional.cross_entropy(logits, labels), sync_dist=True,
-                 batch_size=len(labels))
-        self.log("monitor_acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True, sync_dist=True,
-                 batch_size=len(labels))
+        if self.multilabel:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            right = ((logits > 0).float() == labels).float().mean()
+        else:
+            loss, right = nn.functional.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean()
+        self.log("monitor_loss", loss, sync_dist=True, batch_size=len(labels))
+        self.log("monitor_acc", right, prog_bar=True, sync_dist=True, batch_size=len(labels))
 
     def configure_optimizers(self):
         """AdamW at discriminative rates, warm-up then cosine decay."""

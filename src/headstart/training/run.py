@@ -123,7 +123,7 @@ def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, wo
         from_block = first_trainable_block(backbone.model, config)
     module = FineTuner(backbone.name, len(data.images.class_names), asdict(config),
                        config.epochs * data.steps_per_epoch(), data.class_weights(),
-                       backbone.preprocess.input_size[0], backbone, from_block)
+                       backbone.preprocess.input_size[0], backbone, from_block, data.images.multilabel)
     module.net.to(memory_format=torch.channels_last)  # 12% faster training steps on a CPU (Lite0, 96 px)
     if from_block is not None:
         check_split(module.net.model, module.net.normalize, from_block, backbone.preprocess.input_size[0])
