@@ -100,8 +100,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from ..deploy.runtime import prediction_entry
 
     familiarity = found.familiarity if found.familiarity is not None else [None] * len(found.kept)
-    decide = clf.head_.decide if not onnx and clf.multilabel_ else getattr(clf, "decide", None)
-    chosen = decide(found.proba) if decide is not None else [None] * len(found.kept)
+    multilabel = clf.multilabel if onnx else clf.multilabel_
+    chosen = (clf.decide if onnx else clf.head_.decide)(found.proba) if multilabel else [None] * len(found.kept)
     predictions = [{"path": str(paths[i]), **prediction_entry(clf.classes_, row, score, threshold, labels)}
                    for row, i, score, labels in zip(found.proba, found.kept, familiarity, chosen)]
     skipped_list = [{"path": p, "reason": r} for p, r in found.skipped]

@@ -133,7 +133,7 @@ def _as_names(table: LabelTable, names: list[str], option: str) -> LabelTable:
     unknown = [n for n in table.names if n not in names]
     if unknown:
         raise DataError(f"{option} {str(table.source)!r} has label(s) the model does not know: "
-                        f"{', '.join(map(repr, unknown))}; the model knows {', '.join(names)}")
+                        f"{', '.join(map(repr, unknown))}; it knows {', '.join(names)}")
     missing = [n for n in names if n not in table.names]
     if missing and table.layout == "indicator":
         raise DataError(f"{option} {str(table.source)!r} has no column for {', '.join(map(repr, missing))}; give a "

@@ -172,6 +172,25 @@ def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, 
         return u * scale, b.detach()
 
 
+def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
+                Cs: list[float], loss: str) -> np.ndarray:
+    """Every row's logits (problems x rows x outputs) from the model of each (fold, C) pair, fold-major, all solved
+    in one batched L-BFGS run: problem ``f * len(Cs) + g`` trains on fold f's training rows at ``Cs[g]``."""
+    import torch
+
+    n = len(labels)
+    weights = torch.zeros(len(folds) * len(Cs), n)
+    penalties = torch.zeros(len(folds) * len(Cs))
+    for f, (train, _test) in enumerate(folds):
+        for g, c in enumerate(Cs):
+            weights[f * len(Cs) + g, train] = 1.0 / len(train)
+            penalties[f * len(Cs) + g] = 1.0 / (c * len(train))
+    w, b = _solve(data, labels, n_classes, weights, penalties, loss, ITERATIONS["logistic" if loss == "sigmoid"
+                                                                                   else loss])
+    with torch.no_grad():
+        return (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy()
+
+
 def _loss_of(classifier: str) -> str:
     return "logistic" if classifier == "logistic" else "squared_hinge"
 
@@ -258,7 +277,6 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     class has fewer than two images (no fold could hold it out). ``groups``: rows that must share a fold
     (duplicates), one id per row of ``codes``.
     """
-    import torch
 
     _check(classifier, labels, n_classes)
     keep = search_rows(labels, seed, max_rows)
@@ -273,15 +291,7 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     scores: dict[float, tuple[float, float, np.ndarray, float]] = {}
     todo = list(grid or C_GRIDS[classifier])
     for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-        weights = torch.zeros(len(folds) * len(todo), n)
-        penalties = torch.zeros(len(folds) * len(todo))
-        for f, (train, _test) in enumerate(folds):
-            for g, c in enumerate(todo):
-                weights[f * len(todo) + g, train] = 1.0 / len(train)
-                penalties[f * len(todo) + g] = 1.0 / (c * len(train))
-        w, b = _solve(data, labels, n_classes, weights, penalties, loss, ITERATIONS[loss])
-        with torch.no_grad():
-            logits = (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy()
+        logits = fold_logits(data, labels, n_classes, folds, todo, loss)
         for g, c in enumerate(todo):
             oof = np.zeros((n, n_classes))
             for f, (_train, test) in enumerate(folds):

@@ -18,11 +18,11 @@ from .linear import (
     C_GRIDS,
     EXTEND_STEPS,
     FINAL_ITERATIONS,
-    ITERATIONS,
     MAX_FOLDS,
     LinearHead,
     Standardised,
     _solve,
+    fold_logits,
     search_rows,
 )
 
@@ -143,7 +143,6 @@ def search_labels(codes: np.ndarray, targets: np.ndarray, seed: int = 0, data: S
                   ) -> LabelSearch | None:
     """Cross-validate every C of ``grid`` (default C_GRIDS["logistic"]) for every label at once, extending the
     default grid while some label's best C lies at an edge. None when a label cannot be held out in every fold."""
-    import torch
 
     from ..data.folders import label_strata
 
@@ -160,15 +159,7 @@ def search_labels(codes: np.ndarray, targets: np.ndarray, seed: int = 0, data: S
     scores: dict[float, np.ndarray] = {}  # C -> out-of-fold logits (n, k)
     todo = list(grid or C_GRIDS["logistic"])
     for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-        weights = torch.zeros(len(folds) * len(todo), n)
-        penalties = torch.zeros(len(folds) * len(todo))
-        for f, (train, _test) in enumerate(folds):
-            for g, c in enumerate(todo):
-                weights[f * len(todo) + g, train] = 1.0 / len(train)
-                penalties[f * len(todo) + g] = 1.0 / (c * len(train))
-        w, b = _solve(data, targets, k, weights, penalties, "sigmoid", ITERATIONS["logistic"])
-        with torch.no_grad():
-            logits = (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy()
+        logits = fold_logits(data, targets, k, folds, todo, "sigmoid")
         for g, c in enumerate(todo):
             oof = np.zeros((n, k))
             for f, (_train, test) in enumerate(folds):
