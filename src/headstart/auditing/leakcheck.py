@@ -64,12 +64,12 @@ def check_leaks(clf: Any, train: ImageSet, val: ImageSet, data: str) -> dict[str
     return result
 
 
-def leak_line(leaks: dict[str, Any], accuracy: float | None) -> str:
-    """The one line ``fit`` prints about leaks."""
+def leak_line(leaks: dict[str, Any], accuracy: float | None, what: str = "accuracy") -> str:
+    """The one line ``fit`` prints about leaks (``what``: the name of ``accuracy``, e.g. "subset accuracy")."""
     if not leaks["n_leaks"]:
         return f"leaks: none of {leaks['n_val_checked']} validation images repeats a training image"
     without = leaks.get("accuracy_without_leaks")
     plain = f"{accuracy:.4f} with them, " if accuracy is not None else ""
-    rest = f"; accuracy {plain}{without:.4f} on the other {leaks['n_val_without_leaks']}" if without is not None else ""
+    rest = f"; {what} {plain}{without:.4f} on the other {leaks['n_val_without_leaks']}" if without is not None else ""
     return (f"leaks: {leaks['n_leaks']} of {leaks['n_val_checked']} validation images repeat a training image"
             f"{rest}; see them with `{leaks['see']}`")

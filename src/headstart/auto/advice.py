@@ -89,7 +89,7 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     if large:
         strategy = "fine-tune"
         options = fine_tune_options(size["images"], similar, image_size)
-        reason = (f"{size['median_per_class']:.0f} images per class is enough to adapt every layer, "
+        reason = (f"{size['median_per_class']:.0f} images per {size['unit']} is enough to adapt every layer, "
                   + ("and the images resemble ImageNet, so the pretrained weights move little (lr x0.1)."
                      if similar else "and the images differ from ImageNet, so the pretrained layers need to move "
                                      "further (backbone lr x0.3); with far more data, try --strategy scratch."))
@@ -97,7 +97,7 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
         strategy = "feature-extractor"
         options = {"classifier": classifier, "layer": layer}
         score = f" ({scores[layer]:.3f} cross-validated accuracy on training images)" if scores else ""
-        reason = (f"with {size['median_per_class']:.0f} images per class, a linear classifier on frozen codes "
+        reason = (f"with {size['median_per_class']:.0f} images per {size['unit']}, a linear classifier on frozen codes "
                   "avoids overfitting; " + ("the images resemble ImageNet" if similar else
                                             "the images differ from ImageNet")
                   + f", and {layer} transferred best{score}.")
@@ -115,7 +115,8 @@ def format_advice(advice: Advice, model: str) -> str:
     mark = {k: (f"[{v}]" if k == advice.cell else f" {v} ") for k, v in cells.items()}
     lines = [
         f"model {model}",
-        f"size: {size['images']} images, {size['classes']} classes, per class min {size['min_per_class']}, median "
+        f"size: {size['images']} images, {size['classes']} {size['unit']}s, per {size['unit']} min "
+        f"{size['min_per_class']}, median "
         f"{size['median_per_class']:.0f} -> {'large' if size['large'] else 'small'} ({size['rule']})",
     ]
     if "ratio" in sim:

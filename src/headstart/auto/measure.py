@@ -54,7 +54,8 @@ def measure_size(images: ImageSet, sample: int = 64) -> dict[str, Any]:
     counts = np.asarray(list(images.counts().values()))
     median = float(np.median(counts))
     what = "label" if images.multilabel else "class"
-    return {"images": int(len(images)), "classes": len(images.class_names), "min_per_class": int(counts.min()),
+    return {"images": int(len(images)), "classes": len(images.class_names), "unit": what,
+            "min_per_class": int(counts.min()),
             "median_per_class": median, "large": median >= LARGE_PER_CLASS,
             "rule": f"large when the median {what} has at least {LARGE_PER_CLASS} training images",
             "median_short_side": typical_short_side(images.paths, sample)}

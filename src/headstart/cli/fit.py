@@ -200,7 +200,8 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
     if result.get("leaks"):
         from ..auditing.leakcheck import leak_line
 
-        lines.append(leak_line(result["leaks"], val["accuracy"] if val else None))
+        lines.append(leak_line(result["leaks"], val["accuracy"] if val else None,
+                               "subset accuracy" if clf.multilabel_ else "accuracy"))
     lines += skipped_lines(result["skipped"] + (val["skipped"] if val else []))
     lines.append(f"saved: {result['out']}" + (f" (report: {result['report']})" if result.get("report") else ""))
     return "\n".join(lines)

@@ -128,8 +128,8 @@ def auto_section(auto: dict[str, Any]) -> str:
     advice = auto.get("advice", {})
     size, sim = advice.get("size", {}), advice.get("similarity", {})
     rows = [["cell", " / ".join(advice.get("cell", []))],
-            ["size", f"{size.get('images')} images, median {size.get('median_per_class')} per class "
-                     f"({size.get('rule')})"],
+            ["size", f"{size.get('images')} images, median {size.get('median_per_class')} per "
+                     f"{size.get('unit', 'class')} ({size.get('rule')})"],
             ["similarity to ImageNet", f"ratio {sim.get('ratio')} (similar from {sim.get('threshold')})"
              if "ratio" in sim else sim.get("method")],
             *[[f"layer {k}", _layer_evidence(v, advice.get("layer_choice", {}).get("candidates", {}).get(k),
@@ -182,12 +182,14 @@ def _about(clf: Any, config: dict[str, Any]) -> list[list[Any]]:
              ["input", "x".join(map(str, clf.backbone_.preprocess.input_size))]]
     if data:
         about += [["training data", f"{data.get('path')} ({data.get('split')})"],
-                  ["training images", sum((data.get("train_counts") or {}).values())]]
+                  ["training images", (config.get("fit") or {}).get("n_train_images") if data.get("multilabel")
+                   else sum((data.get("train_counts") or {}).values())]]
     leaks = config.get("leaks")
     if leaks:
         from ..auditing.leakcheck import leak_line
 
-        about.append(["leaks", leak_line(leaks, (config.get("validation") or {}).get("accuracy"))])
+        about.append(["leaks", leak_line(leaks, (config.get("validation") or {}).get("accuracy"),
+                                         "subset accuracy" if clf.multilabel_ else "accuracy")])
     return about
 
 
