@@ -52,6 +52,21 @@ def test_the_C_search_brackets_its_optimum(classifier):
     assert search.cv_accuracy > 0.5 and len(search.sample_losses) == len(y)
 
 
+@pytest.mark.parametrize("classifier", ["logistic", "svm"])
+def test_many_classes_walk_up_the_C_grid_to_the_batched_searchs_choice(classifier, monkeypatch):
+    import headstart.heads.linear as linear
+
+    k = linear.PATH_CLASSES + 5
+    x, y = blobs(n_per_class=12, classes=k, dims=30, seed=3)
+    walked = search_C(x, y, k, classifier)
+    monkeypatch.setattr(linear, "PATH_CLASSES", 10**9)  # every C solved at once, as below PATH_CLASSES
+    batched = search_C(x, y, k, classifier)
+    assert abs(np.log10(walked.C / batched.C)) <= 0.51  # the same C, or its neighbour on the grid
+    assert walked.cv_log_loss <= batched.cv_log_loss + 0.02 and len(walked.sample_losses) == len(y)
+    assert 0 < walked.best < len(walked.grid) - 1
+    assert len(walked.grid) == walked.best + 1 + linear.PATIENCE  # it stopped PATIENCE values past the best
+
+
 def _search(losses: list[float], accuracy: float = 0.9) -> Search:
     losses = np.asarray(losses)
     return Search("logistic", [1.0], [float(losses.mean())], [accuracy], 0, 5, len(losses), losses)

@@ -30,6 +30,14 @@ SEARCH_MAX_ROWS = 8000
 #: squared hinge change neither the chosen C nor the validation accuracy.
 ITERATIONS = {"logistic": 50, "squared_hinge": 30}
 FINAL_ITERATIONS = 300
+#: From this many classes the default C search walks up the grid with warm starts (:func:`_walk`) instead of
+#: solving every C at once. Measured with bench/search.py on a 100-class set of real images (3000 training images):
+#: 6.4x faster over auto's 8 candidate layers (196 s -> 31 s; 3000 x 1984 codes: 53 s -> 8.3 s), the same C on every
+#: layer, the same layer chosen, the same validation accuracy; out-of-fold log losses 0.01-0.03 higher (WARM_ITERATIONS
+#: stops short of full convergence; the final fit always converges). Fewer classes keep the batched search.
+PATH_CLASSES = 20
+WARM_ITERATIONS = 12
+PATIENCE = 2
 
 
 @dataclass
@@ -128,8 +136,9 @@ class Standardised:
 
 
 def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
-           iterations: int):
-    """Batched L-BFGS: problem p minimises sum_i row_weights[p, i] * loss_i + penalties[p] / 2 * ||w_p||^2.
+           iterations: int, start: tuple | None = None):
+    """Batched L-BFGS: problem p minimises sum_i row_weights[p, i] * loss_i + penalties[p] / 2 * ||w_p||^2,
+    from zero or from ``start`` (w, b) (a nearby solution: a warm start).
 
     Returns (w in z coordinates (P, rank, k), b (P, k)) as torch tensors.
     """
@@ -147,8 +156,11 @@ def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, 
     else:
         target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
     sign = 2 * target - 1
-    u = torch.zeros(len(penalties), data.z.shape[1], n_classes, requires_grad=True)
-    b = torch.zeros(len(penalties), n_classes, requires_grad=True)
+    if start is None:
+        u = torch.zeros(len(penalties), data.z.shape[1], n_classes, requires_grad=True)
+        b = torch.zeros(len(penalties), n_classes, requires_grad=True)
+    else:
+        u, b = (start[0] / scale).detach().requires_grad_(), start[1].detach().clone().requires_grad_()
     optimiser = torch.optim.LBFGS([u, b], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-7,
                                   tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
@@ -189,6 +201,42 @@ def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: l
                                                                                    else loss])
     with torch.no_grad():
         return (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy()
+
+
+def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
+          loss: str, grid: tuple[float, ...], score, scores) -> None:
+    """The C search of many classes: up the grid from the strongest regularisation, each C's fold models started
+    from the previous C's (a warm start converges in WARM_ITERATIONS where a cold one needs ITERATIONS), stopping
+    PATIENCE values past the lowest loss; the grid is extended at an edge that holds the lowest loss, as in the
+    batched search. ``score(c, logits)`` records a C's out-of-fold results in ``scores()``, keyed by C."""
+    import torch
+
+    weights = torch.zeros(len(folds), len(labels))
+    for f, (train, _test) in enumerate(folds):
+        weights[f, train] = 1.0 / len(train)
+
+    def solve(c: float, start: tuple | None) -> tuple:
+        penalties = torch.tensor([1.0 / (c * len(train)) for train, _test in folds])
+        w, b = _solve(data, labels, n_classes, weights, penalties, loss, WARM_ITERATIONS, start)
+        with torch.no_grad():
+            score(c, (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy())
+        return w, b
+
+    def lowest() -> float:
+        return min(scores(), key=lambda c: scores()[c][0])
+
+    todo, start, first = list(grid), None, None
+    while todo:
+        start = solve(todo.pop(0), start)
+        first = first or start
+        done = sorted(scores())
+        if sum(c > lowest() for c in done) >= PATIENCE:
+            break
+        if not todo and lowest() == done[-1] and len(done) < len(grid) + EXTEND_STEPS:
+            todo.append(done[-1] * np.sqrt(10))
+    start = first
+    while lowest() == min(scores()) and len(scores()) < len(grid) + 2 * EXTEND_STEPS:
+        start = solve(min(scores()) / np.sqrt(10), start)
 
 
 def _loss_of(classifier: str) -> str:
@@ -289,25 +337,32 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     data = data or Standardised(codes)
     n, loss = len(labels), _loss_of(classifier)
     scores: dict[float, tuple[float, float, np.ndarray, float]] = {}
-    todo = list(grid or C_GRIDS[classifier])
-    for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-        logits = fold_logits(data, labels, n_classes, folds, todo, loss)
-        for g, c in enumerate(todo):
-            oof = np.zeros((n, n_classes))
-            for f, (_train, test) in enumerate(folds):
-                oof[test] = logits[f * len(todo) + g, test]
-            temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
-            losses = _log_losses(oof * temperature, labels)
-            scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
-                         (oof * temperature).astype(np.float32))
-        grid = sorted(scores)
-        best = min(grid, key=lambda c: scores[c][0])
-        if best == grid[0]:
-            todo = [grid[0] / np.sqrt(10)]
-        elif best == grid[-1]:
-            todo = [grid[-1] * np.sqrt(10)]
-        else:
-            break
+
+    def score(c: float, logits: np.ndarray) -> None:  # logits: (folds, rows, classes) at C = c
+        oof = np.zeros((n, n_classes))
+        for f, (_train, test) in enumerate(folds):
+            oof[test] = logits[f, test]
+        temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
+        losses = _log_losses(oof * temperature, labels)
+        scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
+                     (oof * temperature).astype(np.float32))
+
+    if grid is None and n_classes >= PATH_CLASSES:
+        _walk(data, labels, n_classes, folds, loss, C_GRIDS[classifier], score, lambda: scores)
+    else:
+        todo = list(grid or C_GRIDS[classifier])
+        for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
+            logits = fold_logits(data, labels, n_classes, folds, todo, loss)
+            for g, c in enumerate(todo):
+                score(c, logits[g::len(todo)])
+            grid = sorted(scores)
+            best = min(grid, key=lambda c: scores[c][0])
+            if best == grid[0]:
+                todo = [grid[0] / np.sqrt(10)]
+            elif best == grid[-1]:
+                todo = [grid[-1] * np.sqrt(10)]
+            else:
+                break
     grid = sorted(scores)
     best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
     return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
