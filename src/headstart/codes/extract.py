@@ -33,6 +33,18 @@ class Codes:
     widths: list[int] = field(default_factory=list)  # columns of each layer in ``codes``, in order
 
 
+def release_free_memory() -> None:
+    """Hand memory that was freed but kept by the C allocator back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). Extraction frees many decoded batches in several threads: on cifar10 (40000 images) this lowered the
+    resident memory after extraction by about 0.1-0.5 GB."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
 class FeatureExtractor:
     """Compute (or fetch from the cache) CNN codes of ``layers`` for image files.
 
@@ -113,6 +125,12 @@ class FeatureExtractor:
                                     {**fields, "weights_source": self.backbone.weights}))
         return stores
 
+    def release(self) -> None:
+        """Let go of the network's runtime (ONNX Runtime keeps a memory arena of about 0.3 GB for Lite0); the next
+        transform that needs the network opens it again (a fraction of a second)."""
+        self._runner = None
+        release_free_memory()
+
     def runner(self):
         """The inference runtime, created on first use."""
         if self._runner is None:
@@ -147,9 +165,14 @@ class FeatureExtractor:
         kept = [i for i, ident in enumerate(ids) if ident is not None and i not in bad]
         if not kept:
             return Codes(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped, len(todo))
-        blocks = [np.stack([found[ids[i]] for i in kept]) for found in wanted]
-        return Codes(np.concatenate(blocks, axis=1).astype(np.float32, copy=False), np.asarray(kept, np.int64),
-                     skipped, len(run), [b.shape[1] for b in blocks])
+        widths = [int(np.size(found[ids[kept[0]]])) for found in wanted]
+        codes = np.empty((len(kept), sum(widths)), np.float32)  # filled in place: no stacked copy per layer
+        for found, start, width in zip(wanted, np.cumsum([0, *widths]), widths):
+            for row, i in enumerate(kept):
+                codes[row, start:start + width] = found[ids[i]]
+        if run:
+            release_free_memory()  # the decoding threads' freed buffers go back to the system
+        return Codes(codes, np.asarray(kept, np.int64), skipped, len(run), widths)
 
     def transform_arrays(self, batch: np.ndarray) -> Codes:
         """Codes of images already decoded and preprocessed (uint8 N x H x W x 3, in memory: never cached)."""

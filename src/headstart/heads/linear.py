@@ -36,6 +36,8 @@ FINAL_ITERATIONS = 300
 #: layer, the same layer chosen, the same validation accuracy; out-of-fold log losses 0.01-0.03 higher (WARM_ITERATIONS
 #: stops short of full convergence; the final fit always converges). Fewer classes keep the batched search.
 PATH_CLASSES = 20
+#: Rows standardised at a time (the codes are never copied whole in float64: 40000 x 1984 would take 635 MB a copy).
+BLOCK_ROWS = 4096
 WARM_ITERATIONS = 12
 PATIENCE = 2
 
@@ -115,24 +117,49 @@ class Standardised:
     def __init__(self, codes: np.ndarray):
         import torch
 
-        x = np.asarray(codes, dtype=np.float64)
-        self.mean = x.mean(0)
-        self.scale = x.std(0)
-        self.scale[self.scale < 1e-12] = 1.0
-        xt = torch.from_numpy((x - self.mean) / self.scale)
-        if len(x) < x.shape[1]:
+        if len(codes) < codes.shape[1]:  # fewer rows than columns: the rows' kernel (small)
+            x = np.asarray(codes, dtype=np.float64)
+            self.mean, self.scale = x.mean(0), x.std(0)
+            self.scale[self.scale < 1e-12] = 1.0
+            xt = torch.from_numpy((x - self.mean) / self.scale)
             s2, u = torch.linalg.eigh(xt @ xt.T)
             keep = s2 > s2.max() * 1e-9
             s2, u = s2[keep], u[:, keep]
             self.axes = (xt.T @ u) / s2.sqrt()
             self.z = u * s2.sqrt()
-        else:
-            s2, self.axes = torch.linalg.eigh(xt.T @ xt)
+        else:  # the columns' covariance, a block of rows at a time: never a float64 copy of all the codes
+            self.mean, self.scale = _column_moments(codes)
+            gram = torch.zeros(codes.shape[1], codes.shape[1], dtype=torch.float64)
+            for block in self._blocks(codes):
+                gram += block.T @ block
+            s2, self.axes = torch.linalg.eigh(gram)
             keep = s2 > s2.max() * 1e-9
             s2, self.axes = s2[keep], self.axes[:, keep]
-            self.z = xt @ self.axes
-        self.variance = s2 / len(x)  # of z's columns
+            self.z = torch.cat([(block @ self.axes).float() for block in self._blocks(codes)])
+        self.variance = s2 / len(codes)  # of z's columns
         self.z = self.z.float()
+
+    def _blocks(self, codes: np.ndarray, rows: int = BLOCK_ROWS):
+        """The standardised codes as float64 tensors of ``rows`` rows each."""
+        import torch
+
+        for start in range(0, len(codes), rows):
+            block = np.asarray(codes[start:start + rows], dtype=np.float64)
+            yield torch.from_numpy((block - self.mean) / self.scale)
+
+
+def _column_moments(codes: np.ndarray, rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation (zero ones set to 1), in float64, a block of rows at a time."""
+    mean = np.zeros(codes.shape[1])
+    for start in range(0, len(codes), rows):
+        mean += np.asarray(codes[start:start + rows], dtype=np.float64).sum(0)
+    mean /= len(codes)
+    square = np.zeros(codes.shape[1])
+    for start in range(0, len(codes), rows):
+        square += ((np.asarray(codes[start:start + rows], dtype=np.float64) - mean) ** 2).sum(0)
+    scale = np.sqrt(square / len(codes))
+    scale[scale < 1e-12] = 1.0
+    return mean, scale
 
 
 def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
@@ -376,10 +403,10 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
     import torch
 
     _check(classifier, labels, n_classes)
-    data = Standardised(codes)
     info: dict[str, Any] = {"classifier": classifier}
     temperature = 1.0
-    own_data = data if len(labels) <= SEARCH_MAX_ROWS else None
+    # searched on all the rows: standardised once for both; else on a sample, and all the rows standardised after
+    own_data = Standardised(codes) if len(labels) <= SEARCH_MAX_ROWS else None
     if C is None:
         search = search or search_C(codes, labels, n_classes, classifier, seed, own_data, groups=groups)
         if search is not None:
@@ -392,6 +419,7 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
         search = search_C(codes, labels, n_classes, classifier, seed, own_data, grid=[float(C)], groups=groups)
     if search is not None:
         temperature = search.temperature
+    data = own_data or Standardised(codes)
     n = len(labels)
     w, b = _solve(data, labels, n_classes, torch.full((1, n), 1.0 / n), torch.tensor([1.0 / (float(C) * n)]),
                   _loss_of(classifier), FINAL_ITERATIONS)

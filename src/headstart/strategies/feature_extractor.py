@@ -41,6 +41,7 @@ def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], star
         labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
         kept = [images.paths[i] for i in extracted.kept]
         targets = None if images.targets is None else images.targets[extracted.kept]
+        clf._extractor().release()  # the network's memory is not needed while the head is fitted
     coded = time.perf_counter()
     groups = None
     if search is None and len(labels) > 1:
