@@ -242,6 +242,7 @@ def test_fine_tuning_trains_sigmoid_outputs_with_binary_cross_entropy(tmp_path, 
 
     images, _ = labelled_images(stripes, stripes / "tags.csv")
     clf = TransferClassifier(strategy="fine-tune", image_size=64, workdir=tmp_path / "work", cache_dir=False,
+                             engine="torch",
                              finetune=FineTuneConfig(epochs=1, probe_epochs=0, unfreeze="1", batch_size=8))
     clf.fit(images)
     assert clf.multilabel_ and clf.head_.info["thresholds_from"].endswith("held-out monitor images")

@@ -118,6 +118,11 @@ def exclusions(file: str | os.PathLike) -> list[Path]:
 def without(splits, paths: list[Path], file: str):
     """``splits`` less the excluded images; refused when a class would be left with no training image."""
     kept = splits.without(paths)
+    if kept.train.multilabel:
+        from ..data.labelfile import check_training_targets
+
+        check_training_targets(kept.train, f"--labels (after --exclude {file!r})")
+        return kept
     empty = [name for name, n in kept.train.counts().items() if n == 0]
     if empty:
         raise DataError(f"--exclude {file!r} leaves no training image in class(es) {', '.join(empty)}; keep some, or "

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..defaults import CLASSIFIERS
 from ..errors import DataError
+from .basis import Standardised
 
 #: Candidate C values, half a decade apart, bracketing the optima measured on the shared datasets; a search whose
 #: best C lies at an edge extends the grid on that side (at most EXTEND_STEPS more values, then stops).
@@ -36,8 +37,6 @@ FINAL_ITERATIONS = 300
 #: layer, the same layer chosen, the same validation accuracy; out-of-fold log losses 0.01-0.03 higher (WARM_ITERATIONS
 #: stops short of full convergence; the final fit always converges). Fewer classes keep the batched search.
 PATH_CLASSES = 20
-#: Rows standardised at a time (the codes are never copied whole in float64: 40000 x 1984 would take 635 MB a copy).
-BLOCK_ROWS = 4096
 WARM_ITERATIONS = 12
 PATIENCE = 2
 
@@ -105,61 +104,6 @@ class Search:
         return {"cv_folds": self.folds, "cv_metric": "log_loss", "cv_rows": self.rows, "C_at_grid_edge": at_edge,
                 "cv_scores": {f"{c:.3g}": round(-v, 5) for c, v in zip(self.grid, self.log_loss)},
                 "cv_accuracy": {f"{c:.3g}": round(v, 5) for c, v in zip(self.grid, self.accuracy)}}
-
-
-class Standardised:
-    """Codes standardised per column, and their principal axes: ``z = standardised @ axes`` (rows x rank).
-
-    Every L2-regularised linear solution lies in the span of the training rows, so solving in ``z`` is exact (also
-    for any subset of the rows: the folds), and its columns are orthogonal, so a diagonal preconditioner fits.
-    """
-
-    def __init__(self, codes: np.ndarray):
-        import torch
-
-        if len(codes) < codes.shape[1]:  # fewer rows than columns: the rows' kernel (small)
-            x = np.asarray(codes, dtype=np.float64)
-            self.mean, self.scale = x.mean(0), x.std(0)
-            self.scale[self.scale < 1e-12] = 1.0
-            xt = torch.from_numpy((x - self.mean) / self.scale)
-            s2, u = torch.linalg.eigh(xt @ xt.T)
-            keep = s2 > s2.max() * 1e-9
-            s2, u = s2[keep], u[:, keep]
-            self.axes = (xt.T @ u) / s2.sqrt()
-            self.z = u * s2.sqrt()
-        else:  # the columns' covariance, a block of rows at a time: never a float64 copy of all the codes
-            self.mean, self.scale = _column_moments(codes)
-            gram = torch.zeros(codes.shape[1], codes.shape[1], dtype=torch.float64)
-            for block in self._blocks(codes):
-                gram += block.T @ block
-            s2, self.axes = torch.linalg.eigh(gram)
-            keep = s2 > s2.max() * 1e-9
-            s2, self.axes = s2[keep], self.axes[:, keep]
-            self.z = torch.cat([(block @ self.axes).float() for block in self._blocks(codes)])
-        self.variance = s2 / len(codes)  # of z's columns
-        self.z = self.z.float()
-
-    def _blocks(self, codes: np.ndarray, rows: int = BLOCK_ROWS):
-        """The standardised codes as float64 tensors of ``rows`` rows each."""
-        import torch
-
-        for start in range(0, len(codes), rows):
-            block = np.asarray(codes[start:start + rows], dtype=np.float64)
-            yield torch.from_numpy((block - self.mean) / self.scale)
-
-
-def _column_moments(codes: np.ndarray, rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's mean and standard deviation (zero ones set to 1), in float64, a block of rows at a time."""
-    mean = np.zeros(codes.shape[1])
-    for start in range(0, len(codes), rows):
-        mean += np.asarray(codes[start:start + rows], dtype=np.float64).sum(0)
-    mean /= len(codes)
-    square = np.zeros(codes.shape[1])
-    for start in range(0, len(codes), rows):
-        square += ((np.asarray(codes[start:start + rows], dtype=np.float64) - mean) ** 2).sum(0)
-    scale = np.sqrt(square / len(codes))
-    scale[scale < 1e-12] = 1.0
-    return mean, scale
 
 
 def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
