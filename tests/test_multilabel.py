@@ -166,8 +166,11 @@ def test_cli_fit_evaluate_report_predict_on_miml(tmp_path, capsys):
     assert "micro-F1" in text and "Hamming loss" in text and "sunset" in text
     image = MIML / "images" / rows[201][0]
     assert main(["predict", str(out), str(image), "--json", "-q"]) == 0
-    entry = json.loads(capsys.readouterr().out)["predictions"][0]
+    answer = json.loads(capsys.readouterr().out)
+    entry = answer["predictions"][0]
     assert isinstance(entry["labels"], list) and entry["labels"] and "label" not in entry
+    seconds = answer["seconds"]  # start-up (imports, the model), predicting, the whole command
+    assert seconds["command"] >= seconds["startup"] + seconds["predict"] - 0.002 and seconds["predict"] > 0
     assert main(["summary", str(out), "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)
 

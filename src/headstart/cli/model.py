@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from ..errors import HeadstartError
@@ -95,7 +96,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     else:
         read_config(args.model_dir)
         clf = _load(args)
+    loaded = time.perf_counter()
     found = clf.predict_files(paths)
+    predicted = time.perf_counter()
     threshold = clf.threshold if onnx else getattr(getattr(clf, "familiarity_", None), "threshold", None)
     from ..deploy.runtime import prediction_entry
 
@@ -106,8 +109,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
                    for row, i, score, labels in zip(found.proba, found.kept, familiarity, chosen)]
     skipped_list = [{"path": p, "reason": r} for p, r in found.skipped]
     if args.json:
+        seconds = {"startup": round(loaded - args.started, 3), "predict": round(predicted - loaded, 3),
+                   "command": round(time.perf_counter() - args.started, 3)}  # start-up: imports and the model
         print_json({"predictions": predictions, "n_skipped": len(skipped_list), "skipped": skipped_list,
-                     "familiarity_threshold": threshold})
+                    "familiarity_threshold": threshold, "seconds": seconds})
         return
     for p in predictions:
         top = list(p["probabilities"].items())[: args.top]
