@@ -53,6 +53,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     ``precision="int8"``: CNN codes from the network quantised to int8 by ONNX Runtime (calibrated on a sample of
     the training images), about 1.8x faster on CPUs with int8 instructions; the saved model keeps that network.
+
+    Multi-label (several labels per image): ``y`` a 0/1 indicator matrix or one list of labels per image, as
+    scikit-learn's multi-label estimators take it; one logistic model per label, each with its own C and decision
+    threshold; ``predict`` then returns the indicator matrix and ``score`` the subset accuracy.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None,
@@ -94,7 +98,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet, y: Sequence[Any] | None = None
             ) -> TransferClassifier:
-        """Fit on a folder of class folders, an :class:`ImageSet`, or file paths ``X`` with labels ``y``."""
+        """Fit on a folder of class folders, an :class:`ImageSet`, or file paths ``X`` with labels ``y`` (one per
+        image, or a label set per image: an indicator matrix or label lists)."""
         strategy = self._resolved_strategy()
         images = as_image_set(X, y)
         if images.multilabel:
