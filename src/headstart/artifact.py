@@ -93,9 +93,6 @@ def replace_dir(staged: Path, target: Path, overwrite: bool) -> None:
 def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | None = None,
          files: dict[str, Path] | None = None) -> Path:
     """Write ``clf`` (a fitted TransferClassifier) to the folder ``path``; ``files`` are copied in (name: source)."""
-    import torch
-    from safetensors.torch import save_file
-
     path = Path(path).expanduser()
     check_replaceable(path, overwrite)
     needed = model_bytes(clf)
@@ -106,36 +103,8 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
     except OSError as exc:
         raise cannot_write(path, reason_of(exc), needed) from None
     try:
-        backbone = clf.backbone_
-        save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()},
-                  str(staged / BACKBONE))
-        save_file({"weight": torch.from_numpy(np.ascontiguousarray(clf.head_.weight)),
-                   "bias": torch.from_numpy(np.ascontiguousarray(clf.head_.bias))},
-                  str(staged / HEAD))
-        network = clf.quantized_network()
-        if network is not None:
-            shutil.copyfile(network, staged / INT8_NETWORK)
-        familiarity = getattr(clf, "familiarity_", None)
-        if familiarity is not None:
-            save_file({"bank": torch.from_numpy(np.ascontiguousarray(familiarity.bank))}, str(staged / FAMILIARITY))
-        config = {
-            "format": FORMAT,
-            "model": backbone.name,
-            "weights": backbone.weights,
-            "weights_digest": backbone.digest,
-            "strategy": clf.strategy_,
-            "layers": clf.layers_,
-            "precision": clf.precision,
-            "calibration": [str(p) for p in getattr(clf, "_calibration", None) or []],  # for a later int8 export
-            "preprocess": backbone.preprocess.to_dict(),
-            "class_names": clf.classes_,
-            "multilabel": clf.multilabel_,  # a set of labels per image: sigmoid outputs, thresholds in "classifier"
-            "classifier": clf.head_.info,
-            "familiarity": familiarity.info() if familiarity is not None else None,
-            "params": _json_params(clf.get_params()),  # every constructor parameter, restored by load
-            "versions": versions(),
-            **(extra or {}),
-        }
+        _write_tensors(clf, staged)
+        config = {**model_config(clf), **(extra or {})}
         (staged / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default))
         for name, source in (files or {}).items():
             if Path(source).exists():
@@ -151,6 +120,44 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
                                                              "space or choose another --out") from None
         raise
     return path
+
+
+def _write_tensors(clf: Any, folder: Path) -> None:
+    """The network's weights, the head, the familiarity bank and the int8 network, into ``folder``."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in clf.backbone_.model.state_dict().items()}, str(folder / BACKBONE))
+    save_file({"weight": torch.from_numpy(np.ascontiguousarray(clf.head_.weight)),
+               "bias": torch.from_numpy(np.ascontiguousarray(clf.head_.bias))}, str(folder / HEAD))
+    network = clf.quantized_network()
+    if network is not None:
+        shutil.copyfile(network, folder / INT8_NETWORK)
+    familiarity = getattr(clf, "familiarity_", None)
+    if familiarity is not None:
+        save_file({"bank": torch.from_numpy(np.ascontiguousarray(familiarity.bank))}, str(folder / FAMILIARITY))
+
+
+def model_config(clf: Any) -> dict[str, Any]:
+    """What ``config.json`` says of a fitted TransferClassifier: everything :func:`read_model` checks and rebuilds."""
+    backbone, familiarity = clf.backbone_, getattr(clf, "familiarity_", None)
+    return {
+        "format": FORMAT,
+        "model": backbone.name,
+        "weights": backbone.weights,
+        "weights_digest": backbone.digest,
+        "strategy": clf.strategy_,
+        "layers": clf.layers_,
+        "precision": clf.precision,
+        "calibration": [str(p) for p in getattr(clf, "_calibration", None) or []],  # for a later int8 export
+        "preprocess": backbone.preprocess.to_dict(),
+        "class_names": clf.classes_,
+        "multilabel": clf.multilabel_,  # a set of labels per image: sigmoid outputs, thresholds in "classifier"
+        "classifier": clf.head_.info,
+        "familiarity": familiarity.info() if familiarity is not None else None,
+        "params": _json_params(clf.get_params()),  # every constructor parameter, restored by load
+        "versions": versions(),
+    }
 
 
 def model_bytes(clf: Any) -> int:

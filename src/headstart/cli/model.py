@@ -20,8 +20,8 @@ def _load(args: argparse.Namespace):
 
 
 def labelled_data(args: argparse.Namespace):
-    """The labelled images to score, read before the model loads: class folders, or (``--labels``) a label CSV whose
-    labels must be the model's."""
+    """The labelled images to score, read before the model loads: class folders, or (``--labels``) a label CSV, whose
+    classes or labels must be the model's."""
     from ..artifact import read_config
     from ..data.folders import evaluation_set, existing_dir
 
@@ -39,14 +39,14 @@ def labelled_data(args: argparse.Namespace):
 
         label_file(args.labels, args.data)
         return labelled_images(args.data, args.labels, names)[0]
-    return lambda: evaluation_set(args.data, names)  # read once the model is known to load
+    return evaluation_set(args.data, names)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """``headstart evaluate``: metrics of a model on labelled images."""
     images = labelled_data(args)
     clf = _load(args)
-    result = clf.evaluate(images() if callable(images) else images)
+    result = clf.evaluate(images)
     if args.json:
         print_json(result)
         return
@@ -131,7 +131,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     images = labelled_data(args)
     out = checks.output_file(args.out or Path(args.model_dir) / "report.html", args.overwrite, ours=GENERATOR)
     clf = _load(args)
-    write_report(clf, images() if callable(images) else images, out, f"headstart: {Path(args.model_dir).name}")
+    write_report(clf, images, out, f"headstart: {Path(args.model_dir).name}")
     if args.json:
         print_json({"out": str(out)})
     else:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .folders import ImageSet, read_class_folders
+from .folders import ImageSet, label_strata, read_class_folders
 
 
 def prediction_items(X: Any) -> list[Any]:
@@ -79,10 +79,8 @@ def label_matrix(y: Any, class_names: list[str] | None = None) -> tuple[np.ndarr
     if isinstance(y, np.ndarray) and y.ndim == 2 or (
             isinstance(y, Sequence) and len(y) and all(isinstance(v, (list, tuple, set, frozenset)) for v in y)):
         rows = [list(v) for v in y]
-        flat = {type(x) for row in rows for x in row}
-        is_matrix = len({len(r) for r in rows}) == 1 and flat <= {int, bool, float, np.int64, np.float64, np.uint8,
-                                                                  np.int32, np.bool_, np.float32}
-        if is_matrix:
+        numbers = all(isinstance(x, (int, float, np.number, np.bool_)) for row in rows for x in row)
+        if numbers and len({len(r) for r in rows}) == 1:  # an indicator matrix, else label names
             matrix = np.asarray(rows)
             if not np.isin(matrix, (0, 1)).all():
                 raise DataError("a label indicator matrix holds 0 or 1 only")
@@ -105,8 +103,6 @@ def label_matrix(y: Any, class_names: list[str] | None = None) -> tuple[np.ndarr
 
 def multilabel_set(paths: list[Path], targets: np.ndarray, names: list[str]) -> ImageSet:
     """An ImageSet of images with several labels each."""
-    from .folders import label_strata
-
     if len(paths) != len(targets):
         raise DataError(f"{len(paths)} paths but {len(targets)} label rows")
     if len(names) < 2:

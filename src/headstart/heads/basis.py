@@ -40,6 +40,12 @@ class Standardised:
         self.variance = s2 / len(codes)  # of z's columns
         self.z = self.z.float()
 
+    def on_raw_codes(self, w, b) -> tuple[np.ndarray, np.ndarray]:
+        """A solution in z coordinates (w: rank x outputs, b: outputs; torch) as weight (outputs x columns) and
+        bias (float64) on the raw codes: the standardisation folded in."""
+        coef = (self.axes.float() @ w).double().numpy().T
+        return coef / self.scale, b.double().numpy() - coef @ (self.mean / self.scale)
+
     def _blocks(self, codes: np.ndarray, rows: int = BLOCK_ROWS):
         """The standardised codes as float64 tensors of ``rows`` rows each."""
         import torch

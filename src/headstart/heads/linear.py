@@ -29,7 +29,7 @@ MAX_FOLDS = 5
 SEARCH_MAX_ROWS = 8000
 #: L-BFGS iterations per search, by loss. Measured on the shared datasets' codes: 100 for logistic and 50 for the
 #: squared hinge change neither the chosen C nor the validation accuracy.
-ITERATIONS = {"logistic": 50, "squared_hinge": 30}
+ITERATIONS = {"logistic": 50, "squared_hinge": 30, "sigmoid": 50}
 FINAL_ITERATIONS = 300
 #: From this many classes the default C search walks up the grid with warm starts (:func:`_walk`) instead of
 #: solving every C at once. Measured with bench/search.py on a 100-class set of real images (3000 training images):
@@ -156,9 +156,11 @@ def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, 
 
 
 def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
-                Cs: list[float], loss: str) -> np.ndarray:
-    """Every row's logits (problems x rows x outputs) from the model of each (fold, C) pair, fold-major, all solved
-    in one batched L-BFGS run: problem ``f * len(Cs) + g`` trains on fold f's training rows at ``Cs[g]``."""
+                Cs: list[float], loss: str, iterations: int | None = None, start: tuple | None = None
+                ) -> tuple[np.ndarray, tuple]:
+    """(every row's logits (problems x rows x outputs), the solution (w, b)) of the model of each (fold, C) pair,
+    fold-major, all solved in one batched L-BFGS run: problem ``f * len(Cs) + g`` trains on fold f's training rows
+    at ``Cs[g]``, from zero or from ``start`` (a warm start), for ``iterations`` (default ITERATIONS[loss])."""
     import torch
 
     n = len(labels)
@@ -168,46 +170,46 @@ def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: l
         for g, c in enumerate(Cs):
             weights[f * len(Cs) + g, train] = 1.0 / len(train)
             penalties[f * len(Cs) + g] = 1.0 / (c * len(train))
-    w, b = _solve(data, labels, n_classes, weights, penalties, loss, ITERATIONS["logistic" if loss == "sigmoid"
-                                                                                   else loss])
+    w, b = _solve(data, labels, n_classes, weights, penalties, loss, iterations or ITERATIONS[loss], start)
     with torch.no_grad():
-        return (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy()
+        return (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy(), (w, b)
+
+
+def out_of_fold(logits: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Each row's logits from the fold model that did not train on it (``logits``: folds x rows x outputs)."""
+    oof = np.zeros(logits.shape[1:])
+    for f, (_train, test) in enumerate(folds):
+        oof[test] = logits[f, test]
+    return oof
 
 
 def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
-          loss: str, grid: tuple[float, ...], score, scores) -> None:
-    """The C search of many classes: up the grid from the strongest regularisation, each C's fold models started
-    from the previous C's (a warm start converges in WARM_ITERATIONS where a cold one needs ITERATIONS), stopping
+          loss: str, grid: tuple[float, ...], score, scores: dict) -> None:
+    """The C search of many classes: up the grid from the strongest regularisation (solved from zero, it converges
+    as fast as the warm starts), each C's fold models started from the previous C's for WARM_ITERATIONS, stopping
     PATIENCE values past the lowest loss; the grid is extended at an edge that holds the lowest loss, as in the
-    batched search. ``score(c, logits)`` records a C's out-of-fold results in ``scores()``, keyed by C."""
-    import torch
-
-    weights = torch.zeros(len(folds), len(labels))
-    for f, (train, _test) in enumerate(folds):
-        weights[f, train] = 1.0 / len(train)
+    batched search. ``score(c, logits)`` records a C's out-of-fold results in ``scores``, keyed by C."""
 
     def solve(c: float, start: tuple | None) -> tuple:
-        penalties = torch.tensor([1.0 / (c * len(train)) for train, _test in folds])
-        w, b = _solve(data, labels, n_classes, weights, penalties, loss, WARM_ITERATIONS, start)
-        with torch.no_grad():
-            score(c, (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy())
-        return w, b
+        logits, solution = fold_logits(data, labels, n_classes, folds, [c], loss, WARM_ITERATIONS, start)
+        score(c, logits)
+        return solution
 
     def lowest() -> float:
-        return min(scores(), key=lambda c: scores()[c][0])
+        return min(scores, key=lambda c: scores[c][0])
 
     todo, start, first = list(grid), None, None
     while todo:
         start = solve(todo.pop(0), start)
         first = first or start
-        done = sorted(scores())
+        done = sorted(scores)
         if sum(c > lowest() for c in done) >= PATIENCE:
             break
         if not todo and lowest() == done[-1] and len(done) < len(grid) + EXTEND_STEPS:
             todo.append(done[-1] * np.sqrt(10))
     start = first
-    while lowest() == min(scores()) and len(scores()) < len(grid) + 2 * EXTEND_STEPS:
-        start = solve(min(scores()) / np.sqrt(10), start)
+    while lowest() == min(scores) and len(scores) < len(grid) + 2 * EXTEND_STEPS:
+        start = solve(min(scores) / np.sqrt(10), start)
 
 
 def _loss_of(classifier: str) -> str:
@@ -296,7 +298,6 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     class has fewer than two images (no fold could hold it out). ``groups``: rows that must share a fold
     (duplicates), one id per row of ``codes``.
     """
-
     _check(classifier, labels, n_classes)
     keep = search_rows(labels, seed, max_rows)
     if keep is not None:
@@ -310,20 +311,18 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     scores: dict[float, tuple[float, float, np.ndarray, float]] = {}
 
     def score(c: float, logits: np.ndarray) -> None:  # logits: (folds, rows, classes) at C = c
-        oof = np.zeros((n, n_classes))
-        for f, (_train, test) in enumerate(folds):
-            oof[test] = logits[f, test]
+        oof = out_of_fold(logits, folds)
         temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
         losses = _log_losses(oof * temperature, labels)
         scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
                      (oof * temperature).astype(np.float32))
 
     if grid is None and n_classes >= PATH_CLASSES:
-        _walk(data, labels, n_classes, folds, loss, C_GRIDS[classifier], score, lambda: scores)
+        _walk(data, labels, n_classes, folds, loss, C_GRIDS[classifier], score, scores)
     else:
         todo = list(grid or C_GRIDS[classifier])
         for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-            logits = fold_logits(data, labels, n_classes, folds, todo, loss)
+            logits = fold_logits(data, labels, n_classes, folds, todo, loss)[0]
             for g, c in enumerate(todo):
                 score(c, logits[g::len(todo)])
             grid = sorted(scores)
@@ -367,11 +366,9 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
     n = len(labels)
     w, b = _solve(data, labels, n_classes, torch.full((1, n), 1.0 / n), torch.tensor([1.0 / (float(C) * n)]),
                   _loss_of(classifier), FINAL_ITERATIONS)
-    coef = (data.axes.float() @ w[0]).double().numpy().T  # (k, d) on standardised codes
-    intercept = b[0].double().numpy()
+    weight, bias = data.on_raw_codes(w[0], b[0])
     if classifier == "svm":
         info["temperature"] = temperature
-    weight = coef / data.scale * temperature
-    bias = (intercept - coef @ (data.mean / data.scale)) * temperature
+    weight, bias = weight * temperature, bias * temperature
     info["C"] = float(C)
     return LinearHead(weight.astype(np.float32), bias.astype(np.float32), info)

@@ -14,15 +14,17 @@ from typing import Any
 import numpy as np
 
 from ..data.splits import iterative_stratification
+from .basis import Standardised
 from .linear import (
     C_GRIDS,
     EXTEND_STEPS,
     FINAL_ITERATIONS,
     MAX_FOLDS,
+    SEARCH_MAX_ROWS,
     LinearHead,
-    Standardised,
     _solve,
     fold_logits,
+    out_of_fold,
     search_rows,
 )
 
@@ -139,15 +141,13 @@ class LabelSearch:
 
 
 def search_labels(codes: np.ndarray, targets: np.ndarray, seed: int = 0, data: Standardised | None = None,
-                  grid: list[float] | None = None, groups: np.ndarray | None = None, strata: np.ndarray | None = None
-                  ) -> LabelSearch | None:
+                  grid: list[float] | None = None, groups: np.ndarray | None = None) -> LabelSearch | None:
     """Cross-validate every C of ``grid`` (default C_GRIDS["logistic"]) for every label at once, extending the
     default grid while some label's best C lies at an edge. None when a label cannot be held out in every fold."""
-
     from ..data.folders import label_strata
 
     targets = np.asarray(targets, np.uint8)
-    keep = search_rows(label_strata(targets) if strata is None else strata, seed)
+    keep = search_rows(label_strata(targets), seed)
     if keep is not None:
         codes, targets, data = codes[keep], targets[keep], None
         groups = None if groups is None else groups[keep]
@@ -159,12 +159,9 @@ def search_labels(codes: np.ndarray, targets: np.ndarray, seed: int = 0, data: S
     scores: dict[float, np.ndarray] = {}  # C -> out-of-fold logits (n, k)
     todo = list(grid or C_GRIDS["logistic"])
     for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-        logits = fold_logits(data, targets, k, folds, todo, "sigmoid")
+        logits = fold_logits(data, targets, k, folds, todo, "sigmoid")[0]
         for g, c in enumerate(todo):
-            oof = np.zeros((n, k))
-            for f, (_train, test) in enumerate(folds):
-                oof[test] = logits[f * len(todo) + g, test]
-            scores[c] = sigmoid(oof)
+            scores[c] = sigmoid(out_of_fold(logits[g::len(todo)], folds))
         ordered = sorted(scores)
         losses = np.array([binary_log_losses(scores[c], targets).mean(0) for c in ordered])  # (C, k)
         best = losses.argmin(0)
@@ -191,9 +188,9 @@ def fit_labels(codes: np.ndarray, targets: np.ndarray, C: float | None = None, s
     import torch
 
     targets = np.asarray(targets, np.uint8)
-    data = Standardised(codes)
     n, k = targets.shape
-    own = data if search is None and C is None else None
+    # searched on all the rows: standardised once for both; else on a sample, and all the rows standardised after
+    own = Standardised(codes) if n <= SEARCH_MAX_ROWS else None
     if search is None:
         search = search_labels(codes, targets, seed, own, grid=None if C is None else [float(C)], groups=groups)
     info: dict[str, Any] = {"classifier": "logistic", "multilabel": True}
@@ -203,12 +200,11 @@ def fit_labels(codes: np.ndarray, targets: np.ndarray, C: float | None = None, s
     else:
         Cs, thresholds = [1.0 if C is None else float(C)] * k, np.full(k, 0.5)
         info["cv_note"] = "no cross-validation: a label is on (or off) a single image; thresholds 0.5"
+    data = own or Standardised(codes)
     penalties = torch.tensor([[1.0 / (c * n) for c in Cs]])
     w, b = _solve(data, targets, k, torch.full((1, n), 1.0 / n), penalties, "sigmoid", FINAL_ITERATIONS)
-    coef = (data.axes.float() @ w[0]).double().numpy().T
-    intercept = b[0].double().numpy()
+    weight, bias = data.on_raw_codes(w[0], b[0])
     fill_empty = bool(targets.sum(1).min() > 0)
     info.update(C=Cs, thresholds=[round(float(t), 6) for t in thresholds], fill_empty=fill_empty)
-    return SigmoidHead((coef / data.scale).astype(np.float32),
-                       (intercept - coef @ (data.mean / data.scale)).astype(np.float32), info,
-                       thresholds.astype(np.float32), fill_empty)
+    return SigmoidHead(weight.astype(np.float32), bias.astype(np.float32), info, thresholds.astype(np.float32),
+                       fill_empty)
