@@ -273,15 +273,16 @@ def test_the_page_shows_a_picked_image_label_in_chromium(exported, colors_data, 
                                     f"--remote-debugging-port={port}", f"{url}/"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(100):
+            def page_target():
                 try:
                     pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json").json() if t["type"] == "page"]
-                    if pages and pages[0]["url"].startswith(url):
-                        break
                 except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as ws:
+                    return None
+                return pages[0] if pages and pages[0]["url"].startswith(url) else None
+
+            target = until(page_target)  # a cold Chromium on a busy machine takes seconds to start
+            assert target, "Chromium never opened the page"
+            with connect(target["webSocketDebuggerUrl"], max_size=None) as ws:
                 ids = iter(range(1, 10_000))
 
                 def call(method: str, **params):
@@ -296,31 +297,34 @@ def test_the_page_shows_a_picked_image_label_in_chromium(exported, colors_data, 
                     answer = call("Runtime.evaluate", expression=expression, returnByValue=True)
                     return answer.get("result", {}).get("value")
 
-                for _ in range(100):
-                    if evaluate("document.readyState") == "complete":
-                        break
-                    time.sleep(0.1)
-                root = call("DOM.getDocument")["root"]["nodeId"]
-                node = call("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
+                def file_input():  # None until the page's own document (not the blank one before it) is up
+                    if not evaluate("document.readyState == 'complete' && !!document.getElementById('files')"):
+                        return None
+                    root = call("DOM.getDocument").get("root", {}).get("nodeId")
+                    return root and call("DOM.querySelector", nodeId=root, selector="#files").get("nodeId")
+
+                node = until(file_input)
+                assert node, "the page never loaded"
                 call("DOM.setFileInputFiles", nodeId=node, files=[str(image)])  # a person picking the file
-                label = None
-                for _ in range(100):
-                    label = evaluate("(document.querySelector('.result .label') || {}).textContent")
-                    if label:
-                        break
-                    time.sleep(0.1)
+                label = until(lambda: evaluate("(document.querySelector('.result .label') || {}).textContent"))
+                status = evaluate("document.getElementById('status').textContent")
+                assert label == "red", f"picked image: label {label!r}, status {status!r}"
                 dropped = base64.b64encode(image.read_bytes()).decode()
                 evaluate(  # and dropping one: a DataTransfer holding the file, dropped on the zone
                     f"(() => {{ const b = Uint8Array.from(atob('{dropped}'), c => c.charCodeAt(0));"
                     "const t = new DataTransfer(); t.items.add(new File([b], 'dropped.png', {type: 'image/png'}));"
                     "document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: t}));})()")
-                count = 0
-                for _ in range(100):
-                    count = evaluate("document.querySelectorAll('.result .label').length")
-                    if count == 2:
-                        break
-                    time.sleep(0.1)
+                count = until(lambda: evaluate("document.querySelectorAll('.result .label').length") == 2)
+                status = evaluate("document.getElementById('status').textContent")
+                assert count, f"dropped image: no second answer, status {status!r}"
         finally:
             browser.kill()
             browser.wait()
-    assert label == "red" and count == 2
+
+
+def until(check, seconds: float = 60.0):
+    """Poll `check` until it gives something true or `seconds` pass; its last answer."""
+    deadline = time.monotonic() + seconds
+    while not (answer := check()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return answer
