@@ -69,6 +69,45 @@ def test_predict_from_onnx_never_imports_torch(saved, tmp_path):
     assert prediction["path"] == str(photo) and set(prediction["probabilities"]) == {"blue", "red"}
 
 
+TORCH_BLOCKED = ("import sys; sys.modules['torch'] = None; sys.modules['timm'] = None\n"
+                 "from headstart.cli import main\nsys.exit(main(sys.argv[1:]))")
+
+
+def torch_free(*args: str) -> dict:
+    """``headstart ARGS --json`` in a process where importing torch or timm fails."""
+    result = subprocess.run([sys.executable, "-c", TORCH_BLOCKED, *args, "--json"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_saved_folder_predicts_and_evaluates_torch_free_with_its_own_onnx_file(saved, colors_data, tmp_path):
+    import shutil
+
+    from headstart.artifact import deployed_file
+
+    entry = json.loads((saved / "config.json").read_text())["onnx"]
+    assert entry["file"] == "model.onnx" and entry["bytes"] == (saved / "model.onnx").stat().st_size
+    paths = _images(colors_data)
+    clf = headstart.load(saved)
+    expected = clf.predict_files(paths)
+    answers = torch_free("predict", str(saved), *map(str, paths))["predictions"]
+    assert [a["path"] for a in answers] == [str(paths[i]) for i in expected.kept]
+    got = np.array([[a["probabilities"][name] for name in clf.classes_] for a in answers])
+    assert np.abs(got - expected.proba).max() < 1e-4
+    assert [a["familiarity"] for a in answers] == pytest.approx(expected.familiarity.tolist(), abs=1e-3)
+    evaluated, library = torch_free("evaluate", str(saved), str(colors_data / "val")), clf.evaluate(colors_data / "val")
+    for key in ("n_images", "accuracy", "n_unfamiliar", "confusion_matrix"):
+        assert evaluated[key] == library[key], key
+    edited = tmp_path / "edited"  # a model.onnx that is not the one saved with the config is not used
+    shutil.copytree(saved, edited)
+    with open(edited / "model.onnx", "r+b") as handle:
+        handle.seek(-1, 2)
+        handle.write(b"\x00" if handle.read(1) != b"\x00" else b"\x01")
+    assert deployed_file(saved) == saved / "model.onnx" and deployed_file(edited) is None
+    assert main(["predict", str(edited), str(paths[0]), "--json"]) == 0  # by the library instead
+
+
 def test_familiarity_is_the_same_saved_loaded_and_exported(tmp_path, colors_data):
     """The saved model, the loaded one and the exported ONNX file give every image the same familiarity."""
     from headstart.deploy.export import export

@@ -61,7 +61,7 @@ def test_int8_codes_are_cached_apart_from_fp32(colors_data, tmp_path):
     assert other.transform(paths).extracted == len(paths)  # another calibration: other codes, cached apart
 
 
-def test_int8_saved_loaded_exported_and_predicted_without_torch(int8_run, colors_data, tmp_path):
+def test_int8_saved_loaded_exported_and_predicted_from_its_folder_without_torch(int8_run, colors_data, tmp_path):
     paths = sorted((colors_data / "val").rglob("*.png"))
     loaded = headstart.load(int8_run)
     expected = loaded.predict_proba(paths)
@@ -72,8 +72,9 @@ def test_int8_saved_loaded_exported_and_predicted_without_torch(int8_run, colors
     np.testing.assert_allclose(onnx_model.predict_files(paths).proba, expected, atol=1e-4)
     assert main(["export", str(int8_run), "--precision", "fp32", "--out", str(tmp_path / "f.onnx"), "-q"]) == 0
     assert (tmp_path / "m.onnx").stat().st_size < 0.5 * (tmp_path / "f.onnx").stat().st_size
+    assert OnnxClassifier(int8_run / "model.onnx").metadata["precision"] == "int8"
     code = ("import json, sys\nfrom headstart.cli import main\n"
-            f"rc = main(['predict', {str(tmp_path / 'm.onnx')!r}, {str(paths[0])!r}, '--json'])\n"
+            f"rc = main(['predict', {str(int8_run)!r}, {str(paths[0])!r}, '--json'])\n"  # the folder's own file
             "assert rc == 0\nassert 'torch' not in sys.modules, 'torch was imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -249,13 +249,18 @@ def test_sigterm_finishes_the_requests_in_flight(exported, colors_data):
     assert replies == [200] * 3
 
 
-def test_a_model_folder_is_exported_once_then_served_from_the_cache(exported, tmp_path):
+def test_a_model_folder_is_served_from_its_own_onnx_file_or_exported_once_into_the_cache(exported, tmp_path):
     from headstart.cli.serve import served_file
 
     folder = exported.parent / "model"
-    first = served_file(str(folder), str(tmp_path / "cache"))
+    assert served_file(str(folder), str(tmp_path / "cache")) == folder / "model.onnx"  # saved with the folder
+    older = tmp_path / "older"  # a folder saved before model folders held their ONNX file
+    shutil.copytree(folder, older)
+    (older / "model.onnx").unlink()
+    first = served_file(str(older), str(tmp_path / "cache"))
     stamp = first.stat().st_mtime_ns
-    assert served_file(str(folder), str(tmp_path / "cache")) == first and first.stat().st_mtime_ns == stamp
+    assert first.parent == tmp_path / "cache" / "serve"
+    assert served_file(str(older), str(tmp_path / "cache")) == first and first.stat().st_mtime_ns == stamp
     with server(first) as (url, _):
         assert httpx.get(f"{url}/readyz").status_code == 200
 

@@ -25,6 +25,7 @@ BACKBONE = "backbone.safetensors"
 HEAD = "head.safetensors"
 FAMILIARITY = "familiarity.safetensors"  # the training images' normalised penultimate codes (float16)
 INT8_NETWORK = "codes-int8.onnx"  # with precision int8: the quantised network the head was trained on
+ONNX = "model.onnx"  # the whole classifier as `headstart export` writes it: predict and serve run it torch-free
 
 
 def versions() -> dict[str, str]:
@@ -95,7 +96,8 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
     """Write ``clf`` (a fitted TransferClassifier) to the folder ``path``; ``files`` are copied in (name: source)."""
     path = Path(path).expanduser()
     check_replaceable(path, overwrite)
-    needed = model_bytes(clf)
+    exported, onnx_entry = _exported(clf)
+    needed = model_bytes(clf) + len(exported)
     space_for(path.parent, needed, "the model folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,9 @@ def save(clf: Any, path: Path, overwrite: bool = False, extra: dict[str, Any] | 
         raise cannot_write(path, reason_of(exc), needed) from None
     try:
         _write_tensors(clf, staged)
-        config = {**model_config(clf), **(extra or {})}
+        if exported:
+            (staged / ONNX).write_bytes(exported)
+        config = {**model_config(clf), "onnx": onnx_entry, **(extra or {})}
         (staged / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default))
         for name, source in (files or {}).items():
             if Path(source).exists():
@@ -136,6 +140,39 @@ def _write_tensors(clf: Any, folder: Path) -> None:
     familiarity = getattr(clf, "familiarity_", None)
     if familiarity is not None:
         save_file({"bank": torch.from_numpy(np.ascontiguousarray(familiarity.bank))}, str(folder / FAMILIARITY))
+
+
+def _exported(clf: Any) -> tuple[bytes, dict[str, Any]]:
+    """The whole classifier as one ONNX file (what ``headstart export`` writes, at the model's precision) and
+    config.json's record of it; a network that ONNX cannot express gets no file, and the reason is recorded."""
+    import hashlib
+
+    from .deploy.export import onnx_bytes
+
+    try:
+        data = onnx_bytes(clf, clf.precision)
+    except Exception as exc:  # the folder is still complete: predict and serve then load torch
+        if is_write_fault(exc):
+            raise
+        return b"", {"file": None, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return data, {"file": ONNX, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def deployed_file(path: str | os.PathLike) -> Path | None:
+    """The model folder's own ONNX file when it is there and is the one saved with this config (same size and
+    SHA-256), else None: predict, evaluate and serve then run it without importing torch."""
+    import hashlib
+
+    path = Path(path).expanduser()
+    entry = read_config(path).get("onnx") or {}
+    onnx = path / ONNX
+    if not entry.get("file") or not onnx.is_file() or onnx.stat().st_size != entry.get("bytes"):
+        return None
+    digest = hashlib.sha256()
+    with open(onnx, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return onnx if digest.hexdigest() == entry.get("sha256") else None
 
 
 def model_config(clf: Any) -> dict[str, Any]:
@@ -181,7 +218,8 @@ def estimated_model_bytes(model: str) -> int:
 
     net = timm.create_model(model, pretrained=False, num_classes=0)
     params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
-    return int(4 * params + 2 * BANK_MAX * net.num_features + 1_000_000)
+    # the weights twice (safetensors and model.onnx), the bank in float16 and (in the ONNX file) float32
+    return int(8 * params + 6 * BANK_MAX * net.num_features + 1_000_000)
 
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:

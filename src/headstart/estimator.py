@@ -26,7 +26,7 @@ from .data.imagestats import STATS
 from .data.inputs import as_image_set, prediction_items
 from .defaults import DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES, PRECISIONS
 from .errors import ArtifactError, DataError, HeadstartError
-from .report.metrics import classification_metrics, multilabel_metrics
+from .report.metrics import evaluation
 from .results import Predictions
 from .strategies.feature_extractor import fit_codes
 from .strategies.network import fit_network
@@ -255,23 +255,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """Metrics on labelled images (a folder of class folders, or paths and labels)."""
         self._check_fitted()
         images = as_image_set(X, y, self.classes_)
-        found = self.predict_files(images.paths)
-        if self.multilabel_:
-            if images.targets is None:
-                raise DataError("this model gives each image a set of labels: evaluate it on label sets (--labels)")
-            result = multilabel_metrics(images.targets[found.kept], found.proba, self.head_.decide(found.proba),
-                                        self.classes_)
-        else:
-            if images.targets is not None:
-                raise DataError("this model gives each image one class: evaluate it on class folders, not label sets")
-            result = classification_metrics(images.labels[found.kept], found.proba, self.classes_)
-        result["n_skipped"] = len(found.skipped)
-        result["skipped"] = [{"path": p, "reason": r} for p, r in found.skipped]
-        if found.familiarity is not None:
-            flagged = int(self.familiarity_.unfamiliar(found.familiarity).sum())
-            result.update(n_unfamiliar=flagged, unfamiliar_rate=round(flagged / max(1, len(found.kept)), 4),
-                          familiarity=self.familiarity_.info())
-        return result
+        familiarity = getattr(self, "familiarity_", None)
+        return evaluation(self.predict_files(images.paths), images, self.classes_,
+                          self.head_.decide if self.multilabel_ else None,
+                          familiarity.info() if familiarity is not None else None)
 
     def score(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet,  # type: ignore[override]
               y: Sequence[Any] | None = None, sample_weight: Any = None) -> float:

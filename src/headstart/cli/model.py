@@ -19,6 +19,16 @@ def _load(args: argparse.Namespace):
     return load(args.model_dir, cache_dir=args.cache_dir, engine=args.engine, progress=not args.quiet)
 
 
+def _onnx_file(args: argparse.Namespace) -> Path | None:
+    """The ONNX file to run torch-free: an exported file given as such, or the model folder's own ``model.onnx``
+    (unless ``--engine torch`` asks for PyTorch, or the folder has none that matches its config)."""
+    from ..artifact import deployed_file
+
+    if str(args.model_dir).endswith(".onnx"):
+        return Path(args.model_dir)
+    return None if args.engine == "torch" else deployed_file(args.model_dir)
+
+
 def labelled_data(args: argparse.Namespace):
     """The labelled images to score, read before the model loads: class folders, or (``--labels``) a label CSV, whose
     classes or labels must be the model's."""
@@ -45,12 +55,20 @@ def labelled_data(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """``headstart evaluate``: metrics of a model on labelled images."""
     images = labelled_data(args)
-    clf = _load(args)
-    result = clf.evaluate(images)
+    onnx = _onnx_file(args)
+    if onnx is not None:  # the folder's own ONNX file: torch is never imported
+        from ..deploy.runtime import OnnxClassifier
+        from ..report.metrics import evaluation
+
+        runtime = OnnxClassifier(onnx)
+        result = evaluation(runtime.predict_files(images.paths), images, runtime.classes_,
+                            runtime.decide if runtime.multilabel else None, runtime.familiarity_info)
+    else:
+        result = _load(args).evaluate(images)
     if args.json:
         print_json(result)
         return
-    if clf.multilabel_:
+    if "per_label" in result:
         print("\n".join(_multilabel_lines(result)))
         return
     lines = [f"{result['n_images']} images: accuracy {result['accuracy']:.4f}, "
@@ -88,13 +106,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     checks.at_least("--top", args.top, 1)
     paths = prediction_inputs(args.inputs)
-    onnx = str(args.model_dir).endswith(".onnx")
-    if onnx:  # an exported file: ONNX Runtime only, torch is never imported
+    if not str(args.model_dir).endswith(".onnx"):
+        read_config(args.model_dir)
+    file = _onnx_file(args)
+    onnx = file is not None
+    if onnx:  # an exported file, or the folder's own: ONNX Runtime only, torch is never imported
         from ..deploy.runtime import OnnxClassifier
 
-        clf = OnnxClassifier(args.model_dir)
+        clf = OnnxClassifier(file)
     else:
-        read_config(args.model_dir)
         clf = _load(args)
     loaded = time.perf_counter()
     found = clf.predict_files(paths)

@@ -72,8 +72,9 @@ def check_port(host: str, port: int) -> None:
 
 
 def served_file(model: str, cache_dir: str | None) -> Path:
-    """The ONNX file to serve: ``model`` itself, or a model folder's export (made once, kept in the cache)."""
-    from ..artifact import CONFIG, read_config
+    """The ONNX file to serve: ``model`` itself, a model folder's own ``model.onnx``, or (folders saved without one)
+    its export, made once and kept in the cache."""
+    from ..artifact import CONFIG, deployed_file, read_config
     from ..disk import cache_folder, file_identity, write_atomic
 
     path = Path(model).expanduser()
@@ -82,6 +83,9 @@ def served_file(model: str, cache_dir: str | None) -> Path:
             raise HeadstartError(f"{str(path)!r} does not exist; give a model folder or a file from `headstart export`")
         return path
     read_config(path)  # a one-line error unless it is a model folder
+    own = deployed_file(path)
+    if own is not None:  # saved with the folder
+        return own
     identity = "|".join(str(file_identity(p)) for p in sorted(path.iterdir()) if p.is_file())
     key = hashlib.sha256((identity + (path / CONFIG).read_text()).encode()).hexdigest()[:24]
     folder = cache_folder(cache_dir or None) / "serve"

@@ -85,3 +85,28 @@ def multilabel_metrics(targets: np.ndarray, proba: np.ndarray, predicted: np.nda
             "micro_f1": float(micro), "macro_f1": float(f1.mean()), "subset_accuracy": subset, "accuracy": subset,
             "hamming_loss": float((truth != called).mean()), "per_label": per_label,
             "log_loss": float(-(np.log(np.clip(np.where(truth, proba, 1 - proba), 1e-12, 1))).sum(1).mean())}
+
+
+def evaluation(found: Any, images: Any, class_names: list[str], decide: Any = None,
+               familiarity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``evaluate``'s result from predictions ``found`` (a :class:`headstart.results.Predictions` of ``images``'
+    paths), by the library or by a torch-free ONNX file alike. ``decide``: a multi-label model's rule turning
+    probabilities into a 0/1 label matrix (None for one class per image); ``familiarity``: the model's familiarity
+    info (its ``threshold`` flags unfamiliar images)."""
+    from ..errors import DataError
+
+    if decide is not None:
+        if images.targets is None:
+            raise DataError("this model gives each image a set of labels: evaluate it on label sets (--labels)")
+        result = multilabel_metrics(images.targets[found.kept], found.proba, decide(found.proba), class_names)
+    else:
+        if images.targets is not None:
+            raise DataError("this model gives each image one class: evaluate it on class folders, not label sets")
+        result = classification_metrics(images.labels[found.kept], found.proba, class_names)
+    result["n_skipped"] = len(found.skipped)
+    result["skipped"] = [{"path": p, "reason": r} for p, r in found.skipped]
+    if found.familiarity is not None and familiarity is not None:
+        flagged = int((found.familiarity < float(familiarity["threshold"])).sum())
+        result.update(n_unfamiliar=flagged, unfamiliar_rate=round(flagged / max(1, len(found.kept)), 4),
+                      familiarity=familiarity)
+    return result
