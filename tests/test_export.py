@@ -81,7 +81,7 @@ def torch_free(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_a_saved_folder_predicts_and_evaluates_torch_free_with_its_own_onnx_file(saved, colors_data, tmp_path):
+def test_a_saved_folder_predicts_evaluates_and_reports_torch_free_with_its_own_onnx_file(saved, colors_data, tmp_path):
     import shutil
 
     from headstart.artifact import deployed_file
@@ -99,6 +99,9 @@ def test_a_saved_folder_predicts_and_evaluates_torch_free_with_its_own_onnx_file
     evaluated, library = torch_free("evaluate", str(saved), str(colors_data / "val")), clf.evaluate(colors_data / "val")
     for key in ("n_images", "accuracy", "n_unfamiliar", "confusion_matrix"):
         assert evaluated[key] == library[key], key
+    report = tmp_path / "report.html"
+    assert torch_free("report", str(saved), str(colors_data / "val"), "--out", str(report))["out"] == str(report)
+    assert f"accuracy<b>{library['accuracy']:.4f}</b>" in report.read_text()
     edited = tmp_path / "edited"  # a model.onnx that is not the one saved with the config is not used
     shutil.copytree(saved, edited)
     with open(edited / "model.onnx", "r+b") as handle:

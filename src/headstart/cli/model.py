@@ -29,6 +29,18 @@ def _onnx_file(args: argparse.Namespace) -> Path | None:
     return None if args.engine == "torch" else deployed_file(args.model_dir)
 
 
+def _scorer(args: argparse.Namespace):
+    """The model folder as evaluate and report score it: by its own ONNX file, torch-free, when it has one that
+    matches its config (and --engine is not torch), else the library's TransferClassifier."""
+    onnx = _onnx_file(args)
+    if onnx is None:
+        return _load(args)
+    from ..artifact import read_config
+    from ..deploy.folder import FolderModel
+
+    return FolderModel(args.model_dir, onnx, read_config(args.model_dir))
+
+
 def labelled_data(args: argparse.Namespace):
     """The labelled images to score, read before the model loads: class folders, or (``--labels``) a label CSV, whose
     classes or labels must be the model's."""
@@ -55,16 +67,7 @@ def labelled_data(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """``headstart evaluate``: metrics of a model on labelled images."""
     images = labelled_data(args)
-    onnx = _onnx_file(args)
-    if onnx is not None:  # the folder's own ONNX file: torch is never imported
-        from ..deploy.runtime import OnnxClassifier
-        from ..report.metrics import evaluation
-
-        runtime = OnnxClassifier(onnx)
-        result = evaluation(runtime.predict_files(images.paths), images, runtime.classes_,
-                            runtime.decide if runtime.multilabel else None, runtime.familiarity_info)
-    else:
-        result = _load(args).evaluate(images)
+    result = _scorer(args).evaluate(images)
     if args.json:
         print_json(result)
         return
@@ -150,8 +153,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     images = labelled_data(args)
     out = checks.output_file(args.out or Path(args.model_dir) / "report.html", args.overwrite, ours=GENERATOR)
-    clf = _load(args)
-    write_report(clf, images, out, f"headstart: {Path(args.model_dir).name}")
+    write_report(_scorer(args), images, out, f"headstart: {Path(args.model_dir).name}")
     if args.json:
         print_json({"out": str(out)})
     else:
