@@ -81,3 +81,41 @@ def test_fit_folder_is_fit_as_one_library_call(tmp_path, colors_data):
     assert result["validation"]["accuracy"] == 1.0 and result["data"]["train_counts"] == {"blue": 12, "red": 12}
     assert result["n_train_images"] == 24 and "report" not in result
     assert headstart.load(tmp_path / "model").config_["validation"] == result["validation"]
+
+
+def test_a_warm_fit_takes_the_network_from_its_card_and_never_imports_timm(tmp_path, colors_data):
+    """The second run with the same weights reads the backbone's card (digest, preprocessing, layers, weights) from
+    the cache: a fit whose codes are cached never builds the network nor imports timm, and saves the same model."""
+    import json
+    import subprocess
+    import sys
+
+    from headstart.codes.cards import Card
+
+    cache = tmp_path / "cache"
+    built = create_backbone(cache_dir=cache)
+    carded = create_backbone(cache_dir=cache)
+    assert built.built and not carded.built
+    assert (carded.digest, carded.layers(), carded.preprocess, carded.pretrained_input, carded.weights) == (
+        built.digest, built.layers(), built.preprocess, built.pretrained_input, built.weights)
+    assert torch.equal(carded.pretrained_head.weight, built.pretrained_head.weight)
+    assert carded.model is not None and carded.built  # built on first use, checked against the card's digest
+    fit = ["fit", str(colors_data), "--cache-dir", str(cache), "--strategy", "feature-extractor", "--no-report", "-q",
+           "--json", "--overwrite"]
+    code = ("import sys\nfrom headstart.cli import main\nrc = main(sys.argv[1:])\n"
+            "assert rc == 0 and 'timm' not in sys.modules, 'timm was imported'\n")
+    for run in ("cold", "warm"):
+        result = subprocess.run([sys.executable, "-c", code, *fit, "--out", str(tmp_path / run)], capture_output=True,
+                                text=True, timeout=300)
+        assert (result.returncode == 0) == (run == "warm"), result.stderr  # the cold run computes codes: timm
+    warm = headstart.load(tmp_path / "warm")
+    assert json.loads((tmp_path / "warm" / "config.json").read_text())["weights_digest"] == built.digest
+    paths = sorted((colors_data / "val").rglob("*.png"))
+    np.testing.assert_allclose(warm.predict_proba(paths), headstart.load(tmp_path / "cold").predict_proba(paths),
+                               atol=1e-6)
+    card = Card.of("tf_efficientnet_lite0", None, None, cache)
+    (card.folder / "state.safetensors").write_bytes(b"damaged")  # never copied into a model folder
+    again = create_backbone(cache_dir=cache)
+    assert again.card.state_file() is None
+    headstart.TransferClassifier(C=1.0, cache_dir=cache).fit(colors_data / "train").save(tmp_path / "rebuilt")
+    assert headstart.load(tmp_path / "rebuilt").backbone_.digest == built.digest

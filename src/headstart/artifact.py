@@ -131,7 +131,12 @@ def _write_tensors(clf: Any, folder: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in clf.backbone_.model.state_dict().items()}, str(folder / BACKBONE))
+    backbone = clf.backbone_
+    cached = None if backbone.built else backbone.card.state_file()
+    if cached is not None:  # the network was never built: its weights are copied from its card
+        shutil.copyfile(cached, folder / BACKBONE)
+    else:
+        save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()}, str(folder / BACKBONE))
     save_file({"weight": torch.from_numpy(np.ascontiguousarray(clf.head_.weight)),
                "bias": torch.from_numpy(np.ascontiguousarray(clf.head_.bias))}, str(folder / HEAD))
     network = clf.quantized_network()
@@ -200,7 +205,9 @@ def model_config(clf: Any) -> dict[str, Any]:
 def model_bytes(clf: Any) -> int:
     """About how large ``clf``'s model folder will be: the network's weights, the head, the familiarity bank and
     the int8 network, plus a margin for the config."""
-    weights = sum(t.numel() * t.element_size() for t in clf.backbone_.model.state_dict().values())
+    backbone = clf.backbone_
+    weights = (4 * backbone.card.parameters if not backbone.built else
+               sum(t.numel() * t.element_size() for t in backbone.model.state_dict().values()))
     head = clf.head_.weight.nbytes + clf.head_.bias.nbytes if hasattr(clf, "head_") else 0
     familiarity = getattr(clf, "familiarity_", None)
     bank = familiarity.bank.nbytes if familiarity is not None else 0
@@ -209,17 +216,23 @@ def model_bytes(clf: Any) -> int:
     return int(weights + head + bank + int8 + 1_000_000)
 
 
-def estimated_model_bytes(model: str) -> int:
-    """Before any work: a model folder for the network ``model`` (its parameters in float32, without loading
-    weights), with the largest familiarity bank, and a margin."""
-    import timm
-
+def estimated_model_bytes(model: str, cache_dir: Path | None = None) -> int:
+    """Before any work: a model folder for the network ``model`` (its parameters in float32, from a card in
+    ``cache_dir`` or else from timm without loading weights), with the largest familiarity bank, and a margin."""
     from .heads.familiarity import BANK_MAX
 
-    net = timm.create_model(model, pretrained=False, num_classes=0)
-    params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
+    card = next(iter(sorted((cache_dir / "backbones").glob(f"{model}-*/card.json"))), None) if cache_dir else None
+    try:
+        about = json.loads(card.read_text()) if card else None
+        params, features = int(about["parameters"]), int(about["features"])
+    except (OSError, ValueError, KeyError, TypeError):
+        import timm
+
+        net = timm.create_model(model, pretrained=False, num_classes=0)
+        params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
+        features = net.num_features
     # the weights twice (safetensors and model.onnx), the bank in float16 and (in the ONNX file) float32
-    return int(8 * params + 6 * BANK_MAX * net.num_features + 1_000_000)
+    return int(8 * params + 6 * BANK_MAX * features + 1_000_000)
 
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from .data.folders import ImageSet
 from .data.imagestats import STATS
 from .data.inputs import as_image_set, prediction_items
 from .defaults import DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES, PRECISIONS
+from .disk import cache_folder
 from .errors import ArtifactError, DataError, HeadstartError
 from .report.metrics import evaluation
 from .results import Predictions
@@ -113,7 +114,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.strategy_ = strategy
         self._calibration, self._network = calibration_sample(images.paths), None  # int8: training images only
         self.backbone_ = create_backbone(self.model, "none" if strategy == "scratch" else self.weights,
-                                         image_size=self.image_size)
+                                         image_size=self.image_size, cache_dir=cache_folder(self.cache_dir))
         if strategy == "auto":
             from .auto.run import fit_auto
 
@@ -125,7 +126,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _rebuild_backbone(self, image_size: int | None = None) -> None:
-        self.backbone_ = create_backbone(self.model, self.weights, image_size=image_size or self.image_size)
+        self.backbone_ = create_backbone(self.model, self.weights, image_size=image_size or self.image_size,
+                                         cache_dir=cache_folder(self.cache_dir))
 
     def figures(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """The figures measured while decoding each usable file (cached: see :mod:`headstart.data.imagestats`)."""
@@ -332,7 +334,8 @@ class CNNCodes(TransformerMixin, BaseEstimator):
     def fit(self, X: Any = None, y: Any = None) -> CNNCodes:
         """Build the network (nothing is learned from ``X``: the codes come from pretrained weights)."""
         self.layers_ = parse_layers(self.layer)
-        self.backbone_ = create_backbone(self.model, self.weights, image_size=self.image_size)
+        self.backbone_ = create_backbone(self.model, self.weights, image_size=self.image_size,
+                                         cache_dir=cache_folder(self.cache_dir))
         self.extractor_ = FeatureExtractor(self.backbone_, self.layers_, self.cache_dir, self.engine, self.batch_size,
                                            progress=self.progress)
         return self

@@ -155,10 +155,11 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     from ..codes.backbones import PENULTIMATE, candidate_layers, create_backbone
     from ..codes.extract import FeatureExtractor
     from ..defaults import DEFAULT_MODEL
+    from ..disk import cache_folder
 
     started = time.perf_counter()
     train_images, val_images, how = _images_to_audit(data, val, train_images, val_images)
-    backbone = create_backbone(model or DEFAULT_MODEL, weights)
+    backbone = create_backbone(model or DEFAULT_MODEL, weights, cache_dir=cache_folder(cache_dir))
     parts = sorted({p for c in candidate_layers(backbone) for p in c.split("+")})
     extractor = FeatureExtractor(backbone, [PENULTIMATE, STATS], cache_dir, engine, batch_size, progress=progress,
                                  also=parts)

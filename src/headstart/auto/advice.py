@@ -65,9 +65,11 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     "fp32" or "int8" calibrated on ``train``)."""
     from ..codes.backbones import create_backbone
     from ..data.folders import read_class_folders
+    from ..disk import cache_folder
 
     started = time.perf_counter()
-    backbone = create_backbone(backbone, weights) if isinstance(backbone, str) else backbone
+    if isinstance(backbone, str):
+        backbone = create_backbone(backbone, weights, cache_dir=cache_folder(cache_dir))
     train = train if isinstance(train, ImageSet) else read_class_folders(train)
     size = measure_size(train)
     candidates = candidate_layers(backbone)

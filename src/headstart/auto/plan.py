@@ -36,7 +36,7 @@ def suggested_image_size(backbone: Backbone, short_side: int | None) -> int | No
     On pneumoniamnist (28 px) fine-tuning everything at 96 px reached 0.952-0.970 validation accuracy (7-10 epochs),
     at 64 px 0.9485 (8 epochs).
     """
-    full = backbone.model.pretrained_cfg.get("input_size", (3, *backbone.preprocess.input_size))[1]  # not a user's
+    full = backbone.pretrained_input
     if not short_side or 3 * short_side >= full:
         return None
     return max(96, int(np.ceil(3 * short_side / 32) * 32))

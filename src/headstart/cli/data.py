@@ -23,13 +23,15 @@ def cmd_advise(args: argparse.Namespace) -> None:
     train = find_data(args).train
     from ..auto.advice import advise, format_advice
     from ..codes.backbones import create_backbone
+    from ..disk import cache_folder
     from ..errors import ModelError
 
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results, texts = [], []
     for name in models:
         try:
-            backbone = create_backbone(name, args.weights if len(models) == 1 else None)
+            backbone = create_backbone(name, args.weights if len(models) == 1 else None,
+                                       cache_dir=cache_folder(args.cache_dir))
         except ModelError as exc:
             if len(models) == 1:
                 raise
@@ -71,9 +73,11 @@ def cmd_extract(args: argparse.Namespace) -> None:
     splits = find_splits(args.data, val_fraction=0.0)
     from ..codes.backbones import create_backbone
     from ..codes.extract import extract_distributed
+    from ..disk import cache_folder
 
     paths = list(splits.train.paths) + (list(splits.val.paths) if splits.val else [])
-    backbone = create_backbone(args.model, args.weights, image_size=args.image_size)
+    backbone = create_backbone(args.model, args.weights, image_size=args.image_size,
+                               cache_dir=cache_folder(args.cache_dir))
     started = time.perf_counter()
     result = extract_distributed(backbone, layers, paths, args.cache_dir, devices, args.num_nodes,
                                  args.accelerator, args.distributed, args.batch_size, progress=not args.quiet,

@@ -129,10 +129,10 @@ def _check_fit(args: argparse.Namespace) -> Path:
     check_writable(out)
     from ..artifact import estimated_model_bytes
     from ..codes.backbones import check_model_name
-    from ..disk import space_for
+    from ..disk import cache_folder, space_for
 
-    check_model_name(args.model)  # the last checks (they import timm), still before any data is read
-    space_for(out.parent, estimated_model_bytes(args.model), "the model folder")
+    check_model_name(args.model)  # the last checks (timm, unless the network is known), before any data is read
+    space_for(out.parent, estimated_model_bytes(args.model, cache_folder(args.cache_dir)), "the model folder")
     return out
 
 

@@ -9,8 +9,8 @@ import importlib
 import socket
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,19 +30,47 @@ EMBEDDED = {
 }
 
 
-@dataclass
 class Backbone:
-    """A timm network with its weights' origin and digest, and the preprocessing its weights expect."""
+    """A timm network with its weights' origin and digest, and the preprocessing its weights expect.
 
-    name: str
-    model: nn.Module
-    weights: str  # "embedded:<package>", "file:<path>", "hub:<id>" or "random"
-    digest: str
-    preprocess: Preprocess
-    pretrained_head: nn.Module | None = None  # the removed ImageNet classifier, when the weights had one
+    Built from a cached card (:mod:`headstart.codes.cards`), the network itself is made (importing timm) only when
+    something needs it: a run whose codes are all cached never does. ``pretrained_head`` is the removed ImageNet
+    classifier, when the weights had one.
+    """
+
+    def __init__(self, name: str, model: nn.Module | None, weights: str, digest: str, preprocess: Preprocess,
+                 pretrained_head: nn.Module | None = None, card: Any = None):
+        self.name, self.weights, self.digest, self.preprocess = name, weights, digest, preprocess
+        self._model, self._head, self.card = model, pretrained_head, card
+
+    @property
+    def model(self) -> nn.Module:
+        """The network (classifier removed), built on first use when it came from a card."""
+        if self._model is None:
+            self._model, self._head = self.card.build(self.digest)
+        return self._model
+
+    @property
+    def built(self) -> bool:
+        """Whether the network exists in memory (False until a card's backbone needs it)."""
+        return self._model is not None
+
+    @property
+    def pretrained_head(self) -> nn.Module | None:
+        """The removed ImageNet classifier (None when the weights had none)."""
+        return self._head if self.built else self.card.pretrained_head()
+
+    @property
+    def pretrained_input(self) -> int:
+        """The input side the weights were trained at (not a user's --image-size)."""
+        if not self.built:
+            return self.card.pretrained_input
+        return self.model.pretrained_cfg.get("input_size", (3, *self.preprocess.input_size))[1]
 
     def layers(self) -> list[str]:
         """Layers whose activations can be used as CNN codes, earliest first, ending with the penultimate."""
+        if not self.built:
+            return list(self.card.layers)
         names = block_names(self.model)
         if not names:
             names = [info["module"] for info in getattr(self.model, "feature_info", []) if info.get("module")]
@@ -94,6 +122,8 @@ def embedded_weights_path(name: str) -> Path | None:
 
 def check_model_name(name: str) -> None:
     """Raise a one-line error naming close matches when timm does not know ``name``."""
+    if name in EMBEDDED:  # known without importing timm
+        return
     import timm
 
     if not timm.is_model(name.split(".")[0]):
@@ -184,12 +214,29 @@ def state_digest(model: nn.Module) -> str:
 
 
 def create_backbone(name: str = DEFAULT_MODEL, weights: str | Path | None = None, keep_classifier: bool = False,
-                    image_size: int | None = None) -> Backbone:
+                    image_size: int | None = None, cache_dir: Path | None = None) -> Backbone:
     """Build ``name`` with pretrained weights and its classifier removed (unless ``keep_classifier``).
 
     ``weights``: None for the best available source (embedded, then the hub), "none" for random
-    initialisation, "hub", "embedded", or a path to a safetensors / PyTorch state-dict file.
+    initialisation, "hub", "embedded", or a path to a safetensors / PyTorch state-dict file. With ``cache_dir``,
+    embedded or file weights seen before come back from their card (:mod:`headstart.codes.cards`) without timm: the
+    network is built when first needed.
     """
+    from .cards import Card
+
+    card = None if keep_classifier else Card.of(name, weights, image_size, cache_dir)
+    known = card.backbone() if card is not None else None
+    if known is not None:
+        return known
+    backbone = build_backbone(name, weights, keep_classifier, image_size)
+    if card is not None:
+        card.write(backbone)
+    return backbone
+
+
+def build_backbone(name: str, weights: str | Path | None, keep_classifier: bool = False,
+                   image_size: int | None = None) -> Backbone:
+    """:func:`create_backbone` without cards: timm's network with its weights loaded, now."""
     import timm
 
     check_model_name(name)

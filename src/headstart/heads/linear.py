@@ -10,6 +10,7 @@ C means what it means in scikit-learn: ``C * sum(loss) + ||w||^2 / 2``, the inte
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,18 @@ class Search:
                 "cv_accuracy": {f"{c:.3g}": round(v, 5) for c, v in zip(self.grid, self.accuracy)}}
 
 
+@functools.cache
+def _lbfgs() -> type:
+    """torch's L-BFGS, as is, but without importing ``torch._dynamo`` (0.8 s): ``Optimizer.add_param_group`` and
+    ``zero_grad`` are wrapped to keep dynamo out of them, and that wrapper imports dynamo on first call. A solve that
+    is never compiled needs none of it, so the class calls the unwrapped ``add_param_group`` (and ``_solve`` clears
+    the gradients itself); where a torch release has no ``__wrapped__``, the wrapped one runs as before."""
+    import torch
+
+    add = torch.optim.Optimizer.add_param_group
+    return type("LBFGS", (torch.optim.LBFGS,), {"add_param_group": getattr(add, "__wrapped__", add)})
+
+
 def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
            iterations: int, start: tuple | None = None):
     """Batched L-BFGS: problem p minimises sum_i row_weights[p, i] * loss_i + penalties[p] / 2 * ||w_p||^2,
@@ -132,11 +145,11 @@ def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, 
         b = torch.zeros(len(penalties), n_classes, requires_grad=True)
     else:
         u, b = (start[0] / scale).detach().requires_grad_(), start[1].detach().clone().requires_grad_()
-    optimiser = torch.optim.LBFGS([u, b], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-7,
-                                  tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    optimiser = _lbfgs()([u, b], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-7,
+                         tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
     def objective():
-        optimiser.zero_grad()
+        u.grad = b.grad = None  # not optimiser.zero_grad(): see _lbfgs
         w = u * scale
         logits = torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]
         if loss == "logistic":
