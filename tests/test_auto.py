@@ -67,6 +67,20 @@ def test_many_classes_walk_up_the_C_grid_to_the_batched_searchs_choice(classifie
     assert len(walked.grid) == walked.best + 1 + linear.PATIENCE  # it stopped PATIENCE values past the best
 
 
+@pytest.mark.parametrize("near", ["the best C", "far above it"])
+def test_a_walk_started_near_a_known_C_finds_the_same_C_with_fewer_solves(near):
+    import headstart.heads.linear as linear
+
+    k = linear.PATH_CLASSES + 5
+    x, y = blobs(n_per_class=12, classes=k, dims=30, seed=3)
+    walked = search_C(x, y, k)
+    start = walked.C if near == "the best C" else walked.C * 100  # too high: it walks down to the lowest loss
+    nearby = search_C(x, y, k, near=start)
+    assert abs(np.log10(nearby.C / walked.C)) <= 0.51 and nearby.cv_log_loss <= walked.cv_log_loss + 0.02
+    assert min(nearby.grid) >= min(walked.grid) * 0.999
+    if near == "the best C":
+        assert len(nearby.grid) < len(walked.grid) and min(nearby.grid) == pytest.approx(walked.C / np.sqrt(10))
+
 def _search(losses: list[float], accuracy: float = 0.9) -> Search:
     losses = np.asarray(losses)
     return Search("logistic", [1.0], [float(losses.mean())], [accuracy], 0, 5, len(losses), losses)

@@ -303,13 +303,14 @@ def search_rows(labels: np.ndarray, seed: int, max_rows: int = SEARCH_MAX_ROWS) 
 
 def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic", seed: int = 0,
              data: Standardised | None = None, grid: list[float] | None = None, groups: np.ndarray | None = None,
-             max_rows: int = SEARCH_MAX_ROWS) -> Search | None:
+             max_rows: int = SEARCH_MAX_ROWS, near: float | None = None) -> Search | None:
     """Cross-validate every C of ``grid`` (default C_GRIDS) at once, extending the default grid while the best C
     lies at an edge.
 
     Scored by out-of-fold log loss (an SVM's decision values calibrated by one temperature per C). None when a
     class has fewer than two images (no fold could hold it out). ``groups``: rows that must share a fold
-    (duplicates), one id per row of ``codes``.
+    (duplicates), one id per row of ``codes``. ``near``: a C found best for like codes (another layer of the same
+    network); the walk of many classes then starts half a decade below it instead of at the grid's strongest end.
     """
     _check(classifier, labels, n_classes)
     keep = search_rows(labels, seed, max_rows)
@@ -331,7 +332,10 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
                      (oof * temperature).astype(np.float32))
 
     if grid is None and n_classes >= PATH_CLASSES:
-        _walk(data, labels, n_classes, folds, loss, C_GRIDS[classifier], score, scores)
+        walk = C_GRIDS[classifier]
+        if near is not None:  # the walk goes down from its start too, if the lowest loss is there
+            walk = tuple(c for c in walk if c >= near / np.sqrt(10) * (1 - 1e-9)) or walk[-1:]
+        _walk(data, labels, n_classes, folds, loss, walk, score, scores)
     else:
         todo = list(grid or C_GRIDS[classifier])
         for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
