@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if (exc.name or "").split(".")[0] not in TRAINING_STACK:
             raise
         print(f"headstart: error: `headstart {args.command}` needs the training stack ({exc.name} is not installed): "
-              "pip install the project with its dependencies; without them, predict (an exported .onnx file or a "
-              "model folder), evaluate, report and serve (a model folder) work",
+              "pip install the project with its dependencies; without them, predict and serve (an exported .onnx "
+              "file or a model folder), evaluate and report (a model folder) work",
               file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
