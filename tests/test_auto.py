@@ -157,3 +157,37 @@ def test_svm_search_on_dtd10_is_inside_its_grid_and_close_to_logistic():
         accuracy[classifier] = float((head.predict_proba(val.codes).argmax(1) == splits.val.labels[val.kept]).mean())
     print(f"dtd10 penultimate: {accuracy}")
     assert accuracy["svm"] >= accuracy["logistic"] - 0.01
+
+
+def _advice(losses: np.ndarray, layer: str = "penultimate"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(layer=layer, searches={layer: _search(list(losses))}, seconds=1.0)
+
+
+def test_the_network_with_the_lowest_loss_wins_unless_the_first_named_is_within_the_noise():
+    from headstart.auto.networks import choose_network, model_names
+
+    assert model_names(" a, b ,,c ") == ["a", "b", "c"]
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 1.0, 400)
+    noisy = base + rng.normal(0, 0.05, 400)
+    chosen, evidence = choose_network({"a": _advice(base + 0.002), "b": _advice(noisy), "c": _advice(base + 0.3)})
+    assert chosen == "a" and evidence["lowest_log_loss"] == "b"  # a is tied with b: the first named wins the tie
+    assert evidence["networks"]["a"]["tied"] and not evidence["networks"]["c"]["tied"]
+    chosen, evidence = choose_network({"a": _advice(base + 0.2), "b": _advice(base)})
+    assert chosen == "b" and not evidence["networks"]["a"]["tied"]  # clearly better: chosen though named second
+
+
+def test_auto_chooses_among_named_networks_and_the_model_holds_the_chosen_one(tmp_path, colors_data):
+    names = "tf_efficientnet_lite0,tf_efficientnet_lite1"
+    clf = headstart.TransferClassifier(model=names, strategy="auto").fit(colors_data / "train")
+    network = clf.auto_["network"]
+    assert set(network["networks"]) == set(names.split(",")) and clf.backbone_.name == network["chosen"]
+    assert all(row["images"] == 24 and row["standard_error"] is not None for row in network["networks"].values())
+    assert clf.score(colors_data / "val") == 1.0 and clf.get_params()["model"] == names
+    clf.save(tmp_path / "model")
+    assert headstart.load(tmp_path / "model").backbone_.name == network["chosen"]
+    assert main(["fit", str(colors_data), "--model", names, "--strategy", "feature-extractor", "-q"]) == 2
+    (tmp_path / "w.pt").touch()  # a file that exists: the refusal is for naming weights with several networks
+    assert main(["fit", str(colors_data), "--model", names, "--weights", str(tmp_path / "w.pt"), "-q"]) == 2

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
 from .artifact import read_model, save
+from .auto.networks import model_names
 from .codes.backbones import PENULTIMATE, create_backbone
 from .codes.extract import Codes, FeatureExtractor
 from .codes.quantize import calibration_sample
@@ -110,10 +111,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 raise HeadstartError("multi-label data is fitted with one logistic model per label; use "
                                      "classifier='logistic'")
             check_training_targets(images, "y")
+        names = model_names(self.model)
+        if len(names) > 1 and (strategy != "auto" or self.weights is not None):
+            raise HeadstartError(f"several networks ({', '.join(names)}) are for auto to choose among, each with its "
+                                 "own pretrained weights; name one, or use strategy='auto' without weights")
         started = time.perf_counter()
         self.strategy_ = strategy
         self._calibration, self._network = calibration_sample(images.paths), None  # int8: training images only
-        self.backbone_ = create_backbone(self.model, "none" if strategy == "scratch" else self.weights,
+        self.backbone_ = create_backbone(names[0], "none" if strategy == "scratch" else self.weights,
                                          image_size=self.image_size, cache_dir=cache_folder(self.cache_dir))
         if strategy == "auto":
             from .auto.run import fit_auto
@@ -126,7 +131,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _rebuild_backbone(self, image_size: int | None = None) -> None:
-        self.backbone_ = create_backbone(self.model, self.weights, image_size=image_size or self.image_size,
+        self.backbone_ = create_backbone(self.backbone_.name, self.weights, image_size=image_size or self.image_size,
                                          cache_dir=cache_folder(self.cache_dir))
 
     def figures(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:

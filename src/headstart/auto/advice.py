@@ -59,10 +59,11 @@ class Advice:
 def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: str | Path | None | bool = None,
            seed: int = 0, classifier: str = "logistic", budget: float | None = None, progress: bool = False,
            engine: str = "auto", batch_size: int | None = None, weights: str | None = None,
-           precision: str = "fp32") -> Advice:
+           precision: str = "fp32", groups: Any = None) -> Advice:
     """Measure ``train`` (a folder of class folders or an ImageSet) against ``backbone`` (a model name or a built
     Backbone) in one pass, and recommend a strategy, a layer and hyper-parameters (``precision``: of the codes,
-    "fp32" or "int8" calibrated on ``train``)."""
+    "fp32" or "int8" calibrated on ``train``; ``groups``: the duplicate sets of the measured images that the folds
+    keep together, when another network found them; default: found in this network's codes)."""
     from ..codes.backbones import create_backbone
     from ..data.folders import read_class_folders
     from ..disk import cache_folder
@@ -81,8 +82,10 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
         f"layers measured on a stratified {len(measured.images)} of {len(train)} training images: a full pass was "
         f"predicted to take more than {FULL_PASS_SHARE:.0%} of the {budget:.0f} s budget"]
     similarity = measure_similarity(backbone, measured.parts[PENULTIMATE])
+    if groups is not None and len(groups) != len(measured.images):
+        groups = None  # measured on other images (a sample where another network had all): its own sets
     searches, layer, choice = scored_layers(measured, candidates, backbone, extractor.cache_dir, seed, progress,
-                                            extractor.precision_key())
+                                            extractor.precision_key(), groups)
     if not searches:
         notes.append("a class has a single usable training image: layers could not be compared, penultimate used")
     scores = {c: round(s.cv_accuracy, 4) for c, s in searches.items()}

@@ -28,8 +28,8 @@ def fold_groups(measured: Measured, seed: int = 0) -> np.ndarray | None:
     return groups(measured.parts[PENULTIMATE], measured.parts[STATS], measured.images.labels, seed)
 
 
-def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progress: bool = False
-                 ) -> dict[str, Search]:
+def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progress: bool = False,
+                 groups: np.ndarray | None = None) -> dict[str, Search]:
     """The final fit's C search (same folds, grid and criterion) on each candidate's codes.
 
     Layers are compared with softmax regression, whose out-of-fold log loss is smooth and calibrated; a linear SVM
@@ -42,7 +42,7 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
 
     n_classes, targets = len(measured.images.class_names), measured.images.targets
     searches = {}
-    groups = fold_groups(measured, seed)
+    groups = fold_groups(measured, seed) if groups is None else groups
     ordered = sorted(candidates, key=lambda layer: layer != PENULTIMATE)
     for layer in tqdm(ordered, desc="scoring layers", unit="layer", disable=not progress, leave=False):
         if targets is not None:  # multi-label: summed binary log loss, each label at its own C
@@ -59,7 +59,7 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
 
 
 def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[str], measured: Measured,
-                 seed: int, precision: dict[str, str]) -> Path | None:
+                 seed: int, precision: dict[str, str], groups: np.ndarray | None = None) -> Path | None:
     """Where the layer scores of exactly these codes are cached (they depend on nothing else)."""
     import hashlib
 
@@ -69,9 +69,10 @@ def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[st
         return None
     files = hashlib.sha256("\n".join(str(file_identity(p)) for p in measured.images.paths).encode()).hexdigest()
     key = key_of({"weights": backbone.digest, "preprocess": backbone.preprocess.to_dict(), "candidates": candidates,
-                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 2, **precision,
+                  "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 3, **precision,
                   **({"targets": measured.images.targets.tolist(), "thresholds": "half the best F1"}
                      if measured.images.multilabel else {}),
+                  **({"groups": key_of({"groups": groups.tolist()})} if groups is not None else {}),
                   **({"walk": "from near the penultimate's C"}
                      if len(measured.images.class_names) >= PATH_CLASSES and not measured.images.multilabel else {})})
     return cache_dir / "scores" / f"{backbone.name}-{key}.json"
@@ -84,19 +85,22 @@ def _search_class(multilabel: bool) -> type:
 
 
 def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone, cache_dir: Path | None,
-                  seed: int = 0, progress: bool = False, precision: dict[str, str] | None = None
-                  ) -> tuple[dict[str, Search], str, dict[str, Any]]:
-    """(searches, chosen layer, evidence): from the cache when these codes were scored before, else computed."""
+                  seed: int = 0, progress: bool = False, precision: dict[str, str] | None = None,
+                  groups: np.ndarray | None = None) -> tuple[dict[str, Search], str, dict[str, Any]]:
+    """(searches, chosen layer, evidence): from the cache when these codes were scored before, else computed.
+    ``groups``: the duplicate sets the folds keep together (default: found in these codes)."""
     import json
 
     from ..disk import write_cache
 
-    path = _scores_file(cache_dir, backbone, candidates, measured, seed, precision or {})
+    path = _scores_file(cache_dir, backbone, candidates, measured, seed, precision or {}, groups)
     if path is not None and path.is_file():
         try:
             saved = json.loads(path.read_text())
             kind = _search_class(measured.images.multilabel)
-            searches = {layer: kind(**{**fields, "sample_losses": np.zeros(0), "rows_index": None})
+            chosen = saved["choice"]["chosen"]  # its per-image losses are kept: networks are compared on them
+            searches = {layer: kind(**{**fields, "rows_index": None, "sample_losses": np.asarray(
+                saved.get("chosen_sample_losses", []) if layer == chosen else [], np.float64)})
                         for layer, fields in saved["searches"].items()}
             say("layer scores of these codes found in the cache", progress)
             return searches, saved["choice"]["chosen"], saved["choice"]
@@ -104,7 +108,7 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
             pass  # damaged: scored again and rewritten
     say(f"scoring {len(candidates)} candidate layers (5-fold cross-validated C search on "
         f"{len(measured.images)} images)", progress)
-    searches = score_layers(measured, candidates, seed, progress)
+    searches = score_layers(measured, candidates, seed, progress, groups)
     if not searches:
         return searches, PENULTIMATE, {"rule": "no cross-validation possible: a class has a single image"}
     layer, choice = choose_layer(searches)
@@ -112,7 +116,8 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
         stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits", "oof",
                                                                               "rows_index")}
                   for name, search in searches.items()}
-        write_cache(path, json.dumps({"searches": stored, "choice": choice}).encode())
+        write_cache(path, json.dumps({"searches": stored, "choice": choice,
+                                      "chosen_sample_losses": searches[layer].sample_losses.tolist()}).encode())
     return searches, layer, choice
 
 

@@ -14,13 +14,15 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..codes.backbones import candidate_layers
-from ..disk import write_atomic
+from ..codes.backbones import candidate_layers, create_backbone
+from ..disk import cache_folder, write_atomic
 from ..strategies.feature_extractor import fit_codes
 from ..strategies.network import fit_network
 from ..training.options import FineTuneConfig
 from .advice import advise
+from .layers import fold_groups
 from .measure import say
+from .networks import choose_network, model_names, network_line
 from .plan import keep_fine_tuned, plan_auto
 
 AUTO_JSON = "auto.json"  # the decision of an auto run that fine-tunes, kept in its workdir for --resume
@@ -39,19 +41,47 @@ def given_options(config: FineTuneConfig | None, image_size: int | None) -> dict
     return given
 
 
+def _advise(clf: Any, images: Any) -> tuple[Any, dict[str, Any] | None]:
+    """(the advice for the network to use, the network evidence when ``clf.model`` names several): each named
+    network is measured and advised on the training images, and ``clf.backbone_`` becomes the chosen one (the
+    others' codes are let go on return)."""
+    names = model_names(clf.model)
+    if len(names) == 1:
+        return advise(clf.backbone_, images, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress,
+                      clf.engine, clf.batch_size, precision=clf.precision), None
+    backbones, advices, groups = {}, {}, None
+    for name in names:  # every network's folds keep together the duplicate sets the first one found: like for like
+        say(f"measuring network {name}", clf.progress)
+        backbones[name] = clf.backbone_ if name == clf.backbone_.name else create_backbone(
+            name, clf.weights, image_size=clf.image_size, cache_dir=cache_folder(clf.cache_dir))
+        advices[name] = advise(backbones[name], images, clf.cache_dir, clf.seed, clf.classifier, clf.budget,
+                               clf.progress, clf.engine, clf.batch_size, precision=clf.precision, groups=groups)
+        if groups is None and advices[name].measured is not None:
+            groups = fold_groups(advices[name].measured, clf.seed)
+    chosen, evidence = choose_network(advices)
+    clf.backbone_ = backbones[chosen]
+    say(network_line(evidence), clf.progress)
+    return advices[chosen], evidence
+
+
 def fit_auto(clf: Any, images: Any, started: float) -> None:
-    """Decide and fit ``clf`` (a TransferClassifier whose ``backbone_`` is built) on ``images``; sets ``auto_``."""
+    """Decide and fit ``clf`` (a TransferClassifier whose ``backbone_`` is built) on ``images``; sets ``auto_``.
+    With several networks named, each is measured and the network is chosen first (:mod:`.networks`)."""
     workdir = Path(clf.workdir) if clf.workdir else None
     saved = workdir / AUTO_JSON if workdir else None
     advice = None
     if clf.resume and saved is not None and saved.is_file():
         evidence = json.loads(saved.read_text())
         say(f"resuming the earlier decision: {evidence['decision']}", clf.progress)
+        if "network" in evidence and evidence["network"]["chosen"] != clf.backbone_.name:
+            clf.backbone_ = create_backbone(evidence["network"]["chosen"], clf.weights, image_size=clf.image_size,
+                                            cache_dir=cache_folder(clf.cache_dir))
     else:
-        advice = advise(clf.backbone_, images, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress,
-                        clf.engine, clf.batch_size, precision=clf.precision)
-        strategy, options, evidence = plan_auto(advice, clf.model, clf.weights, images, clf.budget, started,
-                                                given_options(clf.finetune, clf.image_size), clf.finetune)
+        advice, networks = _advise(clf, images)
+        strategy, options, evidence = plan_auto(advice, clf.backbone_.name, clf.weights, images, clf.budget,
+                                                started, given_options(clf.finetune, clf.image_size), clf.finetune)
+        if networks is not None:
+            evidence["network"] = networks
         evidence.update(strategy=strategy, options=options, seconds=round(time.perf_counter() - started, 1))
         say(f"{evidence['decision']} ({evidence['seconds']:.0f} s to decide)", clf.progress)
     decided = time.perf_counter()

@@ -128,11 +128,20 @@ def _check_fit(args: argparse.Namespace) -> Path:
     check_replaceable(out, args.overwrite or bool(args.resume))  # a user's own folder is never replaced
     check_writable(out)
     from ..artifact import estimated_model_bytes
+    from ..auto.networks import model_names
     from ..codes.backbones import check_model_name
     from ..disk import cache_folder, space_for
 
-    check_model_name(args.model)  # the last checks (timm, unless the network is known), before any data is read
-    space_for(out.parent, estimated_model_bytes(args.model, cache_folder(args.cache_dir)), "the model folder")
+    names = model_names(args.model)
+    if not names:
+        raise HeadstartError("--model is empty; give a timm model name, or several joined by commas for auto")
+    if len(names) > 1 and (args.strategy != "auto" or args.weights):
+        raise HeadstartError(f"--model names {len(names)} networks: auto chooses among them, each with its own "
+                             "pretrained weights; use --strategy auto without --weights, or name one network")
+    for name in names:  # the last checks (timm, unless the network is known), before any data is read
+        check_model_name(name)
+    cache = cache_folder(args.cache_dir)
+    space_for(out.parent, max(estimated_model_bytes(name, cache) for name in names), "the model folder")
     return out
 
 
@@ -246,7 +255,9 @@ def add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--val", help="a separate validation folder of class folders")
     fit.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--model", default=DEFAULT_MODEL, help=f"any timm model name (default {DEFAULT_MODEL})")
+    fit.add_argument("--model", default=DEFAULT_MODEL,
+                     help=f"any timm model name (default {DEFAULT_MODEL}); with --strategy auto, several joined by "
+                          "commas: each is measured on the training images and auto chooses the network too")
     fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
     fit.add_argument("--strategy", default="auto", choices=FIT_STRATEGIES,
                      help="auto (default): measure the data and choose; feature-extractor: linear classifier on "

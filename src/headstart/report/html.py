@@ -127,7 +127,13 @@ def auto_section(auto: dict[str, Any]) -> str:
     """How ``--strategy auto`` chose: the measurements, the advice, the decision and its check."""
     advice = auto.get("advice", {})
     size, sim = advice.get("size", {}), advice.get("similarity", {})
-    rows = [["cell", " / ".join(advice.get("cell", []))],
+    network = auto.get("network", {})
+    rows = [*[[f"network {name}", f"{row['layer']}: 5-fold log loss {row['cv_log_loss']:.4f}, accuracy "
+                                  f"{row['cv_accuracy']:.4f} ({row['seconds']:.0f} s)"
+               + ("; chosen" if name == network.get("chosen") else "; tied" if row["tied"] else "")]
+              for name, row in network.get("networks", {}).items()],
+            *([["network rule", network["rule"]]] if network else []),
+            ["cell", " / ".join(advice.get("cell", []))],
             ["size", f"{size.get('images')} images, median {size.get('median_per_class')} per "
                      f"{size.get('unit', 'class')} ({size.get('rule')})"],
             ["similarity to ImageNet", f"ratio {sim.get('ratio')} (similar from {sim.get('threshold')})"
