@@ -111,7 +111,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 raise HeadstartError("multi-label data is fitted with one logistic model per label; use "
                                      "classifier='logistic'")
             check_training_targets(images, "y")
-        names = model_names(self.model)
+        names = model_names(self.model) or [str(self.model)]  # nothing named: the one-line unknown-model error
         if len(names) > 1 and (strategy != "auto" or self.weights is not None):
             raise HeadstartError(f"several networks ({', '.join(names)}) are for auto to choose among, each with its "
                                  "own pretrained weights; name one, or use strategy='auto' without weights")

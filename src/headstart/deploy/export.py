@@ -138,7 +138,7 @@ def head_graph(clf, inputs: list[str], widths: list[int], opsets, int8_bank: boo
     from onnx import TensorProto, helper, numpy_helper
 
     head = HeadNet(clf, inputs, int8_bank=int8_bank)
-    chosen = [f"codes_{inputs.index(layer)}" for layer in clf.layers_]
+    chosen = [f"codes_{i}" for i in head.head_inputs]
     weights = [numpy_helper.from_array(clf.head_.weight.astype(np.float32), "weight"),
                numpy_helper.from_array(clf.head_.bias.astype(np.float32), "bias"),
                numpy_helper.from_array(np.array([1], np.int64), "axis1")]

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
+
 
 def classification_metrics(labels: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, top-k, per-class precision/recall/F1 and the confusion matrix with names.
@@ -93,8 +95,6 @@ def evaluation(found: Any, images: Any, class_names: list[str], decide: Any = No
     paths), by the library or by a torch-free ONNX file alike. ``decide``: a multi-label model's rule turning
     probabilities into a 0/1 label matrix (None for one class per image); ``familiarity``: the model's familiarity
     info (its ``threshold`` flags unfamiliar images)."""
-    from ..errors import DataError
-
     if decide is not None:
         if images.targets is None:
             raise DataError("this model gives each image a set of labels: evaluate it on label sets (--labels)")
