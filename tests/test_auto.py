@@ -62,9 +62,25 @@ def test_many_classes_walk_up_the_C_grid_to_the_batched_searchs_choice(classifie
     monkeypatch.setattr(linear, "PATH_CLASSES", 10**9)  # every C solved at once, as below PATH_CLASSES
     batched = search_C(x, y, k, classifier)
     assert abs(np.log10(walked.C / batched.C)) <= 0.51  # the same C, or its neighbour on the grid
-    assert walked.cv_log_loss <= batched.cv_log_loss + 0.02 and len(walked.sample_losses) == len(y)
+    at_walked = batched.log_loss[int(np.argmin(np.abs(np.log(np.asarray(batched.grid) / walked.C))))]
+    assert at_walked <= batched.cv_log_loss + 0.02 and len(walked.sample_losses) == len(y)  # as good, in full
+    assert walked.cv_log_loss <= batched.cv_log_loss + 0.05  # its own loss is measured in the leading axes
     assert 0 < walked.best < len(walked.grid) - 1
     assert len(walked.grid) == walked.best + 1 + linear.PATIENCE  # it stopped PATIENCE values past the best
+
+
+def test_the_walk_runs_in_the_fewest_leading_axes_that_hold_the_share_of_variance():
+    from headstart.heads.basis import Standardised
+
+    x, _ = blobs(n_per_class=40, classes=4, dims=30, seed=1)
+    full = Standardised(x)
+    lead = full.leading(0.95)
+    variance = np.sort(full.variance.numpy())[::-1]
+    rank = lead.z.shape[1]
+    assert 0 < rank < x.shape[1] and lead.axes.shape == (x.shape[1], rank)
+    assert variance[:rank].sum() >= 0.95 * variance.sum() > variance[:rank - 1].sum()  # the fewest that hold it
+    assert np.allclose(np.sort(lead.variance.numpy())[::-1], variance[:rank])  # the strongest axes, not others
+    assert full.z.shape[1] == len(full.variance) == x.shape[1]  # the full basis is left as it was
 
 
 @pytest.mark.parametrize("near", ["the best C", "far above it"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 #: Rows standardised at a time (the codes are never copied whole in float64: 40000 x 1984 would take 635 MB a copy).
@@ -39,6 +41,17 @@ class Standardised:
             self.z = torch.cat([(block @ self.axes).float() for block in self._blocks(codes)])
         self.variance = s2 / len(codes)  # of z's columns
         self.z = self.z.float()
+
+    def leading(self, share: float) -> Standardised:
+        """The same codes in their fewest axes of highest variance that hold ``share`` of it: a cheaper space to
+        compare regularisation strengths in (the weakest axes are the ones an L2 penalty shrinks most)."""
+        variance = self.variance.numpy()
+        order = np.argsort(variance)[::-1]
+        rank = min(int(np.searchsorted(np.cumsum(variance[order]) / variance.sum(), share)) + 1, len(order))
+        kept = np.sort(order[:rank])
+        view = copy.copy(self)
+        view.z, view.axes, view.variance = self.z[:, kept].contiguous(), self.axes[:, kept], self.variance[kept]
+        return view
 
     def on_raw_codes(self, w, b) -> tuple[np.ndarray, np.ndarray]:
         """A solution in z coordinates (w: rank x outputs, b: outputs; torch) as weight (outputs x columns) and
