@@ -97,6 +97,22 @@ def test_a_walk_started_near_a_known_C_finds_the_same_C_with_fewer_solves(near):
     if near == "the best C":
         assert len(nearby.grid) < len(walked.grid) and min(nearby.grid) == pytest.approx(walked.C / np.sqrt(10))
 
+def test_measured_joins_of_side_by_side_parts_are_views_of_the_one_block_not_copies():
+    from headstart.auto.measure import Measured
+
+    block = np.arange(6 * 10, dtype=np.float32).reshape(6, 10)
+    columns = {"blocks.4": (0, 3), "blocks.5": (3, 5), "penultimate": (5, 10)}
+    parts = {name: block[:, a:b] for name, (a, b) in columns.items()}
+    measured = Measured(parts, None, [], 6, True, 0.0, columns, block)
+    for layer in ("blocks.5+penultimate", "blocks.4+blocks.5+penultimate", "penultimate"):
+        joined = measured.codes(layer)
+        assert np.shares_memory(joined, block)
+        assert np.array_equal(joined, np.concatenate([parts[p] for p in layer.split("+")], 1))
+    apart = measured.codes("blocks.4+penultimate")  # not side by side: joined as before
+    assert not np.shares_memory(apart, block) and np.array_equal(apart, np.concatenate([block[:, :3], block[:, 5:]], 1))
+    assert np.array_equal(Measured(parts, None, [], 6, True, 0.0).codes("blocks.5+penultimate"), block[:, 3:])
+
+
 def _search(losses: list[float], accuracy: float = 0.9) -> Search:
     losses = np.asarray(losses)
     return Search("logistic", [1.0], [float(losses.mean())], [accuracy], 0, 5, len(losses), losses)

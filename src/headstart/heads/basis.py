@@ -38,7 +38,10 @@ class Standardised:
             s2, self.axes = torch.linalg.eigh(gram)
             keep = s2 > s2.max() * 1e-9
             s2, self.axes = s2[keep], self.axes[:, keep]
-            self.z = torch.cat([(block @ self.axes).float() for block in self._blocks(codes)])
+            self.z, start = torch.empty(len(codes), self.axes.shape[1]), 0
+            for block in self._blocks(codes):  # filled in place: no list of blocks beside their concatenation
+                self.z[start:start + len(block)] = block @ self.axes
+                start += len(block)
         self.variance = s2 / len(codes)  # of z's columns
         self.z = self.z.float()
 

@@ -177,4 +177,22 @@ def fine_tune_cost(backbone_name: str, weights: str | None, train: ImageSet, ima
     """What fine-tuning ``train`` with ``config`` costs on this machine (timed steps; see
     :func:`headstart.training.cost.training_cost`)."""
     backbone = create_backbone(backbone_name, weights, image_size=image_size)
-    return training_cost(backbone, train, config)
+    try:
+        return training_cost(backbone, train, config)
+    finally:
+        del backbone
+        release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's freed pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    The timed training steps free their activations to glibc's heap, which keeps them: on cifar10 the process stayed
+    0.55 GiB larger for the rest of the run, and a probe fitted after that peaked at 2.59 GiB instead of 2.26 GiB.
+    """
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl without it)
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
