@@ -35,6 +35,32 @@ def test_onnx_codes_equal_eager_pytorch(lite0, cache_dir, layers):
     assert np.abs(codes.codes - reference).max() < 1e-4
 
 
+def test_the_export_is_traced_with_constant_padding_and_checked_else_dynamo_exports_it(lite0, monkeypatch):
+    import onnx
+    import onnxruntime
+
+    from headstart.codes import runners
+
+    traced = onnx.load_from_string(runners.export_onnx(CodesNet(lite0, ["penultimate"]), lite0.preprocess, 1))
+    ops = {node.op_type for node in traced.graph.node}
+    assert "Pad" in ops and not ops & {"Shape", "Ceil"}  # timm's "same" padding as constants, not shape arithmetic
+
+    class Doubled(torch.nn.Module):
+        def forward(self, x):
+            return (x.float().mean((1, 2, 3)) * 2,)
+
+    class Tripled(torch.nn.Module):
+        def forward(self, x):
+            return (x.float().mean((1, 2, 3)) * 3,)
+
+    trace = runners._traced
+    monkeypatch.setattr(runners, "_traced", lambda net, *args: trace(Tripled(), *args))  # a trace gone wrong
+    data = runners.export_onnx(Doubled(), None, 1, examples=(torch.zeros(2, 8, 8, 3, dtype=torch.uint8),))
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    got = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]
+    assert np.allclose(got, images.astype(np.float32).mean((1, 2, 3)) * 2, rtol=1e-5)  # caught: dynamo's export
+
+
 def test_cache_reuse_and_damage(tmp_path, lite0):
     paths = [make_image(tmp_path / "img" / f"{i}.png", (i * 40, 100, 50), seed=i) for i in range(5)]
     cache = tmp_path / "cache"
