@@ -153,8 +153,8 @@ def _traced(net: torch.nn.Module, examples: tuple[torch.Tensor, ...], input_name
 def _computes_like(net: torch.nn.Module, onnx_bytes: bytes, examples: tuple[torch.Tensor, ...],
                    input_names: list[str]) -> bool:
     """Whether ONNX Runtime's outputs of ``onnx_bytes`` equal ``net``'s on a random batch like ``examples`` but one
-    image larger (within 1e-3 of the outputs' scale): a tracer records one run, and a network whose computation depends on its
-    input in ways the tracer cannot see would be exported wrongly without a word."""
+    image larger (within 1e-3 of the outputs' scale): a tracer records one run, and a network whose computation
+    depends on its input in ways the tracer cannot see would be exported wrongly without a word."""
     import onnxruntime
 
     generator = torch.Generator().manual_seed(0)
