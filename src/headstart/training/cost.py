@@ -183,4 +183,3 @@ def fine_tune_cost(backbone_name: str, weights: str | None, train: ImageSet, ima
     finally:  # the timed steps' activations, freed to the C heap: on cifar10 0.55 GiB kept for the rest of the run
         del backbone
         release_free_memory()
-
