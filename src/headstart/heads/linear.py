@@ -40,8 +40,7 @@ FINAL_ITERATIONS = 300
 PATH_CLASSES = 20
 WARM_ITERATIONS = 12
 #: The walk stops this many C values past the lowest loss (out-of-fold log loss is unimodal in log C in every search
-#: we measured; 2 chose the same C and layer as 1 on three 100-class sets: bench/search.py's cifar_styles and
-#: two built like it, at 20% more solves).
+#: we measured; 2 chose as 1 on cifar_styles of bench/search.py and two sets like it, at 20% more solves).
 PATIENCE = 1
 #: The walk runs in the leading principal axes that hold this share of the standardised codes' variance (the final
 #: fit uses them all). Measured on three 100-class sets of real images: auto's 8 layer searches 1.8x faster (22.3 ->
