@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -40,6 +41,10 @@ def test_onnx_export_equals_saved_model(saved, colors_data, tmp_path):
     assert onnx_model.classes_ == ["blue", "red"] and kept_onnx.tolist() == kept.tolist()
     assert np.abs(got - expected).max() < 1e-4
     assert main(["export", str(saved), "--out", str(tmp_path / "m.onnx"), "-q"]) == 2  # not overwritten silently
+    # the codes network's IR version (the exporter's, which ONNX Runtime opened), not the onnx package's newest: an
+    # onnx newer than the ONNX Runtime beside it (onnx 1.23 writes 14, ONNX Runtime 1.30 reads 13) would refuse it
+    codes_ir = onnx.load(str(headstart.load(saved)._extractor().network())).ir_version
+    assert onnx.load(str(tmp_path / "m.onnx")).ir_version == onnx.load(str(saved / "model.onnx")).ir_version == codes_ir
 
 
 def test_torchscript_export_equals_saved_model(saved, colors_data, tmp_path):
@@ -130,3 +135,23 @@ def test_familiarity_is_the_same_saved_loaded_and_exported(tmp_path, colors_data
     flags = loaded.unfamiliar(paths)
     assert list(flags) == list(exported < onnx_model.threshold) and flags[-1]  # the green image is unlike red/blue
     assert loaded.evaluate(colors_data / "val")["n_unfamiliar"] == int(flags[:-1].sum())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+@pytest.mark.parametrize("strategy", ["feature-extractor", "fine-tune"])
+def test_a_model_fitted_on_cuda_saves_its_onnx_file(strategy, colors_data, tmp_path):
+    """On CUDA the codes run in eager PyTorch on the GPU, and fine-tuning trains there: the network is on the GPU when
+    the model is saved. Its export is still traced on the CPU, and the network is put back (saving once fell back to
+    dynamo, failed, and left the folder without model.onnx)."""
+    from headstart.training.options import FineTuneConfig
+
+    config = FineTuneConfig(unfreeze="1", epochs=1, probe_epochs=0, batch_size=8, workers=0)
+    clf = headstart.TransferClassifier(layer="blocks.5+penultimate", strategy=strategy, finetune=config,
+                                       cache_dir=tmp_path / "cache")  # codes cached by other tests: no network run
+    clf.fit(colors_data / "train").save(tmp_path / "m")
+    assert next(clf.backbone_.model.parameters()).device.type == "cuda"
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["onnx"]["file"] == "model.onnx"
+    paths = _images(colors_data)
+    expected, _, _ = clf.predict_files(paths)  # float32 on the GPU, without TF32
+    got, _, _ = OnnxClassifier(tmp_path / "m" / "model.onnx").predict_files(paths)
+    assert np.abs(got - expected).max() < 1e-3

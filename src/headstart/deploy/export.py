@@ -16,6 +16,7 @@ from torch import nn
 
 from ..codes.backbones import PENULTIMATE, CodesNet
 from ..codes.quantize import MIN_CALIBRATION_IMAGES
+from ..codes.runners import OnnxRunner, on_cpu
 from ..defaults import EXPORT_FORMATS as FORMATS
 from ..defaults import PRECISIONS
 from ..disk import write_atomic
@@ -97,7 +98,6 @@ def onnx_bytes(clf, precision: str, calibration: Sequence[str | Path] | None = N
     import onnx.compose
 
     from ..codes.extract import FeatureExtractor
-    from ..codes.runners import OnnxRunner
 
     layers = clf._code_layers() if getattr(clf, "familiarity_", None) is not None else clf.layers_
     if precision == clf.precision and set(layers) <= set(clf._extractor().computed):
@@ -116,7 +116,9 @@ def onnx_bytes(clf, precision: str, calibration: Sequence[str | Path] | None = N
     codes_model = onnx.load(str(network))
     head_model = head_graph(clf, layers, widths, codes_model.opset_import, int8_bank=precision == "int8")
     outputs = [o.name for o in head_model.graph.output]
-    head_model.ir_version = codes_model.ir_version = max(head_model.ir_version, codes_model.ir_version)
+    # the exporter's IR version, which this ONNX Runtime opened for the codes: the onnx package's newest may be one
+    # that the installed ONNX Runtime cannot read (onnx 1.23 writes 14; ONNX Runtime 1.30 reads up to 13)
+    head_model.ir_version = codes_model.ir_version
     merged = onnx.compose.merge_models(
         codes_model, head_model, io_map=[(name, f"codes_{i}") for i, name in enumerate(runner.outputs)],
         prefix2="head/", outputs=[f"head/{name}" for name in outputs])
@@ -197,7 +199,7 @@ def export(clf, out: str | os.PathLike, fmt: str = "onnx", precision: str | None
         net = WholeClassifier(clf, familiarity=False).eval()  # TorchScript keeps its one output
         height, width = clf.backbone_.preprocess.input_size
         buffer = io.BytesIO()
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), on_cpu(net):
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(net, torch.zeros(2, height, width, 3, dtype=torch.uint8))
             torch.jit.save(traced, buffer, _extra_files={"headstart.json": json.dumps(_metadata(clf, precision))})
