@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from headstart.auto.advice import Advice, advise
-from headstart.auto.measure import _subsample, measure_similarity
+from headstart.auto.measure import measure_similarity, subsample
 from headstart.auto.plan import fine_tune_options, keep_fine_tuned, plan_auto, suggested_image_size
 from headstart.cli import main
 from headstart.codes.backbones import candidate_layers, create_backbone
@@ -50,12 +50,28 @@ def test_advise_on_generated_data_and_json(colors_data, capsys):
         assert key in out
 
 
+def test_advise_ranks_several_networks_by_the_rule_fit_chooses_by(colors_data, capsys):
+    import headstart
+
+    names = "tf_efficientnet_lite0,tf_efficientnet_lite1"
+    assert main(["advise", str(colors_data), "--model", names, "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["ranking"]) == sorted(names.split(",")) and out["ranking"][0] == out["network"]["chosen"]
+    assert out["network"]["rule"].startswith("each network's own best layer")
+    clf = headstart.TransferClassifier(model=names, strategy="auto").fit(colors_data / "train")
+    assert clf.auto_["network"]["chosen"] == out["network"]["chosen"]
+    def scores(network):  # everything but the seconds each took
+        return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in network["networks"].items()}
+
+    assert scores(clf.auto_["network"]) == scores(out["network"])
+
+
 @needs_shared
 def test_similarity_orders_the_shared_datasets():
     lite0 = create_backbone()
 
     def ratio(folder):
-        sample = _subsample(find_splits(folder).train, 200)
+        sample = subsample(find_splits(folder).train, 200)
         return measure_similarity(lite0, FeatureExtractor(lite0, ["penultimate"]).transform(sample.paths).codes)
 
     cats, xrays = ratio(SHARED / "cats_vs_dogs"), ratio(SHARED / "pneumoniamnist")

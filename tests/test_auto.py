@@ -223,3 +223,24 @@ def test_auto_chooses_among_named_networks_and_the_model_holds_the_chosen_one(tm
     assert main(["fit", str(colors_data), "--model", names, "--strategy", "feature-extractor", "-q"]) == 2
     (tmp_path / "w.pt").touch()  # a file that exists: the refusal is for naming weights with several networks
     assert main(["fit", str(colors_data), "--model", names, "--weights", str(tmp_path / "w.pt"), "-q"]) == 2
+
+
+@needs_shared
+def test_networks_are_ranked_on_a_sample_and_only_the_chosen_one_measures_every_image(tmp_path, monkeypatch):
+    from headstart.auto import run
+    from headstart.data.folders import files_under
+
+    data = tmp_path / "textures"
+    for name in ("banded", "bumpy", "cracked"):  # 16 real images of each class
+        (data / name).mkdir(parents=True)
+        for path in files_under(SHARED / "dtd10" / "train" / name)[:16]:
+            (data / name / path.name).symlink_to(path)
+    monkeypatch.setattr(run, "RANK_IMAGES", 30)
+    clf = headstart.TransferClassifier(model="tf_efficientnet_lite0,tf_efficientnet_lite1", strategy="auto").fit(data)
+    network = clf.auto_["network"]
+    assert network["sample"]["images"] == 30 and network["sample"]["of"] == 48
+    assert all(row["images"] == 30 and row["standard_error"] is not None for row in network["networks"].values())
+    assert clf.backbone_.name == network["chosen"] and clf.auto_["advice"]["size"]["images"] == 48
+    from headstart.report.html import auto_section
+
+    assert "ranked on a stratified 30 of the 48 training images" in auto_section(clf.auto_)

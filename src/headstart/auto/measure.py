@@ -69,7 +69,8 @@ def measure_size(images: ImageSet, sample: int = 64) -> dict[str, Any]:
             "median_short_side": typical_short_side(images.paths, sample)}
 
 
-def _subsample(images: ImageSet, n: int, seed: int = 0) -> ImageSet:
+def subsample(images: ImageSet, n: int, seed: int = 0) -> ImageSet:
+    """A stratified ``n`` of ``images`` (all of them when there are no more)."""
     if len(images) <= n:
         return images
     _, keep = stratified_split(images.labels, n / len(images), seed)
@@ -87,7 +88,7 @@ def measure_codes(extractor: FeatureExtractor, train: ImageSet, large: bool, bud
     """One pass over the training images for every layer of ``extractor``: all of them, or (large data) a stratified
     PROBE_SAMPLE when the full pass is predicted to take more than FULL_PASS_SHARE of ``budget``."""
     started = time.perf_counter()
-    first = _subsample(train, PROBE_SAMPLE, seed) if large else train
+    first = subsample(train, PROBE_SAMPLE, seed) if large else train
     say(f"measuring {len(first)} training images (one pass: {len(extractor.layers) - 1} layers, the ImageNet "
         "classifier and the images' figures)", progress)
     result = extractor.transform(first.paths)

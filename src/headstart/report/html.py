@@ -133,6 +133,7 @@ def auto_section(auto: dict[str, Any]) -> str:
                + ("; chosen" if name == network.get("chosen") else "; tied" if row["tied"] else "")]
               for name, row in network.get("networks", {}).items()],
             *([["network rule", network["rule"]]] if network else []),
+            *([["networks ranked on", network["sample"]["why"]]] if "sample" in network else []),
             ["cell", " / ".join(advice.get("cell", []))],
             ["size", f"{size.get('images')} images, median {size.get('median_per_class')} per "
                      f"{size.get('unit', 'class')} ({size.get('rule')})"],
