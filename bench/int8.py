@@ -1,6 +1,6 @@
 """int8 against fp32 on the same images, in one run: speed, accuracy, agreement and file size.
 
-    python bench/int8.py [speed] [accuracy] [export] [large]   (the first three by default; about 7 minutes here)
+    python bench/int8.py [speed] [accuracy] [export] [large] [auto]   (the first three by default; about 7 minutes)
 
 speed:    the network alone (pre-decoded batches of 8, ONNX Runtime, all cores), and the whole command
           `headstart extract DATA` (cats_vs_dogs, pneumoniamnist) with and without `--precision int8`, each into an
@@ -127,13 +127,34 @@ def export(cache: Path) -> None:
         print(f"int8 file: {sizes['int8'] / sizes['fp32']:.1%} of the fp32 file's size")
 
 
+def auto(cache: Path, budget: str = "200") -> None:
+    """auto choosing int8 by itself: the cold default `fit` of cifar10 with a budget too small to fine-tune or to
+    measure every image (the probe path), against the same with --precision fp32; each into an empty cache."""
+    import json
+
+    for label, options in (("auto's choice", []), ("--precision fp32", ["--precision", "fp32"])):
+        with tempfile.TemporaryDirectory() as own:
+            started = time.perf_counter()
+            run = subprocess.run([sys.executable, "-m", "headstart", "fit", str(DATA / "cifar10"), "--budget", budget,
+                                  "--out", f"{own}/model", "--json", "-q", *options], capture_output=True, text=True,
+                                 env={**os.environ, "HEADSTART_CACHE_DIR": f"{own}/cache"})
+            seconds = time.perf_counter() - started
+        if run.returncode:
+            raise SystemExit(run.stderr[-2000:])
+        fit = json.loads(run.stdout)
+        said = fit["auto"].get("precision", {})
+        print(f"cifar10 --budget {budget}, {label}: {seconds:.0f} s, codes {fit['precision']}, val accuracy "
+              f"{fit['validation']['accuracy']:.4f}; {fit['auto']['decision']}; precision: "
+              f"{json.dumps(said)}", flush=True)
+
+
 def main() -> None:
     parts = sys.argv[1:] or ["speed", "accuracy", "export"]
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         for part in parts:
             started = time.perf_counter()
-            {"speed": speed, "large": large, "accuracy": accuracy, "export": export}[part](cache)
+            {"speed": speed, "large": large, "accuracy": accuracy, "export": export, "auto": auto}[part](cache)
             print(f"[{part}: {time.perf_counter() - started:.0f} s]", flush=True)
 
 

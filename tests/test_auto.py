@@ -228,13 +228,8 @@ def test_auto_chooses_among_named_networks_and_the_model_holds_the_chosen_one(tm
 @needs_shared
 def test_networks_are_ranked_on_a_sample_and_only_the_chosen_one_measures_every_image(tmp_path, monkeypatch):
     from headstart.auto import run
-    from headstart.data.folders import files_under
 
-    data = tmp_path / "textures"
-    for name in ("banded", "bumpy", "cracked"):  # 16 real images of each class
-        (data / name).mkdir(parents=True)
-        for path in files_under(SHARED / "dtd10" / "train" / name)[:16]:
-            (data / name / path.name).symlink_to(path)
+    data = _textures(tmp_path / "textures")
     monkeypatch.setattr(run, "RANK_IMAGES", 30)
     clf = headstart.TransferClassifier(model="tf_efficientnet_lite0,tf_efficientnet_lite1", strategy="auto").fit(data)
     network = clf.auto_["network"]
@@ -244,3 +239,48 @@ def test_networks_are_ranked_on_a_sample_and_only_the_chosen_one_measures_every_
     from headstart.report.html import auto_section
 
     assert "ranked on a stratified 30 of the 48 training images" in auto_section(clf.auto_)
+
+
+def _textures(folder, per_class: int = 16):
+    from headstart.data.folders import files_under
+
+    for name in ("banded", "bumpy", "cracked"):  # real images of three classes
+        (folder / name).mkdir(parents=True)
+        for path in files_under(SHARED / "dtd10" / "train" / name)[:per_class]:
+            (folder / name / path.name).symlink_to(path)
+    return folder
+
+
+@needs_shared
+def test_auto_chooses_int8_codes_for_a_large_collection_it_measured_on_a_sample(tmp_path, monkeypatch):
+    """Made "large" by lowering the thresholds: 48 images, 30 measured, the rest not (the budget is tiny), the
+    probe chosen; int8 is then checked on the 30 (with the accuracy and saving bars set aside: only the plumbing and
+    the evidence are tested here; bench/int8.py measures the speed). Each fit has a cache of its own: measured from
+    a cache, the rest is timed on a slice, here all of it."""
+    from headstart.auto import measure, precision
+
+    data = _textures(tmp_path / "textures")
+    monkeypatch.setattr(measure, "LARGE_PER_CLASS", 10)
+    monkeypatch.setattr(measure, "PROBE_SAMPLE", 30)
+    monkeypatch.setattr(precision, "INT8_MIN_SAVING", 1e9)  # never worth it: fp32, and why
+    clf = headstart.TransferClassifier(strategy="auto", budget=0.01, cache_dir=tmp_path / "c1").fit(data)
+    said = clf.auto_["precision"]
+    assert "measuring took" in clf.auto_["decision"] and not clf.auto_.get("plans_tried")  # not timed: no time left
+    assert clf.precision_ == "fp32" and said["chosen"] == "fp32" and said["images_to_compute"] == 18
+    assert "int8 could not save" in said["why"]
+
+    monkeypatch.setattr(precision, "INT8_MIN_SAVING", -1e9)
+    monkeypatch.setattr(precision, "TIE_SE", 1e9)
+    clf = headstart.TransferClassifier(strategy="auto", budget=0.01, cache_dir=tmp_path / "c2").fit(data)
+    said = clf.auto_["precision"]
+    assert clf.precision_ == said["chosen"] == "int8" and clf.get_params()["precision"] is None
+    assert said["cv_log_loss"]["int8"] > 0 and said["int8_img_s"] > 0 and said["predicted_s"]["int8"] > 0
+    clf.save(tmp_path / "model")
+    loaded = headstart.load(tmp_path / "model")
+    assert loaded.precision_ == "int8" and (tmp_path / "model" / "codes-int8.onnx").is_file()
+    paths = sorted(data.rglob("*.jpg"))[:6]
+    np.testing.assert_allclose(loaded.predict_proba(paths), clf.predict_proba(paths), atol=1e-5)
+
+    clf = headstart.TransferClassifier(strategy="auto", budget=0.01, precision="fp32", cache_dir=tmp_path / "c3")
+    clf.fit(data)  # the user's word
+    assert clf.precision_ == "fp32" and clf.auto_["precision"]["why"] == "--precision fp32 was given"

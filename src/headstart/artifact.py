@@ -155,7 +155,7 @@ def _exported(clf: Any) -> tuple[bytes, dict[str, Any]]:
     from .deploy.export import onnx_bytes
 
     try:
-        data = onnx_bytes(clf, clf.precision)
+        data = onnx_bytes(clf, clf.precision_)
     except Exception as exc:  # the folder is still complete: predict and serve then load torch
         if is_write_fault(exc):
             raise
@@ -190,7 +190,7 @@ def model_config(clf: Any) -> dict[str, Any]:
         "weights_digest": backbone.digest,
         "strategy": clf.strategy_,
         "layers": clf.layers_,
-        "precision": clf.precision,
+        "precision": clf.precision_,
         "calibration": [str(p) for p in getattr(clf, "_calibration", None) or []],  # for a later int8 export
         "preprocess": backbone.preprocess.to_dict(),
         "class_names": clf.classes_,

@@ -55,6 +55,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     ``precision="int8"``: CNN codes from the network quantised to int8 by ONNX Runtime (calibrated on a sample of
     the training images), about 1.8x faster on CPUs with int8 instructions; the saved model keeps that network.
+    ``None`` (default): fp32, except that ``strategy="auto"`` may choose int8 for a large collection where it is
+    measured to keep accuracy and save time (``auto_["precision"]``); ``precision_`` is the one used.
 
     Multi-label (several labels per image): ``y`` a 0/1 indicator matrix or one list of labels per image, as
     scikit-learn's multi-label estimators take it; one logistic model per label, each with its own C and decision
@@ -67,7 +69,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                  engine: str = "auto", batch_size: int | None = None, seed: int = 0, progress: bool = False,
                  image_size: int | None = None, finetune: FineTuneConfig | None = None,
                  workdir: str | Path | None = None, resume: bool = False, budget: float = DEFAULT_BUDGET,
-                 precision: str = "fp32"):
+                 precision: str | None = None):
         self.model = model
         self.weights = weights
         self.strategy = strategy
@@ -92,7 +94,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise HeadstartError(f"unknown strategy {self.strategy!r}; choose from {', '.join(FIT_STRATEGIES)}")
         if self.strategy == "auto" and not self.budget > 0:
             raise HeadstartError(f"budget is in seconds and must be positive, got {self.budget:g}")
-        if self.precision not in PRECISIONS:
+        if self.precision not in (None, *PRECISIONS):
             raise HeadstartError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         if self.finetune is not None and self.strategy in ("fine-tune", "scratch"):  # before any image is read
             replace(self.finetune, strategy=self.strategy).check()
@@ -117,6 +119,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                                  "own pretrained weights; name one, or use strategy='auto' without weights")
         started = time.perf_counter()
         self.strategy_ = strategy
+        self.precision_ = self.precision or "fp32"  # of the codes; auto may choose int8 for a large collection
         self._calibration, self._network = calibration_sample(images.paths), None  # int8: training images only
         self.backbone_ = create_backbone(names[0], "none" if strategy == "scratch" else self.weights,
                                          image_size=self.image_size, cache_dir=cache_folder(self.cache_dir))
@@ -154,19 +157,19 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         also = getattr(self, "_also", None)
         network = getattr(self, "_network", None)
         calibration = getattr(self, "_calibration", None)
-        key = (self.backbone_.digest, tuple(self._code_layers()), tuple(also or ()), self.precision, network,
+        key = (self.backbone_.digest, tuple(self._code_layers()), tuple(also or ()), self.precision_, network,
                tuple(calibration or ()))
         if getattr(self, "_extractor_key", None) != key:
             self._extractor_cache = FeatureExtractor(
                 self.backbone_, self._code_layers(), self.cache_dir, self.engine, self.batch_size,
-                progress=self.progress, also=also, precision=self.precision,
+                progress=self.progress, also=also, precision=self.precision_,
                 calibration=calibration, network=network)
             self._extractor_key = key
         return self._extractor_cache
 
     def quantized_network(self) -> Path | None:
         """The int8 ONNX network the codes come from (None in fp32): kept in the saved model."""
-        return self._extractor().network() if self.precision == "int8" else None
+        return self._extractor().network() if self.precision_ == "int8" else None
 
     # -- predicting ------------------------------------------------------------------------------------------
     @property
@@ -301,7 +304,8 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
     params.setdefault("strategy", config["strategy"])
     clf = TransferClassifier(**{**params, "model": config["model"], "cache_dir": cache_dir, "engine": engine,
                                 "progress": progress})
-    if clf.precision == "int8" and engine == "torch":
+    clf.precision_ = config.get("precision", clf.precision or "fp32")
+    if clf.precision_ == "int8" and engine == "torch":
         raise ArtifactError(f"{str(saved.path)!r} is an int8 model, which runs on ONNX Runtime; drop --engine torch")
     clf._calibration = [Path(p) for p in config.get("calibration") or []] or None
     clf._network = saved.int8_network

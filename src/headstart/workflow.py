@@ -55,7 +55,7 @@ def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite
         lap("leak_check")
     summary = summarise_data(data, splits, clf.classes_)
     result: FitResult = {
-        "out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights, "precision": clf.precision,
+        "out": str(out), "model": clf.backbone_.name, "weights": clf.backbone_.weights, "precision": clf.precision_,
         "strategy": clf.strategy_, "layers": clf.layers_, "classifier": clf.classifier,
         "C": clf.head_.info.get("C"), "data": summary, "validation": val,
         **{k: v for k, v in clf.fit_info_.items() if k != "classifier"}, "classifier_search": clf.head_.info,

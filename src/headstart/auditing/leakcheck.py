@@ -29,7 +29,7 @@ def _codes_and_figures(clf: Any, paths: list) -> tuple[np.ndarray | None, ImageS
         return None, ImageStats(result.codes), result.kept
     extractor = FeatureExtractor(clf.backbone_, [PENULTIMATE, STATS], clf.cache_dir, clf.engine, clf.batch_size,
                                  also=[*clf._code_layers(), *(getattr(clf, "_also", None) or [])],
-                                 precision=clf.precision,
+                                 precision=clf.precision_,
                                  calibration=getattr(clf, "_calibration", None),
                                  network=getattr(clf, "_network", None))
     result = extractor.transform(paths)

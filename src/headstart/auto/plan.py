@@ -91,6 +91,11 @@ def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: Im
         evidence["decision"] = f"linear classifier on {advice.layer} (advisor; cross-validated layers)"
         return "feature-extractor", {"layer": advice.layer}, evidence
     evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers.get(probe_layer, 0.0)}
+    spent = time.perf_counter() - started
+    if spent >= budget:  # nothing could fit: timing fine-tuning would only spend more (seconds to tens of seconds)
+        evidence["decision"] = (f"fine-tuning advised but measuring took {spent:.0f} s of the {budget:g} s budget: "
+                                f"linear classifier on {probe_layer} instead (a larger --budget would time it)")
+        return "feature-extractor", {"layer": probe_layer}, evidence
     plan = {**advice.options, **{k: v for k, v in (given or {}).items() if k in advice.options}}
     plans = [plan]
     if str(plan["unfreeze"]) == "all" and "unfreeze" not in (given or {}):

@@ -24,6 +24,7 @@ from .layers import fold_groups
 from .measure import say, subsample
 from .networks import choose_network, model_names, network_line
 from .plan import keep_fine_tuned, plan_auto
+from .precision import choose_precision
 
 AUTO_JSON = "auto.json"  # the decision of an auto run that fine-tunes, kept in its workdir for --resume
 #: With several networks (``--model a,b,c``), each is ranked on a stratified sample of this many training images when
@@ -50,7 +51,7 @@ def _advise(clf: Any, images: Any) -> tuple[Any, dict[str, Any] | None]:
     more), ``clf.backbone_`` becomes the chosen one, and the chosen one alone is then advised on them all."""
     def advised(backbone: Any, on: Any, groups: Any = None) -> Any:
         return advise(backbone, on, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress, clf.engine,
-                      clf.batch_size, precision=clf.precision, groups=groups)
+                      clf.batch_size, precision=clf.precision_, groups=groups)
 
     names = model_names(clf.model)
     if len(names) == 1:
@@ -75,6 +76,17 @@ def _advise(clf: Any, images: Any) -> tuple[Any, dict[str, Any] | None]:
         "costs a forward pass); the chosen one is then measured on them all")}
     advices.clear()  # the others' codes are let go before the chosen network's full pass
     return advised(clf.backbone_, images), evidence
+
+
+def _probe(clf: Any, images: Any, evidence: dict[str, Any], layer: str, started: float, parts: list[str],
+           advice: Any) -> None:
+    """The linear probe on ``layer``: on int8 codes when auto finds them worth it (a large collection, measured on a
+    sample; :mod:`.precision`), recorded in ``evidence["precision"]``."""
+    if advice is not None and advice.measured is not None and not advice.measured.complete:
+        evidence["precision"] = choose_precision(clf, advice, len(images), parts)
+        if clf.precision_ == "int8":
+            say(f"int8 codes: {evidence['precision']['why']}", clf.progress)
+    fit_codes(clf, images, layer.split("+"), started, also=parts, advice=advice)
 
 
 def fit_auto(clf: Any, images: Any, started: float) -> None:
@@ -110,9 +122,9 @@ def fit_auto(clf: Any, images: Any, started: float) -> None:
         if training["is_global_zero"] and not keep_fine_tuned(evidence, training["best_monitor_acc"]):
             say(evidence["decision"], clf.progress)
             clf._rebuild_backbone()  # the probe runs on the pretrained network, not the fine-tuned one
-            fit_codes(clf, images, evidence["probe"]["layer"].split("+"), started, also=parts, advice=advice)
+            _probe(clf, images, evidence, evidence["probe"]["layer"], started, parts, advice)
     else:
-        fit_codes(clf, images, evidence["options"]["layer"].split("+"), started, also=parts, advice=advice)
+        _probe(clf, images, evidence, evidence["options"]["layer"], started, parts, advice)
     clf.auto_ = evidence
     seconds = clf.fit_info_["seconds"]
     seconds["decide"] = round(decided - started, 3)

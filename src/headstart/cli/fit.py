@@ -183,7 +183,7 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
         f"({split})",
         *[f"note: {note}" for note in data.get("notes", [])],
         f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {'+'.join(clf.layers_)}, "
-        f"{result['codes_dim']}-d {'int8 ' if clf.precision == 'int8' else ''}codes",
+        f"{result['codes_dim']}-d {'int8 ' if clf.precision_ == 'int8' else ''}codes",
     ]
     if data["imbalance_ratio"] >= 1.5 and not clf.multilabel_:
         lines.append(f"note: classes are imbalanced (largest/smallest = {data['imbalance_ratio']}); "
@@ -234,14 +234,15 @@ def time_line(s: dict[str, float], computed: int, network: bool) -> str:
     return f"time: {s.get('command', s['total']):.1f} s ({said})"
 
 
-def precision_option(parser: argparse.ArgumentParser, default: str | None = "fp32") -> None:
-    """Add ``--precision`` to a command's parser."""
+def precision_option(parser: argparse.ArgumentParser, default: str | None = "fp32",
+                     otherwise: str = "the model's own") -> None:
+    """Add ``--precision`` to a command's parser (``otherwise``: what no default means)."""
     from ..defaults import PRECISIONS
 
     parser.add_argument("--precision", default=default, choices=PRECISIONS,
                         help="int8: the network quantised by ONNX Runtime, calibrated on training images (about "
                              "1.8x faster on CPUs with int8 instructions)"
-                             + (f" (default {default})" if default else " (default: the model's own)"))
+                             + (f" (default {default})" if default else f" (default: {otherwise})"))
 
 
 def add_fit(sub, common: argparse.ArgumentParser) -> None:
@@ -270,7 +271,7 @@ def add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--C", type=float, help="regularisation (default: chosen by cross-validation on train)")
     fit.add_argument("--batch-size", type=int)
     fit.add_argument("--image-size", type=int, help="input resolution (default: the model's pretrained size)")
-    precision_option(fit)
+    precision_option(fit, None, "fp32, or int8 where auto measures it worth it on a large collection")
     _add_fine_tune_options(fit)
     fit.add_argument("--exclude", metavar="FILE", help="leave these images out: an audit CSV (its path column: "
                                                        "edit it to the rows you agree with) or one path per line")

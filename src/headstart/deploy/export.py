@@ -100,7 +100,7 @@ def onnx_bytes(clf, precision: str, calibration: Sequence[str | Path] | None = N
     from ..codes.extract import FeatureExtractor
 
     layers = clf._code_layers() if getattr(clf, "familiarity_", None) is not None else clf.layers_
-    if precision == clf.precision and set(layers) <= set(clf._extractor().computed):
+    if precision == clf.precision_ and set(layers) <= set(clf._extractor().computed):
         network = clf._extractor().network()
     else:
         if precision == "int8" and calibration is None:  # the training images recorded at fit, if still there
@@ -185,7 +185,7 @@ def export(clf, out: str | os.PathLike, fmt: str = "onnx", precision: str | None
     """
     if fmt not in FORMATS:
         raise ArtifactError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    precision = precision or clf.precision
+    precision = precision or clf.precision_
     if precision not in PRECISIONS:
         raise ArtifactError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if fmt != "onnx" and precision != "fp32":
