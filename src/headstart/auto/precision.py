@@ -70,6 +70,7 @@ def choose_precision(clf: Any, advice: Any, n_train: int, also: list[str]) -> di
         log_loss_above_fp32=round(above, 5) if paired else None, standard_error=round(se, 5) if paired else None,
         why=("int8 codes score within the noise of fp32's on the measured images and save about "
              f"{fp32_s - int8_s:.0f} s of the rest" if keeps and saves else
+             "int8 codes could not be cross-validated like fp32's on the measured images" if not paired else
              "int8 codes scored worse than fp32's on the measured images, beyond the noise" if not keeps else
              f"int8 would save {fp32_s - int8_s:.0f} s, under the {INT8_MIN_SAVING:.0f} s worth its check"))
     return evidence
