@@ -1,6 +1,6 @@
 """The default path (`headstart fit DATA`, strategy auto) against its baselines, both sides in the same run.
 
-    python bench/auto.py [speed] [search] [choice] [--datasets cats_vs_dogs dtd10 pneumoniamnist]
+    python bench/auto.py [speed] [search] [choice] [networks] [--datasets cats_vs_dogs dtd10 pneumoniamnist]
 
 speed:  cold-cache wall time of the whole `headstart fit DATA` command against `--strategy feature-extractor` (each
         with its own empty cache), then the same command re-run on the warm cache with `--classifier svm` and back.
@@ -8,6 +8,10 @@ search: today's C search against the previous one (LogisticRegressionCV / GridSe
         seconds and validation accuracy.
 choice: every candidate layer's cross-validated scores on training images and its validation accuracy, the layer
         auto chose, and the whole default `fit` (which fine-tunes large data) with its validation accuracy.
+networks: issue 24's table: the cold default `fit` with each embedded network alone (its own best layer) and with
+        `--model` naming all three (auto chooses the network, ranked on a stratified 500 training images), each into
+        an empty cache: validation accuracy and seconds, the chosen network, and the goals (auto at least the best
+        single network minus 0.5 point; at most 1.6x Lite0 alone's time under 5000 images).
 Validation images are used only to score here, never for a choice. Run on a quiet machine.
 """
 
@@ -148,6 +152,25 @@ def choice(datasets: list[str]) -> None:
               f"{100 * (scores[best] - fit['validation']['accuracy']):.2f} points", flush=True)
 
 
+LITE = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+
+
+def networks(datasets: list[str]) -> None:
+    for name in datasets:
+        runs = {}
+        for model in [*LITE, ",".join(LITE)]:
+            with tempfile.TemporaryDirectory() as cache:
+                seconds, fit = fit_command(SHARED / name, Path(cache), "--model", model)
+            runs[model] = (seconds, fit["validation"]["accuracy"], fit["model"])
+            print(f"{name}: --model {model}: val {runs[model][1]:.4f} in {seconds:.1f} s"
+                  + (f" (chose {fit['model']})" if "," in model else ""), flush=True)
+        best = max(runs[m][1] for m in LITE)
+        seconds, accuracy, chosen = runs[",".join(LITE)]
+        print(f"{name}: auto's choice {chosen} {accuracy:.4f} against the best single network {best:.4f} "
+              f"({100 * (accuracy - best):+.2f} points; goal >= -0.5) and Lite0 alone {runs[LITE[0]][1]:.4f}; "
+              f"{seconds / runs[LITE[0]][0]:.2f}x Lite0 alone's time (goal <= 1.6 under 5000 images)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", default=["speed", "search", "choice"])
@@ -156,7 +179,7 @@ def main() -> None:
     for part in args.parts:
         default = ["cats_vs_dogs", "dtd10", "pneumoniamnist"] if part == "choice" else ["cats_vs_dogs", "dtd10"]
         print(f"== {part}", flush=True)
-        {"speed": speed, "search": search, "choice": choice}[part](args.datasets or default)
+        {"speed": speed, "search": search, "choice": choice, "networks": networks}[part](args.datasets or default)
 
 
 if __name__ == "__main__":
