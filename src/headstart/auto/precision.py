@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..codes.backbones import PENULTIMATE
 from ..codes.extract import FeatureExtractor
@@ -81,7 +82,7 @@ def _not_considered(clf: Any, advice: Any, rest: int) -> str | None:
     measured = advice.measured
     if clf.precision is not None:
         return f"--precision {clf.precision} was given"
-    if clf.engine == "torch" or (clf.engine == "auto" and _cuda()):
+    if clf.engine == "torch" or (clf.engine == "auto" and torch.cuda.is_available()):
         return "the network runs in PyTorch here (CUDA), where int8 does not run"
     if measured is None or measured.images.multilabel or not advice.searches.get(advice.layer):
         return "no cross-validated measurement to check int8 against"
@@ -92,9 +93,3 @@ def _not_considered(clf: Any, advice: Any, rest: int) -> str | None:
         return (f"the {rest} training images still to compute are predicted to take {predicted:.0f} s in fp32: "
                 f"int8 could not save {INT8_MIN_SAVING:.0f} s")
     return None
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
