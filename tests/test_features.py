@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +85,19 @@ def test_cache_reuse_and_damage(tmp_path, lite0):
 
     make_image(paths[0], (255, 255, 255), seed=99)  # an edited file gets new codes
     assert extractor.transform(paths).extracted == 1
+
+
+def test_file_identities_in_bulk_equal_one_by_one_through_links_and_relative_paths(tmp_path, monkeypatch):
+    from headstart.disk import file_identities, file_identity
+
+    real = [make_image(tmp_path / "real" / f"{i}.png", (i * 40, 100, 50), seed=i) for i in range(3)]
+    (tmp_path / "linked").symlink_to(tmp_path / "real")  # a linked folder
+    (tmp_path / "alias.png").symlink_to(real[1])  # a linked file: its target's identity, not its folder's
+    monkeypatch.chdir(tmp_path / "real")
+    paths = [*real, tmp_path / "linked" / "0.png", tmp_path / "alias.png", Path("2.png"),
+             tmp_path / "real" / ".." / "real" / "1.png", tmp_path / "gone.png"]
+    assert file_identities(paths) == [file_identity(Path(p)) for p in paths]
+    assert file_identities(paths)[3] == file_identity(real[0]) and file_identities(paths)[-1] is None
 
 
 def test_unusable_files_are_reported_not_fatal(tmp_path, lite0):

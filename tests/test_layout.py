@@ -25,7 +25,7 @@ PREVIOUS = Path(__file__).parent / "fixtures" / "previous_release"
 ROOMS = ["foundations", "data", "codes", "heads", "training", "auditing", "strategies", "auto", "report", "deploy",
          "top", "cli"]
 FOUNDATIONS = {"errors", "defaults", "disk", "results", "_moved", "__init__", "__main__"}
-TOP = {"estimator", "artifact", "workflow"}
+TOP = {"estimator", "sklearn_contract", "artifact", "workflow"}
 
 
 def room(module: str) -> str:

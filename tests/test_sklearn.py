@@ -33,6 +33,24 @@ def test_clone_and_params():
     assert "layer='blocks.5'" in repr(clf)
 
 
+def test_the_tags_are_those_scikit_learns_own_mixins_give():
+    """The estimators keep scikit-learn's contract without importing it at start-up; its tools see the same tags."""
+    from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+    from sklearn.utils import get_tags
+
+    class Classifier(ClassifierMixin, BaseEstimator):
+        pass
+
+    class Transformer(TransformerMixin, BaseEstimator):
+        pass
+
+    assert get_tags(headstart.TransferClassifier()) == get_tags(Classifier())
+    assert get_tags(headstart.CNNCodes()) == get_tags(Transformer())
+    assert repr(headstart.TransferClassifier()) == "TransferClassifier()"
+    with pytest.raises(ValueError, match="Invalid parameter 'Cs'"):
+        headstart.TransferClassifier().set_params(Cs=[1.0])
+
+
 def test_cross_val_score_and_grid_search_over_C_and_layer(xy):
     train, labels, val, val_labels = xy
     folds = StratifiedKFold(3, shuffle=True, random_state=0)

@@ -9,8 +9,10 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,27 @@ def file_identity(path: Path) -> str | None:
     except OSError:
         return None
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def file_identities(paths: Sequence[str | os.PathLike]) -> list[str | None]:
+    """:func:`file_identity` of many files, each folder resolved once: a file that is not a link resolves to its
+    resolved folder plus its name, which spares the per-component walk of resolving every file (thousands of them)."""
+    folders: dict[str, str] = {}
+    identities: list[str | None] = []
+    for path in map(Path, paths):
+        try:
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                identities.append(file_identity(path))
+                continue
+        except OSError:
+            identities.append(None)
+            continue
+        parent = str(path.parent)
+        if parent not in folders:
+            folders[parent] = str(path.parent.resolve())
+        identities.append(f"{os.path.join(folders[parent], path.name)}|{st.st_size}|{st.st_mtime_ns}")
+    return identities
 
 
 def file_sha256(path: Path) -> str:

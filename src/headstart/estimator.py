@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
 from .artifact import read_model, save
 from .auto.networks import model_names
@@ -30,12 +29,13 @@ from .disk import cache_folder
 from .errors import ArtifactError, DataError, HeadstartError
 from .report.metrics import evaluation
 from .results import Predictions
+from .sklearn_contract import ClassifierEstimator, TransformerEstimator
 from .strategies.feature_extractor import fit_codes
 from .strategies.network import fit_network
 from .training.options import FineTuneConfig, parse_layers
 
 
-class TransferClassifier(ClassifierMixin, BaseEstimator):
+class TransferClassifier(ClassifierEstimator):
     """An image classifier built on a pretrained timm network.
 
     >>> clf = TransferClassifier().fit("data/train")          # one subfolder per class
@@ -318,7 +318,7 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
 
 
 
-class CNNCodes(TransformerMixin, BaseEstimator):
+class CNNCodes(TransformerEstimator):
     """CNN codes of images as a scikit-learn transformer, for any scikit-learn classifier after it.
 
     >>> make_pipeline(CNNCodes(layer="blocks.5"), LogisticRegression()).fit(paths, labels)

@@ -98,11 +98,11 @@ def _search_file(extractor: Any, train: Coded, groups: np.ndarray, seed: int) ->
     """Where the label check's C is kept for exactly these codes, labels and duplicate groups."""
     import hashlib
 
-    from ..disk import file_identity, key_of
+    from ..disk import file_identities, key_of
 
     if extractor.cache_dir is None:
         return None
-    files = hashlib.sha256("\n".join(str(file_identity(p)) for p in train.images.paths).encode()).hexdigest()
+    files = hashlib.sha256("\n".join(map(str, file_identities(train.images.paths))).encode()).hexdigest()
     key = key_of({"weights": extractor.backbone.digest, "preprocess": extractor.backbone.preprocess.to_dict(),
                   "files": files, "labels": train.images.labels.tolist(), "groups": groups.tolist(), "seed": seed,
                   "v": 1})

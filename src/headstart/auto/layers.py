@@ -63,11 +63,11 @@ def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[st
     """Where the layer scores of exactly these codes are cached (they depend on nothing else)."""
     import hashlib
 
-    from ..disk import file_identity, key_of
+    from ..disk import file_identities, key_of
 
     if cache_dir is None:
         return None
-    files = hashlib.sha256("\n".join(str(file_identity(p)) for p in measured.images.paths).encode()).hexdigest()
+    files = hashlib.sha256("\n".join(map(str, file_identities(measured.images.paths))).encode()).hexdigest()
     key = key_of({"weights": backbone.digest, "preprocess": backbone.preprocess.to_dict(), "candidates": candidates,
                   "files": files, "labels": measured.images.labels.tolist(), "seed": seed, "v": 3, **precision,
                   **({"targets": measured.images.targets.tolist(), "thresholds": "half the best F1"}

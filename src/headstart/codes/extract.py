@@ -14,7 +14,7 @@ import torch
 from ..data.decode import decoded_batches
 from ..data.imagestats import STATS
 from ..defaults import ENGINES, PRECISIONS
-from ..disk import cache_folder, file_identity, file_sha256, key_of
+from ..disk import cache_folder, file_identities, file_sha256, key_of
 from ..errors import ModelError
 from .backbones import Backbone
 from .quantize import calibration_sample
@@ -143,7 +143,7 @@ class FeatureExtractor:
 
     def transform(self, paths: list[Path]) -> Codes:
         """Codes (the tapped layers concatenated) for every usable file in ``paths``, in order."""
-        ids = [file_identity(Path(p)) for p in paths]
+        ids = file_identities(paths)
         stores = self._stores()
         per_layer: list[dict[str, np.ndarray]] = [{} for _ in self.computed]
         if stores:
