@@ -57,7 +57,7 @@ def test_advise_ranks_several_networks_by_the_rule_fit_chooses_by(colors_data, c
     assert main(["advise", str(colors_data), "--model", names, "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert sorted(out["ranking"]) == sorted(names.split(",")) and out["ranking"][0] == out["network"]["chosen"]
-    assert out["network"]["rule"].startswith("each network's own best layer")
+    assert out["network"]["rule"].startswith("every network's codes of the same training images at the widest")
     clf = headstart.TransferClassifier(model=names, strategy="auto").fit(colors_data / "train")
     assert clf.auto_["network"]["chosen"] == out["network"]["chosen"]
     def scores(network):  # everything but the seconds each took

@@ -191,10 +191,10 @@ def test_svm_search_on_dtd10_is_inside_its_grid_and_close_to_logistic():
     assert accuracy["svm"] >= accuracy["logistic"] - 0.01
 
 
-def _advice(losses: np.ndarray, layer: str = "penultimate"):
-    from types import SimpleNamespace
+def _ranked(losses: np.ndarray, layer: str = "penultimate"):
+    from headstart.auto.networks import Ranked
 
-    return SimpleNamespace(layer=layer, searches={layer: _search(list(losses))}, seconds=1.0)
+    return Ranked(layer, _search(list(losses)), 1.0)
 
 
 def test_the_network_with_the_lowest_loss_wins_unless_the_first_named_is_within_the_noise():
@@ -204,10 +204,10 @@ def test_the_network_with_the_lowest_loss_wins_unless_the_first_named_is_within_
     rng = np.random.default_rng(0)
     base = rng.uniform(0.1, 1.0, 400)
     noisy = base + rng.normal(0, 0.05, 400)
-    chosen, evidence = choose_network({"a": _advice(base + 0.002), "b": _advice(noisy), "c": _advice(base + 0.3)})
+    chosen, evidence = choose_network({"a": _ranked(base + 0.002), "b": _ranked(noisy), "c": _ranked(base + 0.3)})
     assert chosen == "a" and evidence["lowest_log_loss"] == "b"  # a is tied with b: the first named wins the tie
     assert evidence["networks"]["a"]["tied"] and not evidence["networks"]["c"]["tied"]
-    chosen, evidence = choose_network({"a": _advice(base + 0.2), "b": _advice(base)})
+    chosen, evidence = choose_network({"a": _ranked(base + 0.2), "b": _ranked(base)})
     assert chosen == "b" and not evidence["networks"]["a"]["tied"]  # clearly better: chosen though named second
 
 
@@ -227,14 +227,15 @@ def test_auto_chooses_among_named_networks_and_the_model_holds_the_chosen_one(tm
 
 @needs_shared
 def test_networks_are_ranked_on_a_sample_and_only_the_chosen_one_measures_every_image(tmp_path, monkeypatch):
-    from headstart.auto import run
+    from headstart.auto import networks
 
     data = _textures(tmp_path / "textures")
-    monkeypatch.setattr(run, "RANK_IMAGES", 30)
+    monkeypatch.setattr(networks, "RANK_IMAGES", 30)
     clf = headstart.TransferClassifier(model="tf_efficientnet_lite0,tf_efficientnet_lite1", strategy="auto").fit(data)
     network = clf.auto_["network"]
     assert network["sample"]["images"] == 30 and network["sample"]["of"] == 48
     assert all(row["images"] == 30 and row["standard_error"] is not None for row in network["networks"].values())
+    assert {row["layer"] for row in network["networks"].values()} == {"blocks.3+blocks.4+blocks.5+blocks.6+penultimate"}
     assert clf.backbone_.name == network["chosen"] and clf.auto_["advice"]["size"]["images"] == 48
     from headstart.report.html import auto_section
 

@@ -1,17 +1,80 @@
-"""Choosing among networks (``--model a,b,c``): each network measured and advised on the same training images (its
-own best layer by the layer rule), then the network by the same rule: the lowest cross-validated log loss of its
-chosen layer; networks within TIE_SE paired standard errors of it are tied, and the tie goes to the first named."""
+"""Choosing among networks (``--model a,b,c``): every network's codes of the same stratified RANK_IMAGES training
+images at one layer, the widest candidate join (:func:`rank_layer`), scored by the layer search's cross-validated log
+loss with the same folds; the lowest wins, networks within TIE_SE paired standard errors of it are tied, and the tie
+goes to the first named. Only the chosen network then measures every image and chooses its own layer.
+
+One layer rather than each network's own best: every candidate's C search of every network cost more than an extra
+network's forward pass (dtd10 with Lite0 and Lite2: 21.8 s against 11.9 s for Lite0 alone, where this takes
+``bench/auto.py networks``' figure), and the widest join was auto's choice, or tied with it, on every set we measured.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .layers import TIE_SE
+from ..codes.backbones import Backbone, candidate_layers
+from ..codes.extract import FeatureExtractor
+from ..data.imagestats import STATS
+from .layers import TIE_SE, fold_groups, score_layers
+from .measure import measure_codes, say, subsample
 
 if TYPE_CHECKING:
-    from .advice import Advice
+    from ..data.folders import ImageSet
+    from ..heads.linear import Search
+
+#: Networks are compared on a stratified sample of this many training images when there are more.
+RANK_IMAGES = 500
+
+
+@dataclass
+class Ranked:
+    """A network's score on the ranking sample: its layer, that layer's C search (None: no cross-validation)."""
+
+    layer: str
+    search: Search | None
+    seconds: float
+
+
+def rank_layer(backbone: Backbone) -> str:
+    """The layer networks are compared on: the widest candidate join (every candidate part side by side)."""
+    return candidate_layers(backbone)[-1]
+
+
+def rank_networks(backbones: dict[str, Any], images: ImageSet, cache_dir: Any, seed: int = 0, engine: str = "auto",
+                  batch_size: int | None = None, precision: str = "fp32", progress: bool = False
+                  ) -> tuple[Backbone, dict[str, Any]]:
+    """(the chosen network, the evidence) among ``backbones`` (name -> a Backbone, or a function that builds one,
+    called only when its turn comes). Each measures the same sample with every candidate part (they land in the
+    cache, where the chosen one's full pass finds them); every network's folds keep together the duplicate sets the
+    first one found: like for like."""
+    sample = subsample(images, RANK_IMAGES, seed)
+    ranked, built, groups = {}, {}, None
+    for name, backbone in backbones.items():
+        started = time.perf_counter()
+        say(f"ranking network {name} on " + (f"a stratified {len(sample)} of {len(images)}" if sample is not images
+                                               else f"all {len(images)}") + " training images", progress)
+        backbone = built[name] = backbone if isinstance(backbone, Backbone) else backbone()
+        parts = sorted({p for c in candidate_layers(backbone) for p in c.split("+")})
+        extractor = FeatureExtractor(backbone, [*parts, STATS], cache_dir, engine, batch_size, progress=progress,
+                                     precision=precision, calibration=sample.paths)
+        measured = measure_codes(extractor, sample, False, None, seed, progress)
+        extractor.release()
+        if groups is None:
+            groups = fold_groups(measured, seed)
+        layer = rank_layer(backbone)
+        search = score_layers(measured, [layer], seed, False, groups).get(layer)
+        ranked[name] = Ranked(layer, search, time.perf_counter() - started)
+    chosen, evidence = choose_network(ranked)
+    say(network_line(evidence), progress)
+    if sample is not images:
+        evidence["sample"] = {"images": len(sample), "of": len(images), "why": (
+            f"networks are ranked on a stratified {len(sample)} of the {len(images)} training images (each extra "
+            "network costs a forward pass); the chosen one is then measured on them all")}
+    return built[chosen], evidence
 
 
 def model_names(model: str) -> list[str]:
@@ -19,31 +82,31 @@ def model_names(model: str) -> list[str]:
     return [name.strip() for name in str(model).split(",") if name.strip()]
 
 
-def choose_network(advices: dict[str, Advice]) -> tuple[str, dict[str, Any]]:
+def choose_network(ranked: dict[str, Ranked]) -> tuple[str, dict[str, Any]]:
     """(the chosen network, the evidence: every network's layer, scores, noise and seconds, and the rule)."""
-    names = list(advices)
-    searches = {name: advices[name].searches.get(advices[name].layer) for name in names}
-    scored = [name for name in names if searches[name] is not None]
-    rule = ("each network's own best layer by the layer rule; then the lowest 5-fold out-of-fold log loss, networks "
-            "within one paired standard error of it tied, and the tie goes to the first named")
+    names = list(ranked)
+    scored = [name for name in names if ranked[name].search is not None]
+    rule = ("every network's codes of the same training images at the widest candidate join; the lowest 5-fold "
+            "out-of-fold log loss, networks within one paired standard error of it tied, and the tie goes to the "
+            "first named")
     if not scored:
         return names[0], {"rule": "no cross-validation possible: the first named network", "chosen": names[0]}
-    lowest = min(scored, key=lambda name: searches[name].cv_log_loss)
+    lowest = min(scored, key=lambda name: ranked[name].search.cv_log_loss)
     evidence: dict[str, Any] = {"rule": rule, "lowest_log_loss": lowest, "networks": {}}
     tied = []
     for name in scored:
-        search, best = searches[name], searches[lowest]
+        search, best = ranked[name].search, ranked[lowest].search
         paired = len(search.sample_losses) == len(best.sample_losses) > 1
         diff = search.sample_losses - best.sample_losses if paired else np.zeros(0)
         above = float(diff.mean()) if paired else search.cv_log_loss - best.cv_log_loss
         se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if paired else None
         is_tied = name == lowest or (se is not None and above <= TIE_SE * se)
         evidence["networks"][name] = {
-            "layer": advices[name].layer, "cv_log_loss": round(search.cv_log_loss, 5),
+            "layer": ranked[name].layer, "cv_log_loss": round(search.cv_log_loss, 5),
             "cv_accuracy": round(search.cv_accuracy, 5), "log_loss_above_lowest": round(above, 5),
             "standard_error": None if se is None else round(se, 5), "tied": bool(is_tied),
             "images": int(getattr(search, "rows", len(search.sample_losses))),
-            "seconds": round(advices[name].seconds, 1)}
+            "seconds": round(ranked[name].seconds, 1)}
         if is_tied:
             tied.append(name)
     evidence["chosen"] = next(name for name in names if name in tied)
@@ -54,4 +117,4 @@ def network_line(evidence: dict[str, Any]) -> str:
     """One line for the progress output: the chosen network and what the others scored."""
     rows = evidence.get("networks", {})
     scores = ", ".join(f"{name} {row['cv_log_loss']:.4f}" for name, row in rows.items())
-    return f"network {evidence['chosen']} chosen (5-fold log loss of each one's best layer: {scores})"
+    return f"network {evidence['chosen']} chosen (5-fold log loss at the widest join: {scores})"

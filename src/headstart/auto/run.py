@@ -8,6 +8,7 @@ twice. Fine-tuning, when advised and affordable, is checked against the chosen p
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import fields, replace
@@ -20,16 +21,12 @@ from ..strategies.feature_extractor import fit_codes
 from ..strategies.network import fit_network
 from ..training.options import FineTuneConfig
 from .advice import advise
-from .layers import fold_groups
-from .measure import say, subsample
-from .networks import choose_network, model_names, network_line
+from .measure import say
+from .networks import model_names, rank_networks
 from .plan import keep_fine_tuned, plan_auto
 from .precision import choose_precision
 
 AUTO_JSON = "auto.json"  # the decision of an auto run that fine-tunes, kept in its workdir for --resume
-#: With several networks (``--model a,b,c``), each is ranked on a stratified sample of this many training images when
-#: there are more, and only the chosen one measures them all.
-RANK_IMAGES = 500
 #: Fine-tuning options that auto plans, unless the user set them (a value other than FineTuneConfig's default).
 PLANNED = ("unfreeze", "epochs", "lr", "backbone_lr_mult")
 
@@ -46,36 +43,20 @@ def given_options(config: FineTuneConfig | None, image_size: int | None) -> dict
 
 
 def _advise(clf: Any, images: Any) -> tuple[Any, dict[str, Any] | None]:
-    """(the advice for the network to use, the network evidence when ``clf.model`` names several): each named
-    network is measured and advised on the same training images (a stratified RANK_IMAGES of them when there are
-    more), ``clf.backbone_`` becomes the chosen one, and the chosen one alone is then advised on them all."""
-    def advised(backbone: Any, on: Any, groups: Any = None) -> Any:
-        return advise(backbone, on, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress, clf.engine,
-                      clf.batch_size, precision=clf.precision_, groups=groups)
-
+    """(the advice for the network to use, the network evidence when ``clf.model`` names several): the networks are
+    ranked first (:func:`.networks.rank_networks`), ``clf.backbone_`` becomes the chosen one, and the chosen one
+    alone is advised on every training image."""
     names = model_names(clf.model)
-    if len(names) == 1:
-        return advised(clf.backbone_, images), None
-    sample = subsample(images, RANK_IMAGES, clf.seed)
-    backbones, advices, groups = {}, {}, None
-    for name in names:  # every network's folds keep together the duplicate sets the first one found: like for like
-        say(f"measuring network {name}" + ("" if sample is images else f" on a stratified {len(sample)} of "
-                                           f"{len(images)} training images"), clf.progress)
-        backbones[name] = clf.backbone_ if name == clf.backbone_.name else create_backbone(
-            name, clf.weights, image_size=clf.image_size, cache_dir=cache_folder(clf.cache_dir))
-        advices[name] = advised(backbones[name], sample, groups)
-        if groups is None and advices[name].measured is not None:
-            groups = fold_groups(advices[name].measured, clf.seed)
-    chosen, evidence = choose_network(advices)
-    clf.backbone_ = backbones[chosen]
-    say(network_line(evidence), clf.progress)
-    if sample is images:
-        return advices[chosen], evidence
-    evidence["sample"] = {"images": len(sample), "of": len(images), "why": (
-        f"networks are ranked on a stratified {len(sample)} of the {len(images)} training images (each extra network "
-        "costs a forward pass); the chosen one is then measured on them all")}
-    advices.clear()  # the others' codes are let go before the chosen network's full pass
-    return advised(clf.backbone_, images), evidence
+    evidence = None
+    if len(names) > 1:
+        build = functools.partial(create_backbone, weights=clf.weights, image_size=clf.image_size,
+                                  cache_dir=cache_folder(clf.cache_dir))
+        backbones = {name: clf.backbone_ if name == clf.backbone_.name else functools.partial(build, name)
+                     for name in names}
+        clf.backbone_, evidence = rank_networks(backbones, images, clf.cache_dir, clf.seed, clf.engine,
+                                                clf.batch_size, clf.precision_, clf.progress)
+    return advise(clf.backbone_, images, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress,
+                  clf.engine, clf.batch_size, precision=clf.precision_), evidence
 
 
 def _probe(clf: Any, images: Any, evidence: dict[str, Any], layer: str, started: float, parts: list[str],

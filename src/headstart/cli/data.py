@@ -22,14 +22,13 @@ def cmd_advise(args: argparse.Namespace) -> None:
     checks.precision(args.precision, args.engine)
     train = find_data(args).train
     from ..auto.advice import advise, format_advice
-    from ..auto.layers import fold_groups
-    from ..auto.networks import choose_network, model_names
+    from ..auto.networks import model_names, rank_networks
     from ..codes.backbones import create_backbone
     from ..disk import cache_folder
     from ..errors import ModelError
 
     models = model_names(args.model)
-    results, texts, advices, groups = [], [], {}, None
+    results, texts, advices, backbones = [], [], {}, {}
     for name in models:
         try:
             backbone = create_backbone(name, args.weights if len(models) == 1 else None,
@@ -40,14 +39,14 @@ def cmd_advise(args: argparse.Namespace) -> None:
             results.append({"model": name, "error": str(exc)})
             continue
         advice = advise(backbone, train, args.cache_dir, args.seed, progress=not args.quiet and not args.json,
-                        engine=args.engine, precision=args.precision, groups=groups)
-        if groups is None and advice.measured is not None:  # like for like: every network's folds are the first's
-            groups = fold_groups(advice.measured, args.seed)
-        advices[name] = advice
+                        engine=args.engine, precision=args.precision)
+        advices[name], backbones[name] = advice, backbone
         results.append({"model": name, **advice.to_dict(), "best_layer_score": advice.layers.get(advice.layer, 0.0)})
         texts.append(format_advice(advice, name))
-    chosen, network = choose_network(advices) if advices else (None, {})
-    rows = network.get("networks", {})  # the rule `fit --model a,b,c` chooses by: the chosen first, then by loss
+    network = rank_networks(backbones, train, args.cache_dir, args.seed, args.engine,
+                            precision=args.precision)[1] if len(backbones) > 1 else {}  # as `fit --model a,b,c`
+    chosen = network.get("chosen", next(iter(advices), None))
+    rows = network.get("networks", {})  # the chosen first, then by loss
     ranked = sorted(advices, key=lambda name: (name != chosen, rows.get(name, {}).get("cv_log_loss", float("inf"))))
     if args.json:
         print_json(results[0] if len(models) == 1 else {"ranking": ranked, "network": network, "models": results})
@@ -59,7 +58,8 @@ def cmd_advise(args: argparse.Namespace) -> None:
             row = rows.get(name)
             score = (f"log loss {row['cv_log_loss']:.4f}, accuracy {row['cv_accuracy']:.4f}"
                      + (", tied" if row["tied"] and name != chosen else "") if row else "not cross-validated")
-            print(f"  {i}. {name:<32}{score} ({advices[name].layer}){'  <- chosen' if name == chosen else ''}")
+            print(f"  {i}. {name:<32}{score} ({row['layer'] if row else advices[name].layer})"
+                  + ("  <- chosen" if name == chosen else ""))
         for r in results:
             if "error" in r:
                 print(f"  -  {r['model']}: {r['error']}")
