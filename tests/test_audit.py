@@ -140,7 +140,8 @@ def test_a_fit_after_an_audit_computes_no_codes_and_reports_leaks(planted, tmp_p
     again = headstart.audit(root)
     assert again["n_codes_computed"] == 1 and again["counts"] == result["counts"]  # only broken.jpg is tried again
     out = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(root), "--out", str(tmp_path / "m"),
-                          "-q", "--json"], capture_output=True, text=True, env={**__import__("os").environ})
+                          "-q", "--json", "--model", "tf_efficientnet_lite0"], capture_output=True, text=True,
+                         env={**__import__("os").environ})  # the audit's network: auto would also rank Lite2
     fit = json.loads(out.stdout)
     assert fit["n_codes_computed"] == 1  # the audit's pass served the fit (broken.jpg is tried again)
     leaks = fit["leaks"]

@@ -10,6 +10,7 @@ import pytest
 import headstart
 from headstart.auto.layers import choose_layer
 from headstart.cli import main
+from headstart.defaults import DEFAULT_MODEL
 from headstart.heads.linear import Search, fit_linear, search_C, stratified_folds
 from tests.conftest import SHARED, needs_shared
 
@@ -137,9 +138,11 @@ def test_auto_in_the_library_in_one_pass(tmp_path, colors_data):
     assert clf.strategy == "auto" and clf.strategy_ == "feature-extractor"  # parameters are never changed by fit
     assert "+".join(clf.layers_) == clf.auto_["options"]["layer"] == clf.auto_["advice"]["layer"]
     assert len(clf.auto_["advice"]["layer_scores"]) == 8 and "decide" in clf.fit_info_["seconds"]
-    assert clf.fit_info_["n_codes_computed"] == 24  # every training image through the network exactly once
+    assert clf.fit_info_["n_codes_computed"] == 48  # every training image through each network exactly once
+    assert list(clf.auto_["network"]["networks"]) == ["tf_efficientnet_lite0", "tf_efficientnet_lite2"]
+    assert clf.backbone_.name == clf.auto_["network"]["chosen"] and clf.get_params()["model"] is None
     assert clf.evaluate(colors_data / "val")["accuracy"] == 1.0
-    assert len(list((cache / "onnx").glob("*.onnx"))) == 1  # validation reused the measuring pass's network
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 2  # one per network: validation reused the chosen one
     clf.save(tmp_path / "model")
     loaded = headstart.load(tmp_path / "model")
     assert loaded.layers_ == clf.layers_ and loaded.strategy_ == "feature-extractor"
@@ -154,7 +157,8 @@ def test_advise_and_fit_share_one_pass(tmp_path, colors_data, capsys):
     cache = str(tmp_path / "cache")
     advice = headstart.advise("tf_efficientnet_lite0", colors_data / "train", cache_dir=cache)
     assert advice.measured.computed == 24 and advice.measured.complete
-    assert main(["fit", str(colors_data), "--out", str(tmp_path / "run"), "--cache-dir", cache, "--json", "-q"]) == 0
+    assert main(["fit", str(colors_data), "--out", str(tmp_path / "run"), "--cache-dir", cache, "--json", "-q",
+                 "--model", DEFAULT_MODEL]) == 0  # by default auto would also rank Lite2: a pass advise did not make
     fit = json.loads(capsys.readouterr().out)
     assert fit["n_codes_computed"] == 0 and fit["layers"] == advice.layer.split("+")
     assert fit["seconds"]["decide"] <= fit["seconds"]["total"]
@@ -264,7 +268,7 @@ def test_auto_chooses_int8_codes_for_a_large_collection_it_measured_on_a_sample(
     monkeypatch.setattr(measure, "LARGE_PER_CLASS", 10)
     monkeypatch.setattr(measure, "PROBE_SAMPLE", 30)
     monkeypatch.setattr(precision, "INT8_MIN_SAVING", 1e9)  # never worth it: fp32, and why
-    clf = headstart.TransferClassifier(strategy="auto", budget=0.01, cache_dir=tmp_path / "c1").fit(data)
+    clf = headstart.TransferClassifier(DEFAULT_MODEL, strategy="auto", budget=0.01, cache_dir=tmp_path / "c1").fit(data)
     said = clf.auto_["precision"]
     assert "measuring took" in clf.auto_["decision"] and not clf.auto_.get("plans_tried")  # not timed: no time left
     assert clf.precision_ == "fp32" and said["chosen"] == "fp32" and said["images_to_compute"] == 18
@@ -272,7 +276,7 @@ def test_auto_chooses_int8_codes_for_a_large_collection_it_measured_on_a_sample(
 
     monkeypatch.setattr(precision, "INT8_MIN_SAVING", -1e9)
     monkeypatch.setattr(precision, "TIE_SE", 1e9)
-    clf = headstart.TransferClassifier(strategy="auto", budget=0.01, cache_dir=tmp_path / "c2").fit(data)
+    clf = headstart.TransferClassifier(DEFAULT_MODEL, strategy="auto", budget=0.01, cache_dir=tmp_path / "c2").fit(data)
     said = clf.auto_["precision"]
     assert clf.precision_ == said["chosen"] == "int8" and clf.get_params()["precision"] is None
     assert said["cv_log_loss"]["int8"] > 0 and said["int8_img_s"] > 0 and said["predicted_s"]["int8"] > 0
@@ -282,6 +286,7 @@ def test_auto_chooses_int8_codes_for_a_large_collection_it_measured_on_a_sample(
     paths = sorted(data.rglob("*.jpg"))[:6]
     np.testing.assert_allclose(loaded.predict_proba(paths), clf.predict_proba(paths), atol=1e-5)
 
-    clf = headstart.TransferClassifier(strategy="auto", budget=0.01, precision="fp32", cache_dir=tmp_path / "c3")
+    clf = headstart.TransferClassifier(DEFAULT_MODEL, strategy="auto", budget=0.01, precision="fp32",
+                                       cache_dir=tmp_path / "c3")
     clf.fit(data)  # the user's word
     assert clf.precision_ == "fp32" and clf.auto_["precision"]["why"] == "--precision fp32 was given"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .artifact import read_model, save
-from .auto.networks import model_names
+from .auto.networks import named_networks
 from .codes.backbones import PENULTIMATE, create_backbone
 from .codes.extract import Codes, FeatureExtractor
 from .codes.quantize import calibration_sample
@@ -53,6 +53,10 @@ class TransferClassifier(ClassifierEstimator):
     ``budget`` seconds (checked against the probe on held-out training images). ``auto_`` holds the evidence; a
     ``layer`` given with auto means the feature extractor on that layer.
 
+    ``model``: a timm name; with auto, several joined by commas to choose among (each measured on the same training
+    images). None (default): ``DEFAULT_MODEL``, and with auto (no ``weights``, no ``layer``) the choice between
+    ``AUTO_MODELS`` (EfficientNet-Lite0 and -Lite2, both embedded); ``backbone_.name`` is the one used.
+
     ``precision="int8"``: CNN codes from the network quantised to int8 by ONNX Runtime (calibrated on a sample of
     the training images), about 1.8x faster on CPUs with int8 instructions; the saved model keeps that network.
     ``None`` (default): fp32, except that ``strategy="auto"`` may choose int8 for a large collection where it is
@@ -63,7 +67,7 @@ class TransferClassifier(ClassifierEstimator):
     threshold; ``predict`` then returns the indicator matrix and ``score`` the subset accuracy.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None,
+    def __init__(self, model: str | None = None, weights: str | None = None,
                  strategy: str = "feature-extractor", layer: str | Sequence[str] | None = None,
                  classifier: str = "logistic", C: float | None = None, cache_dir: str | Path | None | bool = None,
                  engine: str = "auto", batch_size: int | None = None, seed: int = 0, progress: bool = False,
@@ -113,7 +117,7 @@ class TransferClassifier(ClassifierEstimator):
                 raise HeadstartError("multi-label data is fitted with one logistic model per label; use "
                                      "classifier='logistic'")
             check_training_targets(images, "y")
-        names = model_names(self.model) or [str(self.model)]  # nothing named: the one-line unknown-model error
+        names = named_networks(self.model, strategy == "auto" and self.weights is None) or [str(self.model)]
         if len(names) > 1 and (strategy != "auto" or self.weights is not None):
             raise HeadstartError(f"several networks ({', '.join(names)}) are for auto to choose among, each with its "
                                  "own pretrained weights; name one, or use strategy='auto' without weights")
@@ -126,7 +130,7 @@ class TransferClassifier(ClassifierEstimator):
         if strategy == "auto":
             from .auto.run import fit_auto
 
-            fit_auto(self, images, started)
+            fit_auto(self, images, started, names)
         elif strategy == "feature-extractor":
             fit_codes(self, images, parse_layers(self.layer or PENULTIMATE), started)
         else:
@@ -302,8 +306,8 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
         params["finetune"] = FineTuneConfig(**params["finetune"])
     params.setdefault("layer", config["layers"])  # models saved before every parameter was kept
     params.setdefault("strategy", config["strategy"])
-    clf = TransferClassifier(**{**params, "model": config["model"], "cache_dir": cache_dir, "engine": engine,
-                                "progress": progress})
+    params.setdefault("model", config["model"])  # as given (None: auto chose ``config["model"]``, the one saved)
+    clf = TransferClassifier(**{**params, "cache_dir": cache_dir, "engine": engine, "progress": progress})
     clf.precision_ = config.get("precision", clf.precision or "fp32")
     if clf.precision_ == "int8" and engine == "torch":
         raise ArtifactError(f"{str(saved.path)!r} is an int8 model, which runs on ONNX Runtime; drop --engine torch")

@@ -19,6 +19,7 @@ import numpy as np
 from ..codes.backbones import Backbone, candidate_layers
 from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
+from ..defaults import AUTO_MODELS, DEFAULT_MODEL
 from .layers import TIE_SE, fold_groups, score_layers
 from .measure import measure_codes, say, subsample
 
@@ -37,6 +38,7 @@ class Ranked:
     layer: str
     search: Search | None
     seconds: float
+    computed: int = 0  # images run through the network (the rest came from the cache)
 
 
 def rank_layer(backbone: Backbone) -> str:
@@ -67,7 +69,7 @@ def rank_networks(backbones: dict[str, Any], images: ImageSet, cache_dir: Any, s
             groups = fold_groups(measured, seed)
         layer = rank_layer(backbone)
         search = score_layers(measured, [layer], seed, False, groups).get(layer)
-        ranked[name] = Ranked(layer, search, time.perf_counter() - started)
+        ranked[name] = Ranked(layer, search, time.perf_counter() - started, measured.computed)
     chosen, evidence = choose_network(ranked)
     say(network_line(evidence), progress)
     if sample is not images:
@@ -80,6 +82,14 @@ def rank_networks(backbones: dict[str, Any], images: ImageSet, cache_dir: Any, s
 def model_names(model: str) -> list[str]:
     """The networks a ``model`` option names: one, or several joined by commas (in the user's order)."""
     return [name.strip() for name in str(model).split(",") if name.strip()]
+
+
+def named_networks(model: str | None, auto: bool) -> list[str]:
+    """The networks to use: those ``model`` names, or when it names none, the ones auto compares (AUTO_MODELS) if
+    ``auto`` (the strategy auto, with no weights file and no layer given), else DEFAULT_MODEL."""
+    if model is None:
+        return list(AUTO_MODELS) if auto else [DEFAULT_MODEL]
+    return model_names(model)
 
 
 def choose_network(ranked: dict[str, Ranked]) -> tuple[str, dict[str, Any]]:
@@ -106,7 +116,7 @@ def choose_network(ranked: dict[str, Ranked]) -> tuple[str, dict[str, Any]]:
             "cv_accuracy": round(search.cv_accuracy, 5), "log_loss_above_lowest": round(above, 5),
             "standard_error": None if se is None else round(se, 5), "tied": bool(is_tied),
             "images": int(getattr(search, "rows", len(search.sample_losses))),
-            "seconds": round(ranked[name].seconds, 1)}
+            "seconds": round(ranked[name].seconds, 1), "computed": ranked[name].computed}
         if is_tied:
             tied.append(name)
     evidence["chosen"] = next(name for name in names if name in tied)

@@ -22,7 +22,7 @@ from ..strategies.network import fit_network
 from ..training.options import FineTuneConfig
 from .advice import advise
 from .measure import say
-from .networks import model_names, rank_networks
+from .networks import rank_networks
 from .plan import keep_fine_tuned, plan_auto
 from .precision import choose_precision
 
@@ -42,11 +42,10 @@ def given_options(config: FineTuneConfig | None, image_size: int | None) -> dict
     return given
 
 
-def _advise(clf: Any, images: Any) -> tuple[Any, dict[str, Any] | None]:
-    """(the advice for the network to use, the network evidence when ``clf.model`` names several): the networks are
+def _advise(clf: Any, images: Any, names: list[str]) -> tuple[Any, dict[str, Any] | None]:
+    """(the advice for the network to use, the network evidence when there are several ``names``): the networks are
     ranked first (:func:`.networks.rank_networks`), ``clf.backbone_`` becomes the chosen one, and the chosen one
     alone is advised on every training image."""
-    names = model_names(clf.model)
     evidence = None
     if len(names) > 1:
         build = functools.partial(create_backbone, weights=clf.weights, image_size=clf.image_size,
@@ -70,9 +69,9 @@ def _probe(clf: Any, images: Any, evidence: dict[str, Any], layer: str, started:
     fit_codes(clf, images, layer.split("+"), started, also=parts, advice=advice)
 
 
-def fit_auto(clf: Any, images: Any, started: float) -> None:
-    """Decide and fit ``clf`` (a TransferClassifier whose ``backbone_`` is built) on ``images``; sets ``auto_``.
-    With several networks named, each is measured and the network is chosen first (:mod:`.networks`)."""
+def fit_auto(clf: Any, images: Any, started: float, names: list[str] | None = None) -> None:
+    """Decide and fit ``clf`` (a TransferClassifier whose ``backbone_`` is built, the first of ``names``) on
+    ``images``; sets ``auto_``. With several networks, the network is chosen first (:mod:`.networks`)."""
     workdir = Path(clf.workdir) if clf.workdir else None
     saved = workdir / AUTO_JSON if workdir else None
     advice = None
@@ -83,7 +82,7 @@ def fit_auto(clf: Any, images: Any, started: float) -> None:
             clf.backbone_ = create_backbone(evidence["network"]["chosen"], clf.weights, image_size=clf.image_size,
                                             cache_dir=cache_folder(clf.cache_dir))
     else:
-        advice, networks = _advise(clf, images)
+        advice, networks = _advise(clf, images, names or [clf.backbone_.name])
         strategy, options, evidence = plan_auto(advice, clf.backbone_.name, clf.weights, images, clf.budget,
                                                 started, given_options(clf.finetune, clf.image_size), clf.finetune)
         if networks is not None:
@@ -111,4 +110,5 @@ def fit_auto(clf: Any, images: Any, started: float) -> None:
     seconds["decide"] = round(decided - started, 3)
     if advice is not None and advice.measured is not None:
         seconds["measure"] = round(advice.measured.seconds, 3)
-        clf.fit_info_["n_codes_computed"] += advice.measured.computed
+        ranked = evidence.get("network", {}).get("networks", {})  # the networks' passes over the ranking sample
+        clf.fit_info_["n_codes_computed"] += advice.measured.computed + sum(r["computed"] for r in ranked.values())

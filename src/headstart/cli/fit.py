@@ -128,11 +128,11 @@ def _check_fit(args: argparse.Namespace) -> Path:
     check_replaceable(out, args.overwrite or bool(args.resume))  # a user's own folder is never replaced
     check_writable(out)
     from ..artifact import estimated_model_bytes
-    from ..auto.networks import model_names
+    from ..auto.networks import named_networks
     from ..codes.backbones import check_model_name
     from ..disk import cache_folder, space_for
 
-    names = model_names(args.model)
+    names = named_networks(args.model, args.strategy == "auto" and not args.weights and args.layer is None)
     if not names:
         raise HeadstartError("--model is empty; give a timm model name, or several joined by commas for auto")
     if len(names) > 1 and (args.strategy != "auto" or args.weights):
@@ -247,7 +247,7 @@ def precision_option(parser: argparse.ArgumentParser, default: str | None = "fp3
 
 def add_fit(sub, common: argparse.ArgumentParser) -> None:
     """Add ``headstart fit`` and its options to the parser."""
-    from ..defaults import CLASSIFIERS, DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES
+    from ..defaults import AUTO_MODELS, CLASSIFIERS, DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES
 
     fit = sub.add_parser("fit", parents=[common], help="train a classifier on DATA (one subfolder per class)")
     fit.add_argument("data", nargs="?", help="folder of class folders, or with train/ and val/ inside (with --labels: "
@@ -256,9 +256,10 @@ def add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--val", help="a separate validation folder of class folders")
     fit.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--model", default=DEFAULT_MODEL,
-                     help=f"any timm model name (default {DEFAULT_MODEL}); with --strategy auto, several joined by "
-                          "commas: each is measured on the training images and auto chooses the network too")
+    fit.add_argument("--model", help=f"any timm model name; with --strategy auto, several joined by commas: each is "
+                                      "measured on the training images and auto chooses the network too (default: "
+                                      f"auto chooses between {' and '.join(AUTO_MODELS)}; otherwise, and with "
+                                      f"--weights or --layer, {DEFAULT_MODEL})")
     fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
     fit.add_argument("--strategy", default="auto", choices=FIT_STRATEGIES,
                      help="auto (default): measure the data and choose; feature-extractor: linear classifier on "
