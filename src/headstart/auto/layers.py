@@ -106,8 +106,8 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
             return searches, saved["choice"]["chosen"], saved["choice"]
         except (OSError, ValueError, KeyError, TypeError):
             pass  # damaged: scored again and rewritten
-    say(f"scoring {len(candidates)} candidate layers (5-fold cross-validated C search on "
-        f"{len(measured.images)} images)", progress)
+    say(f"scoring {len(candidates)} candidate layer{'s' if len(candidates) > 1 else ''} (5-fold cross-validated C "
+        f"search on {len(measured.images)} images)", progress)
     searches = score_layers(measured, candidates, seed, progress, groups)
     if not searches:
         return searches, PENULTIMATE, {"rule": "no cross-validation possible: a class has a single image"}

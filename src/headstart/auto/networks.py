@@ -20,7 +20,7 @@ from ..codes.backbones import Backbone, candidate_layers
 from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
 from ..defaults import AUTO_MODELS, DEFAULT_MODEL
-from .layers import TIE_SE, fold_groups, score_layers
+from .layers import TIE_SE, fold_groups, scored_layers
 from .measure import measure_codes, say, subsample
 
 if TYPE_CHECKING:
@@ -68,7 +68,8 @@ def rank_networks(backbones: dict[str, Any], images: ImageSet, cache_dir: Any, s
         if groups is None:
             groups = fold_groups(measured, seed)
         layer = rank_layer(backbone)
-        search = score_layers(measured, [layer], seed, False, groups).get(layer)
+        search = scored_layers(measured, [layer], backbone, extractor.cache_dir, seed, False,
+                               extractor.precision_key(), groups)[0].get(layer)  # cached: warm runs rank at once
         ranked[name] = Ranked(layer, search, time.perf_counter() - started, measured.computed)
     chosen, evidence = choose_network(ranked)
     say(network_line(evidence), progress)
