@@ -167,6 +167,7 @@ def test_advise_and_fit_share_one_pass(tmp_path, colors_data, capsys):
 def test_a_layer_given_with_auto_means_the_feature_extractor(colors_data):
     clf = headstart.TransferClassifier(strategy="auto", layer="blocks.4").fit(colors_data / "train")
     assert clf.strategy_ == "feature-extractor" and clf.layers_ == ["blocks.4"] and not hasattr(clf, "auto_")
+    assert clf.backbone_.name == DEFAULT_MODEL  # no network to choose: the default network alone
 
 
 def test_refit_after_changing_the_layer_uses_the_new_layer(colors_data):
