@@ -48,6 +48,7 @@ def test_advise_on_generated_data_and_json(colors_data, capsys):
     out = json.loads(capsys.readouterr().out)
     for key in ("size", "similarity", "layer_scores", "cell", "strategy", "layer", "reason"):
         assert key in out
+    assert out["model"] == out["network"]["chosen"] and len(out["network"]["networks"]) == 2  # as fit chooses
 
 
 def test_advise_ranks_several_networks_by_the_rule_fit_chooses_by(colors_data, capsys):

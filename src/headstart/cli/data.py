@@ -22,12 +22,15 @@ def cmd_advise(args: argparse.Namespace) -> None:
     checks.precision(args.precision, args.engine)
     train = find_data(args).train
     from ..auto.advice import advise, format_advice
-    from ..auto.networks import model_names, rank_networks
+    from ..auto.networks import named_networks, rank_networks
     from ..codes.backbones import create_backbone
     from ..disk import cache_folder
     from ..errors import ModelError
 
-    models = model_names(args.model)
+    models = named_networks(args.model, not args.weights)
+    if args.model is None and len(models) > 1:  # as `fit` does: the networks ranked, the chosen one advised
+        _advise_chosen(args, train, models)
+        return
     results, texts, advices, backbones = [], [], {}, {}
     for name in models:
         try:
@@ -120,14 +123,41 @@ def cmd_models(args: argparse.Namespace) -> None:
         print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
 
 
+def _advise_chosen(args: argparse.Namespace, train, names: list[str]) -> None:
+    """``advise`` without ``--model``: the networks `fit` chooses among ranked by its rule, the chosen one advised."""
+    import functools
+
+    from ..auto.advice import advise, format_advice
+    from ..auto.networks import network_line, rank_networks
+    from ..codes.backbones import create_backbone
+    from ..disk import cache_folder
+
+    progress = not args.quiet and not args.json
+    build = functools.partial(create_backbone, cache_dir=cache_folder(args.cache_dir))
+    backbone, network = rank_networks({name: functools.partial(build, name) for name in names}, train,
+                                      args.cache_dir, args.seed, args.engine, precision=args.precision,
+                                      progress=progress)
+    advice = advise(backbone, train, args.cache_dir, args.seed, progress=progress, engine=args.engine,
+                    precision=args.precision)
+    advice.options = {"model": backbone.name, **advice.options}  # the recommendation names the chosen network
+    if args.json:
+        print_json({"model": backbone.name, **advice.to_dict(),
+                    "best_layer_score": advice.layers.get(advice.layer, 0.0), "network": network})
+        return
+    print(format_advice(advice, backbone.name))
+    print(f"\n{network_line(network)}; {network.get('rule', '')}")
+
+
 def add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     """The commands that measure data or list models: advise, extract, audit, models."""
-    from ..defaults import DEFAULT_MODEL
+    from ..defaults import AUTO_MODELS, DEFAULT_MODEL
 
     ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
                                                          "recommend a strategy")
     ad.add_argument("data")
-    ad.add_argument("--model", default=DEFAULT_MODEL, help="one model, or several joined by commas to rank them")
+    ad.add_argument("--model", help="one model, or several joined by commas to rank them (default: as fit, "
+                                     f"{' and '.join(AUTO_MODELS)} ranked and the chosen one advised; with --weights, "
+                                     f"{DEFAULT_MODEL})")
     ad.add_argument("--weights")
     ad.add_argument("--val")
     label_arguments(ad)
