@@ -170,6 +170,18 @@ def test_a_layer_given_with_auto_means_the_feature_extractor(colors_data):
     assert clf.backbone_.name == DEFAULT_MODEL  # no network to choose: the default network alone
 
 
+def test_a_default_network_whose_weights_are_not_installed_is_left_out(colors_data, monkeypatch):
+    from headstart.auto import networks
+
+    installed = networks.embedded_weights_path
+    assert networks.named_networks(None, True) == ["tf_efficientnet_lite0", "tf_efficientnet_lite2"]
+    monkeypatch.setattr(networks, "embedded_weights_path", lambda name: None if "lite2" in name else installed(name))
+    assert networks.named_networks(None, True) == [DEFAULT_MODEL] == networks.named_networks(None, False)
+    assert networks.named_networks("tf_efficientnet_lite2", True) == ["tf_efficientnet_lite2"]  # named: asked for
+    clf = headstart.TransferClassifier(strategy="auto").fit(colors_data / "train")
+    assert clf.backbone_.name == DEFAULT_MODEL and "network" not in clf.auto_
+
+
 def test_refit_after_changing_the_layer_uses_the_new_layer(colors_data):
     clf = headstart.TransferClassifier(layer="blocks.4").fit(colors_data / "train")
     clf.layer = "blocks.5"

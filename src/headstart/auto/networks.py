@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codes.backbones import Backbone, candidate_layers
+from ..codes.backbones import Backbone, candidate_layers, embedded_weights_path
 from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
 from ..defaults import AUTO_MODELS, DEFAULT_MODEL
@@ -88,9 +88,11 @@ def model_names(model: str) -> list[str]:
 
 def named_networks(model: str | None, auto: bool) -> list[str]:
     """The networks to use: those ``model`` names, or when it names none, the ones auto compares (AUTO_MODELS) if
-    ``auto`` (the strategy auto, with no weights file and no layer given), else DEFAULT_MODEL."""
+    ``auto`` (the strategy auto, with no weights file and no layer given), else DEFAULT_MODEL. A default network
+    whose embedded weights are not installed is left out (offline, the hub would be tried and fail mid-run)."""
     if model is None:
-        return list(AUTO_MODELS) if auto else [DEFAULT_MODEL]
+        return [name for name in AUTO_MODELS if name == DEFAULT_MODEL or embedded_weights_path(name) is not None
+                ] if auto else [DEFAULT_MODEL]
     return model_names(model)
 
 
