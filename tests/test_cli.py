@@ -81,7 +81,9 @@ def test_summary_and_models(capsys):
     assert summary["non_trainable_params"] == summary["total_params"] - summary["trainable_params"] > 3_000_000
     assert "blocks.5" in summary["layers"]
     assert main(["models"]) == 0
-    assert "tf_efficientnet_lite0" in capsys.readouterr().out
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("tf_")}
+    assert [name for name, line in listed.items() if "auto compares it by default" in line] == [
+        "tf_efficientnet_lite0", "tf_efficientnet_lite2"]
 
 
 @needs_shared

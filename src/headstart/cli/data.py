@@ -117,8 +117,11 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.json:
         print_json(rows)
         return
+    from ..defaults import AUTO_MODELS
+
     for row in rows:
-        print(f"{row['name']:<48}{row['weights']}")
+        print(f"{row['name']:<48}{row['weights']}" + ("; auto compares it by default"
+                                                       if row["name"] in AUTO_MODELS else ""))
     if not args.pattern:
         print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
 
