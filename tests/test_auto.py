@@ -182,6 +182,21 @@ def test_a_default_network_whose_weights_are_not_installed_is_left_out(colors_da
     assert clf.backbone_.name == DEFAULT_MODEL and "network" not in clf.auto_
 
 
+def test_a_resumed_auto_run_takes_the_network_it_had_chosen(tmp_path, colors_data):
+    """--resume reads the decision from the workdir's auto.json, the chosen network included, instead of deciding
+    again (here a probe decision, so that nothing trains; a fine-tuning one resumes its training the same way)."""
+    from headstart.auto.run import AUTO_JSON
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / AUTO_JSON).write_text(json.dumps({
+        "decision": "linear classifier on penultimate", "strategy": "feature-extractor",
+        "options": {"layer": "penultimate"}, "network": {"chosen": "tf_efficientnet_lite2"}}))
+    clf = headstart.TransferClassifier(strategy="auto", workdir=work, resume=True).fit(colors_data / "train")
+    assert clf.backbone_.name == "tf_efficientnet_lite2" and clf.layers_ == ["penultimate"]
+    assert clf.auto_["network"]["chosen"] == "tf_efficientnet_lite2" and clf.score(colors_data / "val") == 1.0
+
+
 def test_refit_after_changing_the_layer_uses_the_new_layer(colors_data):
     clf = headstart.TransferClassifier(layer="blocks.4").fit(colors_data / "train")
     clf.layer = "blocks.5"
