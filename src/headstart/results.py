@@ -82,7 +82,7 @@ class AutoEvidence(TypedDict, total=False):
     epochs_advised: int
     epochs_affordable: int
     check: dict[str, Any]  # fine-tuned held-out accuracy against the probe's, and whether it was kept
-    network: dict[str, Any]  # with several networks named: each one's scores, the rule and the chosen one
+    network: dict[str, Any]  # several networks (by default Lite0 and Lite2): their scores, the rule, the chosen one
     precision: dict[str, Any]  # a probe on a sampled large collection: fp32 or int8 codes, measured, and why
     strategy: str
     options: dict[str, Any]

@@ -21,16 +21,18 @@ def cmd_advise(args: argparse.Namespace) -> None:
     checks.weights(args.weights)
     checks.precision(args.precision, args.engine)
     train = find_data(args).train
-    from ..auto.advice import advise, format_advice
-    from ..auto.networks import named_networks, rank_networks
-    from ..codes.backbones import create_backbone
-    from ..disk import cache_folder
-    from ..errors import ModelError
+    from ..auto.networks import named_networks
 
     models = named_networks(args.model, not args.weights)
     if args.model is None and len(models) > 1:  # as `fit` does: the networks ranked, the chosen one advised
         _advise_chosen(args, train, models)
         return
+    from ..auto.advice import advise, format_advice
+    from ..auto.networks import rank_networks
+    from ..codes.backbones import create_backbone
+    from ..disk import cache_folder
+    from ..errors import ModelError
+
     results, texts, advices, backbones = [], [], {}, {}
     for name in models:
         try:
