@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -241,6 +242,31 @@ def test_the_network_with_the_lowest_loss_wins_unless_the_first_named_is_within_
     assert evidence["networks"]["a"]["tied"] and not evidence["networks"]["c"]["tied"]
     chosen, evidence = choose_network({"a": _ranked(base + 0.2), "b": _ranked(base)})
     assert chosen == "b" and not evidence["networks"]["a"]["tied"]  # clearly better: chosen though named second
+    # large data (fine-tuning planned): the tie goes to the last named, never to a network outside the noise
+    chosen, evidence = choose_network({"a": _ranked(noisy), "b": _ranked(base + 0.002), "c": _ranked(base + 0.3)},
+                                      tie_to_last=True)
+    assert chosen == "b" and evidence["lowest_log_loss"] == "a" and "goes to the last named" in evidence["rule"]
+
+
+def test_a_tie_between_networks_goes_to_the_last_named_on_large_data(monkeypatch, tmp_path, colors_data):
+    """rank_networks applies the size rule: on small data a tie goes to the first named, on large data (here
+    LARGE_PER_CLASS lowered to 1) to the last named; a network outside the noise never wins."""
+    import headstart.auto.measure as measure
+    from headstart.auto.networks import rank_networks
+    from headstart.codes.backbones import create_backbone
+    from headstart.data.folders import read_class_folders
+
+    images = read_class_folders(colors_data / "train")
+    backbones = {name: functools.partial(create_backbone, name)
+                 for name in ("tf_efficientnet_lite0", "tf_efficientnet_lite1")}
+    rules = []
+    for per_class in (10 ** 6, 1):
+        monkeypatch.setattr(measure, "LARGE_PER_CLASS", per_class)
+        chosen, evidence = rank_networks(backbones, images, tmp_path)
+        rules.append(evidence["rule"])
+        tied = [name for name, row in evidence["networks"].items() if row["tied"]]
+        assert chosen.name == (tied[0] if per_class > 1 else tied[-1])
+    assert "goes to the first named" in rules[0] and "goes to the last named" in rules[1]
 
 
 def test_auto_chooses_among_named_networks_and_the_model_holds_the_chosen_one(tmp_path, colors_data):

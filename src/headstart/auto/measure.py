@@ -57,6 +57,11 @@ class Measured:
         return np.concatenate([self.parts[p] for p in names], 1)
 
 
+def is_large(images: ImageSet) -> bool:
+    """The size rule: the median class (or label) has at least LARGE_PER_CLASS training images."""
+    return float(np.median(list(images.counts().values()))) >= LARGE_PER_CLASS
+
+
 def measure_size(images: ImageSet, sample: int = 64) -> dict[str, Any]:
     """Counts per class, the size rule's verdict, and the images' typical shorter side (from file headers)."""
     counts = np.asarray(list(images.counts().values()))
@@ -64,7 +69,7 @@ def measure_size(images: ImageSet, sample: int = 64) -> dict[str, Any]:
     what = "label" if images.multilabel else "class"
     return {"images": int(len(images)), "classes": len(images.class_names), "unit": what,
             "min_per_class": int(counts.min()),
-            "median_per_class": median, "large": median >= LARGE_PER_CLASS,
+            "median_per_class": median, "large": is_large(images),
             "rule": f"large when the median {what} has at least {LARGE_PER_CLASS} training images",
             "median_short_side": typical_short_side(images.paths, sample)}
 
