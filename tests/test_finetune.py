@@ -136,6 +136,41 @@ def test_resume_after_kill_9(tmp_path, loader):
     assert len(set(np.diff(steps))) == 1  # the resumed run continued after the last checkpointed epoch
 
 
+def test_an_auto_run_killed_while_fine_tuning_resumes_its_decision_and_its_epochs(tmp_path):
+    """The whole default path, killed with SIGKILL during the fine-tuning auto decided on, then `fit --resume`: the
+    decision comes from the workdir (the tiny set counts as large only in the first process, where LARGE_PER_CLASS
+    is lowered; deciding afresh would choose the probe), and training continues from its last epoch."""
+    data = tmp_path / "data"
+    for name, color in (("a", (220, 30, 30)), ("b", (30, 30, 220))):
+        for i in range(60):
+            make_image(data / name / f"{i}.png", color, size=32, seed=i)
+    out = tmp_path / "run"
+    large = ("import sys; import headstart.auto.measure as m; m.LARGE_PER_CLASS = 1; from headstart.cli import main; "
+             "sys.exit(main(sys.argv[1:]))")
+    process = subprocess.Popen([sys.executable, "-c", large, "fit", str(data), "--epochs", "12", "--patience", "100",
+                                "--batch-size", "4", "--out", str(out), "--json", *TINY],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workdir = tmp_path / ".run.training"
+    last = workdir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.exists() and not out.exists(), process.stderr.read().decode()[-2000:]
+    decided = json.loads((workdir / "auto.json").read_text())
+    assert decided["strategy"] == "fine-tune"
+
+    resumed = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", "--resume", str(out), "--json"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    fit = json.loads(resumed.stdout)
+    assert fit["auto"]["decision"] == decided["decision"] and fit["auto"]["strategy"] == "fine-tune"
+    assert fit["training"]["resumed_from_epoch"] >= 1 and fit["training"]["epochs_run"] == 12
+    assert "resuming the earlier decision" in resumed.stderr and "measuring" not in resumed.stderr
+
+
 def test_two_process_ddp_on_cpu(tmp_path, colors_data):
     out = tmp_path / "ddp"
     result = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(colors_data), "--strategy",
