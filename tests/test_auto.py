@@ -69,6 +69,7 @@ def test_many_classes_walk_up_the_C_grid_to_the_batched_searchs_choice(classifie
     assert walked.cv_log_loss <= batched.cv_log_loss + 0.05  # its own loss is measured in the leading axes
     assert 0 < walked.best < len(walked.grid) - 1
     assert len(walked.grid) == walked.best + 1 + linear.PATIENCE  # it stopped PATIENCE values past the best
+    assert min(walked.grid) == pytest.approx(linear.C_GRIDS[classifier][linear.WALK_FROM])  # where it started
 
 
 def test_the_walk_runs_in_the_fewest_leading_axes_that_hold_the_share_of_variance():

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..codes.backbones import PENULTIMATE, Backbone
 from ..data.imagestats import STATS
-from ..heads.linear import PATH_CLASSES, PATIENCE, WALK_VARIANCE, Search, search_C
+from ..heads.linear import PATH_CLASSES, PATIENCE, WALK_FROM, WALK_VARIANCE, Search, search_C
 from .measure import Measured, say
 
 #: Candidates whose out-of-fold log loss is within this many paired standard errors of the lowest are tied.
@@ -73,7 +73,8 @@ def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[st
                   **({"targets": measured.images.targets.tolist(), "thresholds": "half the best F1"}
                      if measured.images.multilabel else {}),
                   **({"groups": key_of({"groups": groups.tolist()})} if groups is not None else {}),
-                  **({"walk": f"from near the penultimate's C, patience {PATIENCE}, {WALK_VARIANCE} of the variance"}
+                  **({"walk": f"from grid[{WALK_FROM}], then near the penultimate's C, patience {PATIENCE}, "
+                              f"{WALK_VARIANCE} of the variance"}
                      if len(measured.images.class_names) >= PATH_CLASSES and not measured.images.multilabel else {})})
     return cache_dir / "scores" / f"{backbone.name}-{key}.json"
 
