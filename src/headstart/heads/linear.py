@@ -321,7 +321,7 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     Scored by out-of-fold log loss (an SVM's decision values calibrated by one temperature per C). None when a
     class has fewer than two images (no fold could hold it out). ``groups``: rows that must share a fold
     (duplicates), one id per row of ``codes``. ``near``: a C found best for like codes (another layer of the same
-    network); the walk of many classes then starts half a decade below it instead of at the grid's WALK_FROM.
+    network); the walk of many classes then starts half a decade below it instead of at grid[WALK_FROM].
     """
     _check(classifier, labels, n_classes)
     keep = search_rows(labels, seed, max_rows)
@@ -344,8 +344,8 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
 
     if grid is None and n_classes >= PATH_CLASSES:
         walk = C_GRIDS[classifier]  # the walk goes down from its start too, if the lowest loss is there
-        walk = walk[WALK_FROM:] if near is None else tuple(c for c in walk if c >= near / np.sqrt(10) * (1 - 1e-9)
-                                                           ) or walk[-1:]
+        above = tuple(c for c in walk if near is not None and c >= near / np.sqrt(10) * (1 - 1e-9))
+        walk = (above or walk[-1:]) if near is not None else walk[WALK_FROM:]
         _walk(data.leading(WALK_VARIANCE), labels, n_classes, folds, loss, walk, score, scores)
     else:
         todo = list(grid or C_GRIDS[classifier])
