@@ -15,6 +15,7 @@ from headstart.codes.backbones import candidate_layers, create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import read_class_folders
 from headstart.data.splits import find_splits
+from headstart.defaults import DEFAULT_MODEL
 from tests.conftest import SHARED, needs_shared
 
 
@@ -49,6 +50,8 @@ def test_advise_on_generated_data_and_json(colors_data, capsys):
     for key in ("size", "similarity", "layer_scores", "cell", "strategy", "layer", "reason"):
         assert key in out
     assert out["model"] == out["network"]["chosen"] and len(out["network"]["networks"]) == 2  # as fit chooses
+    assert main(["advise", str(colors_data), "--model", DEFAULT_MODEL, "-q"]) == 0
+    assert "size: 24 images, 2 classes, per class min 12," in capsys.readouterr().out
 
 
 def test_advise_ranks_several_networks_by_the_rule_fit_chooses_by(colors_data, capsys):

@@ -121,7 +121,8 @@ def format_advice(advice: Advice, model: str) -> str:
     mark = {k: (f"[{v}]" if k == advice.cell else f" {v} ") for k, v in cells.items()}
     lines = [
         f"model {model}",
-        f"size: {size['images']} images, {size['classes']} {size['unit']}s, per {size['unit']} min "
+        f"size: {size['images']} images, {size['classes']} {'classes' if size['unit'] == 'class' else 'labels'}, "
+        f"per {size['unit']} min "
         f"{size['min_per_class']}, median "
         f"{size['median_per_class']:.0f} -> {'large' if size['large'] else 'small'} ({size['rule']})",
     ]
