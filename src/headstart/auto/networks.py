@@ -25,6 +25,7 @@ from ..codes.backbones import Backbone, candidate_layers, embedded_weights_path
 from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
 from ..defaults import AUTO_MODELS, DEFAULT_MODEL
+from ..errors import ModelError
 from .layers import TIE_SE, fold_groups, scored_layers
 from .measure import is_large, measure_codes, say, subsample
 
@@ -86,8 +87,12 @@ def rank_networks(backbones: dict[str, Any], images: ImageSet, cache_dir: Any, s
 
 
 def model_names(model: str) -> list[str]:
-    """The networks a ``model`` option names: one, or several joined by commas (in the user's order)."""
-    return [name.strip() for name in str(model).split(",") if name.strip()]
+    """The networks a ``model`` option names: one, or several joined by commas (in the user's order), each once."""
+    names = [name.strip() for name in str(model).split(",") if name.strip()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ModelError(f"the model {', '.join(twice)} is named twice in {model!r}; name each network once")
+    return names
 
 
 def named_networks(model: str | None, auto: bool) -> list[str]:
