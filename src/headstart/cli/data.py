@@ -160,9 +160,9 @@ def add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
                                                          "recommend a strategy")
     ad.add_argument("data")
-    ad.add_argument("--model", help="one model, or several joined by commas to rank them (default: as fit, "
-                                     f"{' and '.join(AUTO_MODELS)} ranked and the chosen one advised; with --weights, "
-                                     f"{DEFAULT_MODEL})")
+    ad.add_argument("--model", help="one model, or several joined by commas, cheapest first, to rank them "
+                                     f"(default: as fit, {' and '.join(AUTO_MODELS)} ranked and the chosen one "
+                                     f"advised; with --weights, {DEFAULT_MODEL})")
     ad.add_argument("--weights")
     ad.add_argument("--val")
     label_arguments(ad)
