@@ -15,13 +15,14 @@ this takes 17.1 s (12.3 s), with the same choice and scores there, where the wid
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codes.backbones import Backbone, candidate_layers, embedded_weights_path
+from ..codes.backbones import Backbone, candidate_layers, create_backbone, embedded_weights_path
 from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
 from ..defaults import AUTO_MODELS, DEFAULT_MODEL
@@ -50,6 +51,14 @@ class Ranked:
 def rank_layer(backbone: Backbone) -> str:
     """The layer networks are compared on: the widest candidate join (every candidate part side by side)."""
     return candidate_layers(backbone)[-1]
+
+
+def builders(names: list[str], weights: Any = None, image_size: int | None = None, cache_dir: Any = None,
+             built: Backbone | None = None) -> dict[str, Any]:
+    """``rank_networks``' networks: name -> a function that builds it (``built``, if one of them, as it is)."""
+    build = functools.partial(create_backbone, weights=weights, image_size=image_size, cache_dir=cache_dir)
+    return {name: built if built is not None and name == built.name else functools.partial(build, name)
+            for name in names}
 
 
 def rank_networks(backbones: dict[str, Any], images: ImageSet, cache_dir: Any, seed: int = 0, engine: str = "auto",

@@ -8,7 +8,6 @@ twice. Fine-tuning, when advised and affordable, is checked against the chosen p
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from dataclasses import fields, replace
@@ -22,7 +21,7 @@ from ..strategies.network import fit_network
 from ..training.options import FineTuneConfig
 from .advice import advise
 from .measure import say
-from .networks import rank_networks
+from .networks import builders, rank_networks
 from .plan import keep_fine_tuned, plan_auto
 from .precision import choose_precision
 
@@ -48,10 +47,7 @@ def _advise(clf: Any, images: Any, names: list[str]) -> tuple[Any, dict[str, Any
     alone is advised on every training image."""
     evidence = None
     if len(names) > 1:
-        build = functools.partial(create_backbone, weights=clf.weights, image_size=clf.image_size,
-                                  cache_dir=cache_folder(clf.cache_dir))
-        backbones = {name: clf.backbone_ if name == clf.backbone_.name else functools.partial(build, name)
-                     for name in names}
+        backbones = builders(names, clf.weights, clf.image_size, cache_folder(clf.cache_dir), clf.backbone_)
         clf.backbone_, evidence = rank_networks(backbones, images, clf.cache_dir, clf.seed, clf.engine,
                                                 clf.batch_size, clf.precision_, clf.progress)
     return advise(clf.backbone_, images, clf.cache_dir, clf.seed, clf.classifier, clf.budget, clf.progress,

@@ -130,16 +130,12 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def _advise_chosen(args: argparse.Namespace, train, names: list[str]) -> None:
     """``advise`` without ``--model``: the networks `fit` chooses among ranked by its rule, the chosen one advised."""
-    import functools
-
     from ..auto.advice import advise, format_advice
-    from ..auto.networks import network_line, rank_networks
-    from ..codes.backbones import create_backbone
+    from ..auto.networks import builders, network_line, rank_networks
     from ..disk import cache_folder
 
     progress = not args.quiet and not args.json
-    build = functools.partial(create_backbone, cache_dir=cache_folder(args.cache_dir))
-    backbone, network = rank_networks({name: functools.partial(build, name) for name in names}, train,
+    backbone, network = rank_networks(builders(names, cache_dir=cache_folder(args.cache_dir)), train,
                                       args.cache_dir, args.seed, args.engine, precision=args.precision,
                                       progress=progress)
     advice = advise(backbone, train, args.cache_dir, args.seed, progress=progress, engine=args.engine,
