@@ -1,21 +1,27 @@
 """int8 against fp32 on the same images, in one run: speed, accuracy, agreement and file size.
 
-    python bench/int8.py [speed] [accuracy] [export] [large] [auto]   (the first three by default; about 7 minutes)
+    python bench/int8.py [speed] [accuracy] [export] [large] [auto] [calibration]   (the first three by default;
+                                                                                      about 7 minutes)
 
 speed:    the network alone (pre-decoded batches of 8, ONNX Runtime, all cores), and the whole command
           `headstart extract DATA` (cats_vs_dogs, pneumoniamnist) with and without `--precision int8`, each into an
-          empty code cache that already holds the one-time fp32 export of the network (made beforehand on other data);
-          int8's calibration on that dataset's training images is timed, as it is per dataset. Each side run twice,
-          alternating; the faster run of each side is reported. large: the same on cifar10 (50000 images), once.
+          empty code cache that already holds what does not depend on the data, made beforehand on other data: the
+          network's card, its fp32 export and its int8 weights' parameters; int8's calibration on that dataset's
+          training images is timed, as it is per dataset. Each side run twice, alternating; the faster run of each
+          side is reported. large: the same on cifar10 (50000 images), once.
 accuracy: validation accuracy with fp32 and int8 codes on cats_vs_dogs, dtd10 and pneumoniamnist, for the
           penultimate layer and for auto's linear path (the layer it chooses; the budget kept too small to fine-tune,
           so both sides stay linear probes). Validation images are used for scoring only.
+calibration: how many calibration images the ranges need: Lite0 and Lite2 quantised on 16, 32 and 128 training
+          images (two seeds each) of cats_vs_dogs, dtd10 and pneumoniamnist; the cosine of each candidate part's int8
+          codes to its fp32 codes (mean over 500 validation images) and the seconds the quantisation took.
 export:   dtd10 saved in fp32 and exported to ONNX in fp32 and in int8: file sizes, and the share of val images on
           which the int8 file's labels agree with the fp32 saved model's (calibrated on the recorded training images).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -48,13 +54,16 @@ def network_speed(backbone, paths: list[Path], cache: Path) -> None:
 
 
 def whole_command(data: Path, cache: Path, precision: str) -> float:
-    """Seconds for `headstart extract DATA` into a fresh code cache holding only the fp32 export."""
+    """Seconds for `headstart extract DATA` into a fresh code cache holding only what does not depend on the data:
+    the network's card, its fp32 export and its int8 weights' parameters (made beforehand on other data)."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "cache"
         (fresh / "onnx").mkdir(parents=True)
-        for export in (cache / "onnx").glob("*.onnx"):
-            if "-int8-" not in export.name:
-                shutil.copy(export, fresh / "onnx" / export.name)
+        if (cache / "backbones").is_dir():
+            shutil.copytree(cache / "backbones", fresh / "backbones")
+        for kept in (cache / "onnx").iterdir():
+            if "-int8-" not in kept.name or "-int8-weights-" in kept.name:
+                shutil.copy(kept, fresh / "onnx" / kept.name)
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "headstart", "extract", str(data), "--cache-dir", str(fresh),
                         "--precision", precision, "--quiet"], check=True, stdout=subprocess.DEVNULL)
@@ -65,7 +74,7 @@ def speed(cache: Path, datasets: tuple[str, ...] = ("cats_vs_dogs", "pneumoniamn
     from headstart.codes.backbones import create_backbone
     from headstart.data.splits import find_splits
 
-    backbone = create_backbone()
+    backbone = create_backbone(cache_dir=cache)  # its card lands in the cache
     other = find_splits(DATA / "dtd10").train.paths  # the one-time fp32 export, made on other data
     network_speed(backbone, list(other), cache)
     for name in datasets:
@@ -103,6 +112,56 @@ def accuracy(cache: Path) -> None:
             print(f"{name:15s} {label:13s} ({layer}): val accuracy fp32 {scores['fp32']:.4f}, int8 "
                   f"{scores['int8']:.4f}, difference {100 * (scores['int8'] - scores['fp32']):+.2f} points",
                   flush=True)
+
+
+def calibration(cache: Path, counts: tuple[int, ...] = (16, 32, 128)) -> None:
+    from headstart.codes.backbones import candidate_layers, create_backbone, embedded_weights_path
+    from headstart.codes.quantize import calibration_sample, quantize
+    from headstart.codes.runners import fp32_network
+    from headstart.codes.session import onnx_session
+    from headstart.data.splits import find_splits
+
+    for model in ("tf_efficientnet_lite0", "tf_efficientnet_lite2"):
+        if embedded_weights_path(model) is None:
+            print(f"{model}: weights not installed, skipped")
+            continue
+        backbone = create_backbone(model)
+        parts = sorted({p for c in candidate_layers(backbone) for p in c.split("+")})
+        network = fp32_network(backbone, parts, cache)
+        reference = onnx_session(network)
+        decoded = functools.partial(_decoded, backbone.preprocess)
+        for name in ("cats_vs_dogs", "dtd10", "pneumoniamnist"):
+            splits = find_splits(DATA / name)
+            val = decoded(list(splits.val.paths)[::2][:500], 8)
+            fp32 = _codes(reference, val)
+            for count in counts:
+                for seed in (0, 1):
+                    started = time.perf_counter()
+                    int8 = onnx_session_from(quantize(network, decoded(calibration_sample(splits.train.paths, count,
+                                                                                          seed), 16)))
+                    took = time.perf_counter() - started
+                    cosine = [float(np.mean(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+                              for a, b in zip(fp32, _codes(int8, val))]
+                    print(f"{model} {name:15s} {count:4d} images (seed {seed}): decoded and quantised in {took:.2f} s; "
+                          f"cosine to fp32 ({', '.join(parts)}) {' '.join(f'{c:.4f}' for c in cosine)}", flush=True)
+
+
+def _decoded(preprocess, paths: list[Path], size: int) -> list[np.ndarray]:
+    from headstart.data.decode import decoded_batches
+
+    return [b for _, b, _ in decoded_batches(paths, preprocess, size, 2) if b is not None]
+
+
+def _codes(session, batches: list[np.ndarray]) -> list[np.ndarray]:
+    """Every output of ``session`` over ``batches``, concatenated per output."""
+    outputs = [session.run(None, {"images": b}) for b in batches]
+    return [np.concatenate([out[k] for out in outputs]) for k in range(len(outputs[0]))]
+
+
+def onnx_session_from(data: bytes):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
 
 
 def export(cache: Path) -> None:
@@ -154,7 +213,8 @@ def main() -> None:
         cache = Path(tmp)
         for part in parts:
             started = time.perf_counter()
-            {"speed": speed, "large": large, "accuracy": accuracy, "export": export, "auto": auto}[part](cache)
+            {"speed": speed, "large": large, "accuracy": accuracy, "export": export, "auto": auto,
+             "calibration": calibration}[part](cache)
             print(f"[{part}: {time.perf_counter() - started:.0f} s]", flush=True)
 
 

@@ -14,7 +14,9 @@ import headstart
 from headstart.cli import main
 from headstart.codes.backbones import create_backbone
 from headstart.codes.extract import FeatureExtractor
-from headstart.codes.quantize import calibration_sample
+from headstart.codes.quantize import CALIBRATION_IMAGES, calibration_sample, quantize
+from headstart.codes.runners import fp32_network
+from headstart.data.decode import decoded_batches
 from headstart.data.splits import find_splits
 from headstart.deploy.runtime import OnnxClassifier
 
@@ -32,12 +34,27 @@ def test_calibration_is_a_reproducible_sample_of_training_images_only(int8_run, 
     splits = find_splits(colors_data / "train", val_fraction=0.25)
     calibration = set(config["calibration"])
     assert config["precision"] == "int8" and (int8_run / "codes-int8.onnx").is_file()
-    assert calibration == {str(p) for p in splits.train.paths}  # fewer than 128: all of them, and no val image
+    assert calibration == {str(p) for p in splits.train.paths}  # fewer than 32: all of them, and no val image
     assert calibration.isdisjoint(str(p) for p in splits.val.paths)
     many = [f"img{i:04d}.jpg" for i in range(1000)]
     picked = calibration_sample(many)
-    assert len(picked) == 128 and set(map(str, picked)) <= set(many)
+    assert len(picked) == CALIBRATION_IMAGES == 32 and set(map(str, picked)) <= set(many)
     assert picked == calibration_sample(many[::-1])  # the same images whatever order the files were listed in
+
+
+def test_the_weights_quantisation_kept_from_other_data_gives_the_same_network_byte_for_byte(colors_data, tmp_path):
+    backbone = create_backbone()
+    network = fp32_network(backbone, ["penultimate"], tmp_path)
+    train, val = sorted((colors_data / "train").rglob("*.png")), sorted((colors_data / "val").rglob("*.png"))
+    first, other = ([b for _, b, _ in decoded_batches(paths, backbone.preprocess, 16, 2)] for paths in (train, val))
+    kept = tmp_path / "weights.npz"
+    quantize(network, first, kept)  # computes the weights' parameters and keeps them
+    assert kept.is_file()
+    fresh, reused = quantize(network, other), quantize(network, other, kept)
+    assert reused == fresh
+    assert quantize(network, first) != fresh  # other ranges: another network, so the comparison can fail
+    kept.write_bytes(b"damaged")
+    assert quantize(network, other, kept) == fresh  # an unreadable file: computed again
 
 
 def test_int8_codes_are_cached_apart_from_fp32(colors_data, tmp_path):

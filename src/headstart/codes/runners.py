@@ -95,13 +95,13 @@ def int8_network(fp32: Path, calibration: list[Path], preprocess: Preprocess, wo
 
     from .quantize import RECIPE, quantize
 
-    key = key_of({"network": fp32.stem, "calibration": [file_identity(p) for p in calibration], "recipe": RECIPE,
-                  "onnxruntime": onnxruntime.__version__})
+    recipe = {"recipe": RECIPE, "onnxruntime": onnxruntime.__version__}
+    key = key_of({"network": fp32.stem, "calibration": [file_identity(p) for p in calibration], **recipe})
 
     def build() -> bytes:
         batches = [batch for _, batch, _ in decoded_batches(calibration, preprocess, 16, workers)
                    if batch is not None]
-        return quantize(fp32, batches)
+        return quantize(fp32, batches, fp32.with_name(f"{fp32.stem}-int8-weights-{key_of(recipe)}.npz"))
 
     return _cached(fp32.with_name(f"{fp32.stem}-int8-{key}.onnx"), build)
 
