@@ -138,7 +138,7 @@ def calibration(cache: Path, counts: tuple[int, ...] = (16, 32, 128)) -> None:
                 for seed in (0, 1):
                     started = time.perf_counter()
                     int8 = onnx_session_from(quantize(network, decoded(calibration_sample(splits.train.paths, count,
-                                                                                          seed), 16)))
+                                                                                          seed), 4)))
                     took = time.perf_counter() - started
                     cosine = [float(np.mean(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
                               for a, b in zip(fp32, _codes(int8, val))]
