@@ -52,11 +52,15 @@ def test_neither_weights_kept_from_other_data_nor_the_batch_size_change_a_byte_o
     assert kept.is_file()
     fresh, reused = quantize(network, other), quantize(network, other, kept)
     assert reused == fresh
+    with np.load(kept) as saved:  # the kept parameters are the ones used: doubled scales, another network
+        np.savez(tmp_path / "doubled.npz", **{k: v * 2 if k.startswith("scale_") else v for k, v in saved.items()})
+    assert quantize(network, other, tmp_path / "doubled.npz") != fresh
     again = quantize(network, [b for _, b, _ in decoded_batches(train, backbone.preprocess, 4, 2)])
     assert again != fresh  # other ranges: another network, so the comparison can fail
     assert again == quantize(network, first)  # batches of 4 or 16: the same ranges (min and max over batches)
     kept.write_bytes(b"damaged")
-    assert quantize(network, other, kept) == fresh  # an unreadable file: computed again
+    assert quantize(network, other, kept) == fresh  # an unreadable file: computed again, and kept anew
+    assert kept.read_bytes() != b"damaged"
 
 
 def test_int8_codes_are_cached_apart_from_fp32(colors_data, tmp_path):
