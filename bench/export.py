@@ -18,8 +18,9 @@ import numpy as np
 import onnx
 import torch
 
-from headstart.codes import runners
-from headstart.codes.backbones import CodesNet, create_backbone
+from headstart.codes import onnx_export
+from headstart.codes.backbones import create_backbone
+from headstart.codes.codesnet import CodesNet
 from headstart.codes.session import onnx_session
 
 LAYERS = ["blocks.3", "blocks.4", "blocks.5", "blocks.6", "penultimate"]
@@ -42,9 +43,9 @@ def main() -> None:
             started = time.perf_counter()
             with torch.no_grad():
                 if side == "dynamo":
-                    files[side] = runners._exported(net, example, *names).SerializeToString()
+                    files[side] = onnx_export._exported(net, example, *names).SerializeToString()
                 else:
-                    files[side] = runners._traced(net, example, *names)
+                    files[side] = onnx_export._traced(net, example, *names)
             seconds[side] = time.perf_counter() - started
         images = np.random.default_rng(0).integers(0, 256, (64, height, width, 3), dtype=np.uint8)
         paths, sessions = {}, {}

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headstart.codes.backbones import CodesNet, create_backbone
+from headstart.codes.backbones import create_backbone
+from headstart.codes.codesnet import CodesNet
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import files_under
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import headstart
-from headstart.codes.backbones import CodesNet, create_backbone
+from headstart.codes.backbones import create_backbone
+from headstart.codes.codesnet import CodesNet
 from headstart.codes.extract import FeatureExtractor
 from tests.conftest import SHARED, make_image, needs_shared
 
@@ -40,9 +41,9 @@ def test_the_export_is_traced_with_constant_padding_and_checked_else_dynamo_expo
     import onnx
     import onnxruntime
 
-    from headstart.codes import runners
+    from headstart.codes import onnx_export
 
-    traced = onnx.load_from_string(runners.export_onnx(CodesNet(lite0, ["penultimate"]), lite0.preprocess, 1))
+    traced = onnx.load_from_string(onnx_export.export_onnx(CodesNet(lite0, ["penultimate"]), lite0.preprocess, 1))
     ops = {node.op_type for node in traced.graph.node}
     assert "Conv" in ops and not ops & {"Shape", "Ceil", "Constant", "ConstantOfShape", "BatchNormalization"}
     # timm's "same" padding as constants (folded into the convolutions), no shape arithmetic, nothing left unfolded:
@@ -56,9 +57,9 @@ def test_the_export_is_traced_with_constant_padding_and_checked_else_dynamo_expo
         def forward(self, x):
             return (x.float().mean((1, 2, 3)) * 3,)
 
-    trace = runners._traced
-    monkeypatch.setattr(runners, "_traced", lambda net, *args: trace(Tripled(), *args))  # a trace gone wrong
-    data = runners.export_onnx(Doubled(), None, 1, examples=(torch.zeros(2, 8, 8, 3, dtype=torch.uint8),))
+    trace = onnx_export._traced
+    monkeypatch.setattr(onnx_export, "_traced", lambda net, *args: trace(Tripled(), *args))  # a trace gone wrong
+    data = onnx_export.export_onnx(Doubled(), None, 1, examples=(torch.zeros(2, 8, 8, 3, dtype=torch.uint8),))
     images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
     got = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]
     assert np.allclose(got, images.astype(np.float32).mean((1, 2, 3)) * 2, rtol=1e-5)  # caught: dynamo's export
@@ -134,10 +135,6 @@ def test_two_processes_fill_one_cache(tmp_path, colors_data):
 
 def test_codes_nets_leave_no_hooks_behind():
     import gc
-
-    import torch
-
-    from headstart.codes.backbones import CodesNet, create_backbone
 
     backbone = create_backbone("test_efficientnet", "none", image_size=32)
     block = dict(backbone.model.named_modules())["blocks.1"]

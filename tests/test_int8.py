@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 import headstart
 from headstart.cli import main
 from headstart.codes.backbones import create_backbone
-from headstart.codes.extract import FeatureExtractor
+from headstart.codes.extract import GPU_DEVICE_FILES, FeatureExtractor
 from headstart.codes.quantize import CALIBRATION_IMAGES, calibration_sample, quantize
 from headstart.codes.runners import fp32_network
 from headstart.data.decode import decoded_batches
@@ -61,6 +62,22 @@ def test_neither_weights_kept_from_other_data_nor_the_batch_size_change_a_byte_o
     kept.write_bytes(b"damaged")
     assert quantize(network, other, kept) == fresh  # an unreadable file: computed again, and kept anew
     assert kept.read_bytes() != b"damaged"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or any(Path(p).exists() for p in GPU_DEVICE_FILES),
+                    reason="a GPU driver is installed here: extract asks torch whether CUDA is there")
+def test_extract_with_the_network_known_imports_no_torch_in_fp32_or_int8(colors_data, tmp_path):
+    """Once the card and the export are cached, `extract` on a CPU runs ONNX Runtime alone, even to quantise."""
+    cache = str(tmp_path / "cache")
+    code = ("import sys\nfrom headstart.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(rc, *sorted({'torch', 'timm'} & set(sys.modules)), file=sys.stderr)\n")
+    runs = [("train", "fp32", "0 timm torch"), ("val", "fp32", "0"), ("val", "int8", "0")]  # the first builds it
+    for folder, precision, imported in runs:
+        result = subprocess.run([sys.executable, "-c", code, "extract", str(colors_data / folder), "--cache-dir",
+                                 cache, "--precision", precision, "-q", "--json"], capture_output=True, text=True,
+                                timeout=300)
+        assert result.stderr.splitlines()[-1] == imported, result.stderr
+        assert json.loads(result.stdout)["computed"] > 0  # codes were computed, not found
 
 
 def test_int8_codes_are_cached_apart_from_fp32(colors_data, tmp_path):

@@ -220,7 +220,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if layers != ["penultimate"]:
         import torch
 
-        from ..codes.backbones import CodesNet
+        from ..codes.codesnet import CodesNet
 
         h, w = backbone.preprocess.input_size
         with torch.inference_mode():

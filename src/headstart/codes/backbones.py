@@ -1,4 +1,5 @@
-"""The model zoo: timm architectures, their weight sources, preprocessing, tap layers, and the CNN-code network."""
+"""The model zoo: timm architectures, their weight sources, preprocessing and tap layers. torch is imported only where
+a network is built or read (a backbone from a cached card needs none: :mod:`headstart.codes.cards`)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ import hashlib
 import importlib
 import socket
 import threading
-import weakref
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..data.decode import Preprocess, check_image_size
 from ..defaults import DEFAULT_MODEL
 from ..errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 PENULTIMATE = "penultimate"  # the pooled activations that fed the removed classifier
 LOGITS = "logits"  # the pretrained classifier's outputs (only with keep_classifier)
@@ -83,6 +84,8 @@ BLOCK_CONTAINERS = ("blocks", "stages", "layers", "features")
 
 def block_container(model: nn.Module) -> str | None:
     """The name of ``model``'s top-level sequence of blocks, or None when it has none."""
+    from torch import nn
+
     children = dict(model.named_children())
     return next((name for name in BLOCK_CONTAINERS
                  if isinstance(children.get(name), (nn.Sequential, nn.ModuleList))), None)
@@ -94,19 +97,6 @@ def block_names(model: nn.Module) -> list[str]:
     if container is None:
         return []
     return [f"{container}.{name}" for name, _ in getattr(model, container).named_children()]
-
-
-class Normalize(nn.Module):
-    """uint8 NHWC images in; the float NCHW input the pretrained weights expect (the model's mean and std)."""
-
-    def __init__(self, preprocess: Preprocess):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or float images in [0, 255] to the model's normalised floats."""
-        return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
 
 def embedded_weights_path(name: str) -> Path | None:
@@ -137,6 +127,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"weights file {str(path)!r} does not exist")
+    import torch
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -238,6 +230,8 @@ def build_backbone(name: str, weights: str | Path | None, keep_classifier: bool 
                    image_size: int | None = None) -> Backbone:
     """:func:`create_backbone` without cards: timm's network with its weights loaded, now."""
     import timm
+    import torch
+    from torch import nn
 
     check_model_name(name)
     check_image_size(image_size)
@@ -273,71 +267,6 @@ def build_backbone(name: str, weights: str | Path | None, keep_classifier: bool 
                     head if isinstance(head, nn.Linear) else None)
 
 
-def _pool(activation: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Global average pool any activation layout to (batch, channels)."""
-    if activation.ndim == 4:
-        return activation.mean((1, 2) if channels_last else (2, 3))
-    if activation.ndim == 3:  # (batch, tokens, channels)
-        return activation.mean(1)
-    return activation.flatten(1)
-
-
-class _Taps(dict):
-    """Activations caught by forward hooks, by layer name (a dict subclass, so that hooks can refer to it weakly)."""
-
-
-def _keep(taps: weakref.ref, layer: str):
-    def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
-        found = taps()
-        if found is not None:
-            found[layer] = output
-
-    return hook
-
-
-def _remove_hooks(handles: list) -> None:
-    for handle in handles:
-        handle.remove()
-
-
-class CodesNet(nn.Module):
-    """uint8 NHWC images in; the model's normalisation, then each tapped layer's pooled activations (a tuple)."""
-
-    def __init__(self, backbone: Backbone, layers: list[str]):
-        super().__init__()
-        self.normalize = Normalize(backbone.preprocess)
-        self.model = backbone.model
-        self.layers = list(layers)
-        modules = dict(self.model.named_modules())
-        self._taps = _Taps()
-        self._channels_last = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
-        tapped = [layer for layer in self.layers if layer not in (PENULTIMATE, LOGITS)]
-        for layer in tapped:
-            if layer not in modules or not layer:
-                raise ModelError(f"model {backbone.name!r} has no layer {layer!r}; "
-                                 f"choose from {', '.join(backbone.layers())} (see `headstart summary`)")
-        # The hooks live on the shared model but hold this net's taps only weakly, and are removed with this net:
-        # many CodesNets over one backbone never pile up hooks or keep activations alive.
-        taps = weakref.ref(self._taps)
-        handles = [modules[layer].register_forward_hook(_keep(taps, layer)) for layer in tapped]
-        weakref.finalize(self, _remove_hooks, handles)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The tapped layers' pooled codes, side by side."""
-        x = self.normalize(images)
-        if LOGITS in self.layers:
-            final = self.model(x)
-        else:
-            final = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        outputs = []
-        for layer in self.layers:
-            if layer in (PENULTIMATE, LOGITS):
-                outputs.append(final.flatten(1).float())
-            else:
-                outputs.append(_pool(self._taps.pop(layer), self._channels_last).float())
-        return tuple(outputs)
-
-
 def restore_backbone(name: str, state: dict[str, torch.Tensor], preprocess: Preprocess, origin: str) -> Backbone:
     """Rebuild a saved backbone (classifier removed) from its state dict, without any download."""
     import timm
@@ -361,3 +290,13 @@ def candidate_layers(backbone: Backbone) -> list[str]:
     if len(last) == 4:
         candidates.append("+".join([*last, PENULTIMATE]))
     return list(dict.fromkeys(candidates))
+
+
+def __getattr__(name: str) -> Any:
+    """``CodesNet`` and ``Normalize`` live in :mod:`headstart.codes.codesnet` (they need torch to be defined); the
+    path they had still works."""
+    if name in ("CodesNet", "Normalize"):
+        from . import codesnet
+
+        return getattr(codesnet, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

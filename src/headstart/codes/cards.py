@@ -14,14 +14,15 @@ import json
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..data.decode import Preprocess
 from ..disk import file_identity, key_of, write_cache
 from ..errors import ModelError
 from .backbones import EMBEDDED, Backbone, build_backbone, embedded_weights_path
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CARD = "card.json"
 STATE = "state.safetensors"
@@ -52,7 +53,7 @@ class Card:
         identity = file_identity(source) if source is not None else None
         if identity is None:
             return None
-        key = key_of({"name": name, "weights": identity, "image_size": image_size, "torch": torch.__version__,
+        key = key_of({"name": name, "weights": identity, "image_size": image_size, "torch": metadata.version("torch"),
                       "timm": metadata.version("timm"), "v": 1})
         return cls(name, weights, image_size, Path(cache_dir) / "backbones" / f"{name}-{key}")
 
@@ -80,10 +81,11 @@ class Card:
         """The ImageNet classifier, from the card."""
         if not self.has_head:
             return None
+        import torch
         from safetensors.torch import load_file
 
         tensors = load_file(str(self.folder / HEAD))
-        head = nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
+        head = torch.nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
         with torch.no_grad():
             head.weight.copy_(tensors["weight"])
             head.bias.copy_(tensors["bias"])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-import torch
 
 from ..data.decode import decoded_batches
 from ..data.imagestats import STATS
@@ -18,7 +19,7 @@ from ..disk import cache_folder, file_identities, file_sha256, key_of
 from ..errors import ModelError
 from .backbones import Backbone
 from .quantize import calibration_sample
-from .runners import OnnxRunner, TorchRunner, fp32_network, int8_network
+from .runners import OnnxRunner, fp32_network, int8_network
 from .store import SHARD_SIZE, CodeStore, stats_store
 
 
@@ -31,6 +32,21 @@ class Codes:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     extracted: int = 0  # images run through the network (the rest came from the cache)
     widths: list[int] = field(default_factory=list)  # columns of each layer in ``codes``, in order
+
+
+#: Device files a GPU driver makes (NVIDIA, AMD ROCm, WSL's): on Linux without any of them CUDA cannot be there.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def cuda_available() -> bool:
+    """``torch.cuda.is_available()``, without importing torch (1.1 s) on a Linux machine with no GPU driver, where it
+    would say False: extraction on the CPU runs ONNX Runtime and needs no torch."""
+    if sys.platform.startswith("linux") and "torch" not in sys.modules and not any(
+            os.path.exists(path) for path in GPU_DEVICE_FILES):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def release_free_memory() -> None:
@@ -84,8 +100,8 @@ class FeatureExtractor:
         self._network = None if network is None else Path(network)
         if precision == "int8":
             engine = "onnx"
-        self.engine = ("torch" if torch.cuda.is_available() else "onnx") if engine == "auto" else engine
-        cuda = self.engine == "torch" and torch.cuda.is_available()
+        self.engine = ("torch" if cuda_available() else "onnx") if engine == "auto" else engine
+        cuda = self.engine == "torch" and cuda_available()
         self.batch_size = batch_size or (128 if cuda else 8)
         self.workers = workers or (os.cpu_count() or 1)
         self.progress = progress
@@ -137,8 +153,9 @@ class FeatureExtractor:
             if self.engine == "onnx":
                 self._runner = OnnxRunner(self.network(), self._net_layers)
             else:
-                self._runner = TorchRunner(self.backbone, self._net_layers,
-                                           "cuda" if torch.cuda.is_available() else "cpu")
+                from .codesnet import TorchRunner
+
+                self._runner = TorchRunner(self.backbone, self._net_layers, "cuda" if cuda_available() else "cpu")
         return self._runner
 
     def transform(self, paths: list[Path]) -> Codes:
@@ -234,7 +251,7 @@ class _OneProcess:
     """What extraction needs of Lightning Fabric, for the common single-process CPU run (no launch, no import)."""
 
     global_rank, world_size, is_global_zero = 0, 1, True
-    device = torch.device("cpu")
+    device = SimpleNamespace(type="cpu")  # as torch.device("cpu") reads, without importing torch
 
     def barrier(self) -> None:
         pass
@@ -251,7 +268,7 @@ def extract_distributed(backbone: Backbone, layers: list[str], paths: list[Path]
     ``precision="int8"`` quantises the network first, calibrated on ``calibration`` (training images).
     """
     one = num_nodes == 1 and str(devices) in ("auto", "1") and accelerator in ("auto", "cpu") and strategy == "auto"
-    if one and not torch.cuda.is_available():
+    if one and not cuda_available():
         fabric = _OneProcess()
     else:
         import lightning as L
@@ -272,6 +289,8 @@ def extract_distributed(backbone: Backbone, layers: list[str], paths: list[Path]
         fabric.barrier()
         mine._runner = OnnxRunner(mine.network(), mine._net_layers, threads)
     else:
+        from .codesnet import TorchRunner
+
         mine._runner = TorchRunner(backbone, layers, str(fabric.device))
     codes = mine.transform([Path(p) for p in paths[fabric.global_rank::fabric.world_size]])
     fabric.barrier()

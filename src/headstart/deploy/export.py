@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..codes.backbones import PENULTIMATE, CodesNet
+from ..codes.backbones import PENULTIMATE
+from ..codes.codesnet import CodesNet
+from ..codes.onnx_export import on_cpu
 from ..codes.quantize import MIN_CALIBRATION_IMAGES
-from ..codes.runners import OnnxRunner, on_cpu
+from ..codes.runners import OnnxRunner
 from ..defaults import EXPORT_FORMATS as FORMATS
 from ..defaults import PRECISIONS
 from ..disk import write_atomic

@@ -10,7 +10,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from ..codes.backbones import Backbone, Normalize, block_container, block_names
+from ..codes.backbones import Backbone, block_container, block_names
+from ..codes.codesnet import Normalize
 from ..data.decode import Preprocess
 from ..errors import HeadstartError
 from .activations import (
