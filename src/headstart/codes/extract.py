@@ -34,8 +34,9 @@ class Codes:
     widths: list[int] = field(default_factory=list)  # columns of each layer in ``codes``, in order
 
 
-#: Device files a GPU driver makes (NVIDIA, AMD ROCm, WSL's): on Linux without any of them CUDA cannot be there.
-GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+#: Device files a GPU driver makes (NVIDIA, Jetson, AMD ROCm, WSL's): on Linux without any of them CUDA cannot be there.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/nvhost-ctrl", "/dev/nvmap",
+                    "/dev/kfd", "/dev/dxg")
 
 
 def cuda_available() -> bool:
