@@ -19,7 +19,9 @@ class Standardised:
     for any subset of the rows: the folds), and its columns are orthogonal, so a diagonal preconditioner fits.
     """
 
-    def __init__(self, codes: np.ndarray):
+    def __init__(self, codes: np.ndarray, gram: tuple | None = None):
+        """``gram``: these codes' (mean, scale, Gram of the standardised columns) when already known
+        (:func:`column_gram`: a wider join's, shared by its parts)."""
         import torch
 
         if len(codes) < codes.shape[1]:  # fewer rows than columns: the rows' kernel (small)
@@ -33,19 +35,37 @@ class Standardised:
             self.axes = (xt.T @ u) / s2.sqrt()
             self.z = u * s2.sqrt()
         else:  # the columns' covariance, a block of rows at a time: never a float64 copy of all the codes
-            self.mean, self.scale = _column_moments(codes)
-            gram = torch.zeros(codes.shape[1], codes.shape[1], dtype=torch.float64)
-            for block in self._blocks(codes):
-                gram += block.T @ block
-            s2, self.axes = torch.linalg.eigh(gram)
+            self.mean, self.scale, covariance = gram or column_gram(codes)
+            s2, self.axes = torch.linalg.eigh(covariance)
             keep = s2 > s2.max() * 1e-9
             s2, self.axes = s2[keep], self.axes[:, keep]
-            self.z, start = torch.empty(len(codes), self.axes.shape[1]), 0
-            for block in self._blocks(codes):  # filled in place: no list of blocks beside their concatenation
-                self.z[start:start + len(block)] = block @ self.axes
-                start += len(block)
+            self.z = self._project(codes)
         self.variance = s2 / len(codes)  # of z's columns
         self.z = self.z.float()
+
+    def basis(self) -> Standardised:
+        """This without its rows (``z``): what a fit on the same codes needs to rebuild it (:meth:`on`) without
+        solving the eigenproblem again."""
+        view = copy.copy(self)
+        view.z = None
+        return view
+
+    def on(self, codes: np.ndarray) -> Standardised:
+        """This basis with ``z`` computed for ``codes``: the codes it was found on (for others, the variance along
+        its axes would not be theirs)."""
+        view = copy.copy(self)
+        view.z = self._project(codes)
+        return view
+
+    def _project(self, codes: np.ndarray):
+        """The standardised codes on the axes (float32; each block projected in float64), a block of rows at a time."""
+        import torch
+
+        z, start = torch.empty(len(codes), self.axes.shape[1]), 0
+        for block in _blocks(codes, self.mean, self.scale):  # filled in place: no list of blocks beside them
+            z[start:start + len(block)] = block @ self.axes
+            start += len(block)
+        return z
 
     def leading(self, share: float) -> Standardised:
         """The same codes in their fewest axes of highest variance that hold ``share`` of it: a cheaper space to
@@ -64,13 +84,26 @@ class Standardised:
         coef = (self.axes.float() @ w).double().numpy().T
         return coef / self.scale, b.double().numpy() - coef @ (self.mean / self.scale)
 
-    def _blocks(self, codes: np.ndarray, rows: int = BLOCK_ROWS):
-        """The standardised codes as float64 tensors of ``rows`` rows each."""
-        import torch
 
-        for start in range(0, len(codes), rows):
-            block = np.asarray(codes[start:start + rows], dtype=np.float64)
-            yield torch.from_numpy((block - self.mean) / self.scale)
+def column_gram(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
+    """(each column's mean, its standard deviation, the Gram matrix of the standardised columns (float64 torch)),
+    a block of rows at a time. A join's Gram holds each of its parts' (and their joins') as a block."""
+    import torch
+
+    mean, scale = _column_moments(codes)
+    gram = torch.zeros(codes.shape[1], codes.shape[1], dtype=torch.float64)
+    for block in _blocks(codes, mean, scale):
+        gram += block.T @ block
+    return mean, scale, gram
+
+
+def _blocks(codes: np.ndarray, mean: np.ndarray, scale: np.ndarray, rows: int = BLOCK_ROWS):
+    """The standardised codes as float64 tensors of ``rows`` rows each."""
+    import torch
+
+    for start in range(0, len(codes), rows):
+        block = np.asarray(codes[start:start + rows], dtype=np.float64)
+        yield torch.from_numpy((block - mean) / scale)
 
 
 def _column_moments(codes: np.ndarray, rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:

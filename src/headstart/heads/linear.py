@@ -10,7 +10,6 @@ C means what it means in scikit-learn: ``C * sum(loss) + ||w||^2 / 2``, the inte
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from ..defaults import CLASSIFIERS
 from ..errors import DataError
 from .basis import Standardised
+from .solver import solve
 
 #: Candidate C values, half a decade apart, bracketing the optima measured on the shared datasets; a search whose
 #: best C lies at an edge extends the grid on that side (at most EXTEND_STEPS more values, then stops).
@@ -87,6 +87,7 @@ class Search:
     temperature: float = 1.0
     oof_logits: np.ndarray | None = None  # out-of-fold logits of each searched image at the chosen C (calibrated)
     rows_index: np.ndarray | None = None  # which of the given rows were searched (None: all of them)
+    basis: Standardised | None = None  # the searched codes' basis, when all were searched: the final fit's too
 
     def oof_proba(self) -> np.ndarray:
         """Out-of-fold class probabilities of the searched rows at the chosen C."""
@@ -117,67 +118,6 @@ class Search:
                 "cv_accuracy": {f"{c:.3g}": round(v, 5) for c, v in zip(self.grid, self.accuracy)}}
 
 
-@functools.cache
-def _lbfgs() -> type:
-    """torch's L-BFGS, as is, but without importing ``torch._dynamo`` (0.8 s): ``Optimizer.add_param_group`` and
-    ``zero_grad`` are wrapped to keep dynamo out of them, and that wrapper imports dynamo on first call. A solve that
-    is never compiled needs none of it, so the class calls the unwrapped ``add_param_group`` (and ``_solve`` clears
-    the gradients itself); where a torch release has no ``__wrapped__``, the wrapped one runs as before."""
-    import torch
-
-    add = torch.optim.Optimizer.add_param_group
-    return type("LBFGS", (torch.optim.LBFGS,), {"add_param_group": getattr(add, "__wrapped__", add)})
-
-
-def _solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
-           iterations: int, start: tuple | None = None):
-    """Batched L-BFGS: problem p minimises sum_i row_weights[p, i] * loss_i + penalties[p] / 2 * ||w_p||^2,
-    from zero or from ``start`` (w, b) (a nearby solution: a warm start).
-
-    Returns (w in z coordinates (P, rank, k), b (P, k)) as torch tensors.
-    """
-    import torch
-
-    curvature = 2.0 if loss == "squared_hinge" else 0.25  # the loss's second derivative near the start
-    penalties = penalties.float()
-    per_output = penalties.dim() == 2  # (P, k): one penalty per output (sigmoid: per label)
-    if per_output:
-        scale = 1.0 / torch.sqrt(data.variance.float()[None, :, None] * curvature + penalties[:, None, :])
-    else:
-        scale = (1.0 / torch.sqrt(data.variance.float()[None, :] * curvature + penalties[:, None]))[:, :, None]
-    if loss == "sigmoid":  # ``labels``: the (n, k) 0/1 label matrix
-        target = torch.from_numpy(np.asarray(labels, np.float32))
-    else:
-        target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
-    sign = 2 * target - 1
-    if start is None:
-        u = torch.zeros(len(penalties), data.z.shape[1], n_classes, requires_grad=True)
-        b = torch.zeros(len(penalties), n_classes, requires_grad=True)
-    else:
-        u, b = (start[0] / scale).detach().requires_grad_(), start[1].detach().clone().requires_grad_()
-    optimiser = _lbfgs()([u, b], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-7,
-                         tolerance_change=1e-10, line_search_fn="strong_wolfe")
-
-    def objective():
-        u.grad = b.grad = None  # not optimiser.zero_grad(): see _lbfgs
-        w = u * scale
-        logits = torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]
-        if loss == "logistic":
-            per_row = torch.logsumexp(logits, 2) - (logits * target).sum(2)
-        elif loss == "sigmoid":  # one binary cross-entropy per label, summed
-            per_row = (torch.nn.functional.softplus(logits) - logits * target).sum(2)
-        else:
-            per_row = torch.clamp(1 - sign * logits, min=0).pow(2).sum(2)
-        penalty = (penalties * w.pow(2).sum(1)).sum() if per_output else (penalties * w.pow(2).sum((1, 2))).sum()
-        value = (per_row * row_weights).sum() + 0.5 * penalty
-        value.backward()
-        return value
-
-    optimiser.step(objective)
-    with torch.no_grad():
-        return u * scale, b.detach()
-
-
 def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
                 Cs: list[float], loss: str, iterations: int | None = None, start: tuple | None = None
                 ) -> tuple[np.ndarray, tuple]:
@@ -193,7 +133,7 @@ def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: l
         for g, c in enumerate(Cs):
             weights[f * len(Cs) + g, train] = 1.0 / len(train)
             penalties[f * len(Cs) + g] = 1.0 / (c * len(train))
-    w, b = _solve(data, labels, n_classes, weights, penalties, loss, iterations or ITERATIONS[loss], start)
+    w, b = solve(data, labels, n_classes, weights, penalties, loss, iterations or ITERATIONS[loss], start)
     with torch.no_grad():
         return (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy(), (w, b)
 
@@ -361,7 +301,8 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     grid = sorted(scores)
     best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
     return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
-                  scores[grid[best]][2], scores[grid[best]][3], scores[grid[best]][4], keep)
+                  scores[grid[best]][2], scores[grid[best]][3], scores[grid[best]][4], keep,
+                  data.basis() if keep is None else None)
 
 
 def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic",
@@ -373,8 +314,12 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
     _check(classifier, labels, n_classes)
     info: dict[str, Any] = {"classifier": classifier}
     temperature = 1.0
-    # searched on all the rows: standardised once for both; else on a sample, and all the rows standardised after
-    own_data = Standardised(codes) if len(labels) <= SEARCH_MAX_ROWS else None
+    # searched on all the rows: standardised once for both (or the given search's basis reused); else on a sample,
+    # and all the rows standardised after
+    known = search.basis if search is not None and search.rows == len(codes) else None
+    known = known if known is not None and known.axes.shape[0] == codes.shape[1] else None
+    own_data = (known.on(codes) if known is not None else Standardised(codes)) if len(labels) <= SEARCH_MAX_ROWS \
+        else None
     if C is None:
         search = search or search_C(codes, labels, n_classes, classifier, seed, own_data, groups=groups)
         if search is not None:
@@ -389,7 +334,7 @@ def fit_linear(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier
         temperature = search.temperature
     data = own_data or Standardised(codes)
     n = len(labels)
-    w, b = _solve(data, labels, n_classes, torch.full((1, n), 1.0 / n), torch.tensor([1.0 / (float(C) * n)]),
+    w, b = solve(data, labels, n_classes, torch.full((1, n), 1.0 / n), torch.tensor([1.0 / (float(C) * n)]),
                   _loss_of(classifier), FINAL_ITERATIONS)
     weight, bias = data.on_raw_codes(w[0], b[0])
     if classifier == "svm":

@@ -22,11 +22,11 @@ from .linear import (
     MAX_FOLDS,
     SEARCH_MAX_ROWS,
     LinearHead,
-    _solve,
     fold_logits,
     out_of_fold,
     search_rows,
 )
+from .solver import solve
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -202,7 +202,7 @@ def fit_labels(codes: np.ndarray, targets: np.ndarray, C: float | None = None, s
         info["cv_note"] = "no cross-validation: a label is on (or off) a single image; thresholds 0.5"
     data = own or Standardised(codes)
     penalties = torch.tensor([[1.0 / (c * n) for c in Cs]])
-    w, b = _solve(data, targets, k, torch.full((1, n), 1.0 / n), penalties, "sigmoid", FINAL_ITERATIONS)
+    w, b = solve(data, targets, k, torch.full((1, n), 1.0 / n), penalties, "sigmoid", FINAL_ITERATIONS)
     weight, bias = data.on_raw_codes(w[0], b[0])
     fill_empty = bool(targets.sum(1).min() > 0)
     info.update(C=Cs, thresholds=[round(float(t), 6) for t in thresholds], fill_empty=fill_empty)

@@ -1,0 +1,84 @@
+"""The batched L-BFGS solver of linear heads: many independent L2-regularised problems on the same standardised
+codes (folds x C values, or one final fit) in one call, in the codes' principal-axis basis, each preconditioned by the
+data's variance along each axis; the value and gradient by hand (two matrix products an evaluation: 15% faster than
+autograd's graph on the 100-class walks, the same gradient to float rounding)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .basis import Standardised
+
+
+@functools.cache
+def _lbfgs() -> type:
+    """torch's L-BFGS, as is, but without importing ``torch._dynamo`` (0.8 s): ``Optimizer.add_param_group`` and
+    ``zero_grad`` are wrapped to keep dynamo out of them, and that wrapper imports dynamo on first call. A solve that
+    is never compiled needs none of it, so the class calls the unwrapped ``add_param_group`` (and :func:`solve` sets
+    the gradients itself); where a torch release has no ``__wrapped__``, the wrapped one runs as before."""
+    import torch
+
+    add = torch.optim.Optimizer.add_param_group
+    return type("LBFGS", (torch.optim.LBFGS,), {"add_param_group": getattr(add, "__wrapped__", add)})
+
+
+def solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, penalties, loss: str,
+          iterations: int, start: tuple | None = None):
+    """Batched L-BFGS: problem p minimises sum_i row_weights[p, i] * loss_i + penalties[p] / 2 * ||w_p||^2,
+    from zero or from ``start`` (w, b) (a nearby solution: a warm start).
+
+    Returns (w in z coordinates (P, rank, k), b (P, k)) as torch tensors.
+    """
+    import torch
+
+    curvature = 2.0 if loss == "squared_hinge" else 0.25  # the loss's second derivative near the start
+    penalties = penalties.float()
+    per_output = penalties.dim() == 2  # (P, k): one penalty per output (sigmoid: per label)
+    if per_output:
+        scale = 1.0 / torch.sqrt(data.variance.float()[None, :, None] * curvature + penalties[:, None, :])
+    else:
+        scale = (1.0 / torch.sqrt(data.variance.float()[None, :] * curvature + penalties[:, None]))[:, :, None]
+    if loss == "sigmoid":  # ``labels``: the (n, k) 0/1 label matrix
+        target = torch.from_numpy(np.asarray(labels, np.float32))
+    else:
+        target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
+    sign = 2 * target - 1
+    if start is None:
+        u = torch.zeros(len(penalties), data.z.shape[1], n_classes)
+        b = torch.zeros(len(penalties), n_classes)
+    else:
+        u, b = (start[0] / scale).detach().clone(), start[1].detach().clone()
+    optimiser = _lbfgs()([u, b], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-7,
+                         tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    z, weights = data.z, row_weights.T.contiguous()  # (rows, problems)
+    (n, rank), problems = z.shape, len(penalties)
+    shrink = penalties[:, None, :] if per_output else penalties[:, None, None]
+
+    def objective():  # the value, and the gradient by hand: two matrix products, no autograd graph
+        with torch.no_grad():
+            w = u * scale
+            logits = (z @ w.permute(1, 0, 2).reshape(rank, -1)).view(n, problems, n_classes) + b
+            per_row, slope = _loss_slope(logits, target[:, None, :], sign[:, None, :], loss)
+            slope *= weights[:, :, None]
+            grad_w = (z.T @ slope.view(n, -1)).view(rank, problems, n_classes).permute(1, 0, 2) + shrink * w
+            u.grad, b.grad = (grad_w * scale).contiguous(), slope.sum(0)
+            return (per_row * weights).sum() + 0.5 * (shrink * w.pow(2)).sum()
+
+    optimiser.step(objective)
+    return u * scale, b
+
+
+def _loss_slope(logits, target, sign, loss: str):
+    """(each row's loss summed over outputs, its derivative by each logit): softmax cross-entropy ("logistic"),
+    one binary cross-entropy per output ("sigmoid"), or the one-vs-rest squared hinge."""
+    import torch
+
+    if loss == "logistic":
+        norm = torch.logsumexp(logits, 2)
+        return norm - (logits * target).sum(2), torch.exp(logits - norm[..., None]).sub_(target)
+    if loss == "sigmoid":
+        return (torch.nn.functional.softplus(logits) - logits * target).sum(2), torch.sigmoid(logits).sub_(target)
+    margin = torch.clamp(1 - sign * logits, min=0)
+    return margin.pow(2).sum(2), -2 * sign * margin
