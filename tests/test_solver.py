@@ -111,10 +111,14 @@ def test_scoring_shares_one_gram_and_the_final_fit_reuses_the_chosen_layers_basi
     eigh = torch.linalg.eigh
     solved = []
     monkeypatch.setattr(torch.linalg, "eigh", lambda a: solved.append(a.shape) or eigh(a))
+    starts = []
+    solve = solver.solve
+    monkeypatch.setattr("headstart.heads.linear.solve", lambda *args: starts.append(args[-1]) or solve(*args))
     reused = fit_linear(codes, labels, 4, search=search)
     assert solved == []  # the search's basis, no second eigenproblem
+    assert starts[0] is not None and torch.equal(starts[0][0][0], search.start[0])  # from the fold models' mean
     fresh = fit_linear(codes, labels, 4, C=search.C)
-    assert solved == [(50, 50)]
-    np.testing.assert_allclose(reused.predict_proba(codes), fresh.predict_proba(codes), atol=1e-4)
+    assert solved == [(50, 50)] and starts[-1] is None  # a C given: solved from zero
+    np.testing.assert_allclose(reused.predict_proba(codes), fresh.predict_proba(codes), atol=1e-3)
     narrower = fit_linear(parts["penultimate"], labels, 4, search=search)  # not these codes' basis: solved anew
     assert solved == [(50, 50), (30, 30)] and narrower.weight.shape == (4, 30)

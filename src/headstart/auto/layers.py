@@ -144,10 +144,10 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
     layer, choice = choose_layer(searches)
     for name, search in searches.items():  # the chosen one's basis serves the final fit; the others' are let go
         if name != layer:
-            search.basis = None
+            search.basis = search.start = None
     if path is not None:
         stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits", "oof",
-                                                                              "rows_index", "basis")}
+                                                                              "rows_index", "basis", "start")}
                   for name, search in searches.items()}
         write_cache(path, json.dumps({"searches": stored, "choice": choice,
                                       "chosen_sample_losses": searches[layer].sample_losses.tolist()}).encode())

@@ -70,12 +70,15 @@ class Standardised:
     def leading(self, share: float) -> Standardised:
         """The same codes in their fewest axes of highest variance that hold ``share`` of it: a cheaper space to
         compare regularisation strengths in (the weakest axes are the ones an L2 penalty shrinks most)."""
+        import torch
+
         variance = self.variance.numpy()
         order = np.argsort(variance)[::-1]
         rank = min(int(np.searchsorted(np.cumsum(variance[order]) / variance.sum(), share)) + 1, len(order))
         kept = np.sort(order[:rank])
         view = copy.copy(self)
         view.z, view.axes, view.variance = self.z[:, kept].contiguous(), self.axes[:, kept], self.variance[kept]
+        view.kept = torch.from_numpy(kept)  # which of this basis's axes the view keeps
         return view
 
     def on_raw_codes(self, w, b) -> tuple[np.ndarray, np.ndarray]:
