@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import headstart.auto.layers as layers
+import headstart.heads.linear as linear
 import headstart.heads.solver as solver
 from headstart.auto.layers import score_layers
 from headstart.auto.measure import Measured
@@ -97,8 +99,7 @@ def test_scoring_shares_one_gram_and_the_final_fit_reuses_the_chosen_layers_basi
     measured = Measured(parts, images, [], len(labels), True, 0.0)
     candidates = ["penultimate", "blocks.5", "blocks.5+penultimate"]
     grams = []
-    monkeypatch.setattr("headstart.auto.layers.column_gram", lambda codes: grams.append(codes.shape) or column_gram(
-        codes))
+    monkeypatch.setattr(layers, "column_gram", lambda codes: grams.append(codes.shape) or column_gram(codes))
     searches = score_layers(measured, candidates, groups=np.arange(len(labels)))
     assert grams == [(300, 50)]  # one Gram, the widest join's, for all three candidates
     for layer in candidates:
@@ -113,7 +114,7 @@ def test_scoring_shares_one_gram_and_the_final_fit_reuses_the_chosen_layers_basi
     monkeypatch.setattr(torch.linalg, "eigh", lambda a: solved.append(a.shape) or eigh(a))
     starts = []
     solve = solver.solve
-    monkeypatch.setattr("headstart.heads.linear.solve", lambda *args: starts.append(args[-1]) or solve(*args))
+    monkeypatch.setattr(linear, "solve", lambda *args: starts.append(args[-1]) or solve(*args))
     reused = fit_linear(codes, labels, 4, search=search)
     assert solved == []  # the search's basis, no second eigenproblem
     assert starts[0] is not None and torch.equal(starts[0][0][0], search.start[0])  # from the fold models' mean
