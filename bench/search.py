@@ -1,6 +1,6 @@
 """The C search on many classes: the walk up the C grid with warm starts against the batched search, same run.
 
-    python bench/search.py [table] [layers] [fit] [--classes 2 10 100 1000]
+    python bench/search.py [table] [layers] [scoring] [fit] [--classes 2 10 100 1000]
 
 table:  generated codes (30 training and 10 validation images per class, 1984 columns, as Lite0's widest candidate
         layer): seconds of the default C search, the C it chose, its out-of-fold log loss and the validation accuracy
@@ -10,6 +10,10 @@ layers: a 100-class set of real images (cifar_styles: cifar10's 10 classes x 10 
         inverted, tinted, blurred, flipped; 30 training and 10 validation images each, generated in a temporary
         folder): every candidate layer scored both ways, the layer auto's tie rule chooses from each, and the
         validation accuracy of each choice.
+scoring: on the same set, auto's scoring of the 8 candidates and its final fit as `fit` runs them (one Gram shared
+        by the candidates, the final fit reusing the chosen layer's basis and starting from its fold models) against
+        each candidate's Gram apart and the final fit from scratch, best of two each; and one evaluation of the
+        solver's objective by hand against autograd (the previous release's).
 fit:    the whole cold `headstart fit` (auto: Lite0 alone, and the default choice of network) against
         `--strategy feature-extractor` (Lite0) on cifar_styles.
 Validation images are only scored here, never used for a choice. Run on a quiet machine.
@@ -111,8 +115,9 @@ def table(classes: list[int]) -> None:
             print(f"{'':>17}{'speed-up':<10}{found['previous'] / found['now']:>8.1f}x")
 
 
-def layers(data: Path) -> None:
-    from headstart.auto.layers import choose_layer
+def measured_codes(data: Path):
+    """(Lite0's candidate layers, the training codes measured as auto does, a function: validation codes of a
+    layer, the validation labels)."""
     from headstart.auto.measure import measure_codes
     from headstart.codes.backbones import candidate_layers, create_backbone
     from headstart.codes.extract import FeatureExtractor
@@ -132,7 +137,14 @@ def layers(data: Path) -> None:
     def val_codes(layer: str) -> np.ndarray:
         return np.concatenate([val.codes[:, offsets[p]:offsets[p] + widths[p]] for p in layer.split("+")], 1)
 
-    y, k, val_y = measured.images.labels, len(splits.train.class_names), splits.val.labels[val.kept]
+    return candidates, measured, val_codes, splits.val.labels[val.kept]
+
+
+def layers(data: Path) -> None:
+    from headstart.auto.layers import choose_layer
+
+    candidates, measured, val_codes, val_y = measured_codes(data)
+    y, k = measured.images.labels, len(measured.images.class_names)
     searches: dict[str, dict] = {"previous": {}, "now": {}}
     total = {"previous": 0.0, "now": 0.0}
     print(f"{'layer':<50}{'previous s / C / loss':>26}{'now s / C / loss':>26}")
@@ -149,6 +161,100 @@ def layers(data: Path) -> None:
         acc = accuracy(measured.codes(chosen), y, val_codes(chosen), val_y, k, found[chosen].C)
         print(f"{side}: {total[side]:.1f} s for {len(found)} layers; chose {chosen} (C {found[chosen].C:.3g}), "
               f"validation accuracy {acc:.4f}")
+
+
+def _evaluations(data, labels: np.ndarray, k: int, folds: list) -> dict[str, float]:
+    """Milliseconds of one evaluation of the walk's objective (value and gradient, 5 fold problems) by autograd, as
+    the previous release computed it, and by hand, as today's solver does; checks that they agree."""
+    import torch
+
+    import headstart.heads.solver as solver
+
+    weights = torch.zeros(len(folds), len(labels))
+    for f, (train, _test) in enumerate(folds):
+        weights[f, train] = 1.0 / len(train)
+    penalties = torch.full((len(folds),), 1.0 / (0.0316 * 0.8 * len(labels)))
+    start = (torch.randn(len(folds), data.z.shape[1], k) * 0.01, torch.zeros(len(folds), k))
+    captured = {}
+
+    class Capture:  # the solver's objective, without running L-BFGS
+        def __init__(self, params, **_options):
+            captured["params"] = params
+
+        def step(self, closure):
+            captured["closure"] = closure
+
+    kept, solver._lbfgs = solver._lbfgs, lambda: Capture
+    try:
+        solver.solve(data, labels, k, weights, penalties, "logistic", 1, start)
+    finally:
+        solver._lbfgs = kept
+    (u, b), by_hand = captured["params"], captured["closure"]
+    scale = 1.0 / torch.sqrt(data.variance.float()[None, :, None] * 0.25 + penalties[:, None, None])
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels), k).float()
+    u_, b_ = u.clone().requires_grad_(), b.clone().requires_grad_()
+
+    def autograd():
+        u_.grad = b_.grad = None
+        w = u_ * scale
+        logits = torch.einsum("nr,prk->pnk", data.z, w) + b_[:, None, :]
+        value = ((torch.logsumexp(logits, 2) - (logits * target).sum(2)) * weights).sum()
+        value = value + 0.5 * (penalties * w.pow(2).sum((1, 2))).sum()
+        value.backward()
+        return value.detach()
+
+    assert abs(float(by_hand()) - float(autograd())) < 1e-4 * abs(float(autograd()))
+    assert torch.allclose(u.grad, u_.grad, rtol=1e-3, atol=1e-6)
+    milliseconds = {}
+    for name, objective in (("autograd", autograd), ("by hand", by_hand)):
+        objective()
+        started = time.perf_counter()
+        for _ in range(20):
+            objective()
+        milliseconds[name] = (time.perf_counter() - started) / 20 * 1e3
+    return milliseconds
+
+
+def scoring(data: Path) -> None:
+    """auto's scoring of Lite0's 8 candidate layers and its final fit on the chosen one, as `fit` runs them, against
+    the previous release's way in the same run: each candidate's Gram computed apart and the final fit solving the
+    chosen layer's eigenproblem again from zero (both with today's solver), and the solver's objective evaluation
+    by autograd against by hand."""
+    import torch
+
+    import headstart.auto.layers as auto_layers
+    from headstart.heads.basis import Standardised
+
+    candidates, measured, val_codes, val_y = measured_codes(data)
+    y, k = measured.images.labels, len(measured.images.class_names)
+    widest = Standardised(measured.codes(candidates[-1])).leading(linear.WALK_VARIANCE)
+    ms = _evaluations(widest, y, k, linear.stratified_folds(y, 0))
+    print(f"one evaluation of the walk's objective on the widest join ({widest.z.shape[1]} leading axes, 5 folds, "
+          f"{k} classes): autograd {ms['autograd']:.1f} ms, by hand {ms['by hand']:.1f} ms, "
+          f"{ms['autograd'] / ms['by hand']:.2f}x")
+    seconds = {}
+    for side in ("previous", "now", "previous", "now"):
+        kept = auto_layers._SharedGram.standardised
+        if side == "previous":
+            auto_layers._SharedGram.standardised = lambda self, layer, codes: None
+        try:
+            torch.manual_seed(0)
+            started = time.perf_counter()
+            searches = auto_layers.score_layers(measured, candidates)
+            scored = time.perf_counter()
+            chosen = auto_layers.choose_layer(searches)[0]
+            if side == "previous":
+                searches[chosen].basis = searches[chosen].start = None
+            head = linear.fit_linear(measured.codes(chosen), y, k, search=searches[chosen])
+            fitted = time.perf_counter()
+        finally:
+            auto_layers._SharedGram.standardised = kept
+        acc = float((head.predict_proba(val_codes(chosen)).argmax(1) == val_y).mean())
+        seconds[side] = min(seconds.get(side, np.inf), fitted - started)
+        print(f"{side:<9} scoring {scored - started:5.1f} s, final fit {fitted - scored:4.1f} s; chose {chosen} "
+              f"(C {searches[chosen].C:.3g}), validation accuracy {acc:.4f}", flush=True)
+    print(f"scoring and final fit, best of two: previous {seconds['previous']:.1f} s, now {seconds['now']:.1f} s, "
+          f"{seconds['previous'] / seconds['now']:.2f}x")
 
 
 def fit(data: Path) -> None:
@@ -173,17 +279,19 @@ def fit(data: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", default=["table", "layers", "fit"])
+    parser.add_argument("parts", nargs="*", default=["table", "layers", "scoring", "fit"])
     parser.add_argument("--classes", nargs="+", type=int, default=[2, 10, 100, 1000])
     args = parser.parse_args()
     if "table" in args.parts:
         table(args.classes)
-    if "layers" in args.parts or "fit" in args.parts:
+    if {"layers", "scoring", "fit"} & set(args.parts):
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "cifar_styles"
             cifar_styles(data)
             if "layers" in args.parts:
                 layers(data)
+            if "scoring" in args.parts:
+                scoring(data)
             if "fit" in args.parts:
                 fit(data)
 
