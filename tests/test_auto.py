@@ -72,6 +72,23 @@ def test_many_classes_walk_up_the_C_grid_to_the_batched_searchs_choice(classifie
     assert min(walked.grid) == pytest.approx(linear.C_GRIDS[classifier][linear.WALK_FROM])  # where it started
 
 
+def test_a_walks_first_C_solved_from_zero_gets_more_steps_than_the_warm_started_ones(monkeypatch):
+    import headstart.heads.linear as linear
+
+    k = linear.PATH_CLASSES + 5
+    x, y = blobs(n_per_class=12, classes=k, dims=30, seed=3)
+    solves = []
+    fold_logits = linear.fold_logits
+    monkeypatch.setattr(linear, "fold_logits", lambda *args: solves.append((args[-2], args[-1] is None)) or
+                        fold_logits(*args))
+    for near in (None, 0.1):  # the first walk, and one started near another layer's C
+        solves.clear()
+        search_C(x, y, k, near=near)
+        assert solves[0] == (linear.FIRST_ITERATIONS, True) and len(solves) >= 3
+        assert all(step == (linear.WARM_ITERATIONS, False) for step in solves[1:])
+    assert linear.FIRST_ITERATIONS > linear.WARM_ITERATIONS
+
+
 def test_the_walk_runs_in_the_fewest_leading_axes_that_hold_the_share_of_variance():
     from headstart.heads.basis import Standardised
 
