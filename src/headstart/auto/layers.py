@@ -36,7 +36,7 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
     Layers are compared with softmax regression, whose out-of-fold log loss is smooth and calibrated; a linear SVM
     searches its own C afterwards on the chosen layer. Folds keep duplicate sets together (:func:`fold_groups`).
     The penultimate layer is scored first; with many classes the other layers' C walks start near its C (the best
-    C of one network's layers differ little: on a 100-class set 0.03-0.1 everywhere), which took the scoring of
+    C of one network's layers differ little: on a 100-class set 0.01-0.1 everywhere), which took the scoring of
     the 8 candidates from 31.1 s to 21.3 s there at the same C, layer and validation accuracy (bench/search.py).
     """
     from tqdm.auto import tqdm
