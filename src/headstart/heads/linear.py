@@ -156,9 +156,9 @@ def out_of_fold(logits: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) 
 def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
           loss: str, grid: tuple[float, ...], score, scores: dict) -> None:
     """The C search of many classes: up ``grid`` from its first value (solved from zero for FIRST_ITERATIONS), each
-    C's fold models started from the previous C's for WARM_ITERATIONS,
-    stopping PATIENCE values past the lowest loss, and down from the first value while the lowest loss is there
-    (``data``: the leading axes, see WALK_VARIANCE); the grid is extended at the top like the batched search.
+    C's fold models started from the previous C's for WARM_ITERATIONS, stopping PATIENCE values past the lowest loss,
+    and down from the first value while the lowest loss is there (``data``: the leading axes, see WALK_VARIANCE);
+    the grid is extended at the top like the batched search.
     ``score(c, logits, solution)`` records a C's out-of-fold results in ``scores``, keyed by C."""
 
     def solve(c: float, start: tuple | None) -> tuple:
