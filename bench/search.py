@@ -11,9 +11,10 @@ layers: a 100-class set of real images (cifar_styles: cifar10's 10 classes x 10 
         folder): every candidate layer scored both ways, the layer auto's tie rule chooses from each, and the
         validation accuracy of each choice.
 scoring: on the same set, auto's scoring of the 8 candidates and its final fit as `fit` runs them (one Gram shared
-        by the candidates, the final fit reusing the chosen layer's basis and starting from its fold models) against
-        each candidate's Gram apart and the final fit from scratch, best of two each; and one evaluation of the
-        solver's objective by hand against autograd (the previous release's).
+        by the candidates, the joins' walks started from the penultimate layer's fold models, the final fit reusing
+        the chosen layer's basis and starting from its fold models) against each candidate's Gram apart, every walk
+        from zero and the final fit from scratch, best of two each; and one evaluation of the solver's objective by
+        hand against autograd (the previous release's).
 fit:    the whole cold `headstart fit` (auto: Lite0 alone, and the default choice of network) against
         `--strategy feature-extractor` (Lite0) on cifar_styles.
 Validation images are only scored here, never used for a choice. Run on a quiet machine.
@@ -217,9 +218,9 @@ def _evaluations(data, labels: np.ndarray, k: int, folds: list) -> dict[str, flo
 
 def scoring(data: Path) -> None:
     """auto's scoring of Lite0's 8 candidate layers and its final fit on the chosen one, as `fit` runs them, against
-    the previous release's way in the same run: each candidate's Gram computed apart and the final fit solving the
-    chosen layer's eigenproblem again from zero (both with today's solver), and the solver's objective evaluation
-    by autograd against by hand."""
+    the previous release's way in the same run: each candidate's Gram computed apart, every walk from zero and the
+    final fit solving the chosen layer's eigenproblem again from zero (both with today's solver and walk steps), and
+    the solver's objective evaluation by autograd against by hand."""
     import torch
 
     import headstart.auto.layers as auto_layers
@@ -234,9 +235,10 @@ def scoring(data: Path) -> None:
           f"{ms['autograd'] / ms['by hand']:.2f}x")
     seconds = {}
     for side in ("previous", "now", "previous", "now"):
-        kept = auto_layers._SharedGram.standardised
+        kept = auto_layers._SharedGram.standardised, auto_layers._penultimate_models
         if side == "previous":
             auto_layers._SharedGram.standardised = lambda self, layer, codes: None
+            auto_layers._penultimate_models = lambda *args: None
         try:
             torch.manual_seed(0)
             started = time.perf_counter()
@@ -248,7 +250,7 @@ def scoring(data: Path) -> None:
             head = linear.fit_linear(measured.codes(chosen), y, k, search=searches[chosen])
             fitted = time.perf_counter()
         finally:
-            auto_layers._SharedGram.standardised = kept
+            auto_layers._SharedGram.standardised, auto_layers._penultimate_models = kept
         acc = float((head.predict_proba(val_codes(chosen)).argmax(1) == val_y).mean())
         seconds[side] = min(seconds.get(side, np.inf), fitted - started)
         print(f"{side:<9} scoring {scored - started:5.1f} s, final fit {fitted - scored:4.1f} s; chose {chosen} "

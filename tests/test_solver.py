@@ -123,3 +123,33 @@ def test_scoring_shares_one_gram_and_the_final_fit_reuses_the_chosen_layers_basi
     np.testing.assert_allclose(reused.predict_proba(codes), fresh.predict_proba(codes), atol=1e-3)
     narrower = fit_linear(parts["penultimate"], labels, 4, search=search)  # not these codes' basis: solved anew
     assert solved == [(50, 50), (30, 30)] and narrower.weight.shape == (4, 30)
+
+
+def test_the_joins_walks_start_from_the_penultimate_layers_fold_models(monkeypatch):
+    from headstart.heads.linear import FIRST_ITERATIONS, PATH_CLASSES, WARM_ITERATIONS
+
+    rng = np.random.default_rng(1)
+    k = PATH_CLASSES + 2
+    labels = np.repeat(np.arange(k), 12)
+    joined = np.maximum(rng.normal(0, 1, (k, 40))[labels] + rng.normal(0, 1.5, (len(labels), 40)), 0)
+    parts = {"blocks.5": joined[:, :10].astype(np.float32), "penultimate": joined[:, 10:].astype(np.float32)}
+    images = ImageSet([Path(f"{i}.jpg") for i in range(len(labels))], labels, [str(c) for c in range(k)])
+    measured = Measured(parts, images, [], len(labels), True, 0.0)
+    first_steps = {}
+    fold_logits = linear.fold_logits
+    calls = []
+    monkeypatch.setattr(linear, "fold_logits", lambda *args: calls.append(args[-2:]) or fold_logits(*args))
+    searches = {}
+    for layer in ("penultimate", "blocks.5", "blocks.5+penultimate"):  # scored in this order: the penultimate first
+        calls.clear()
+        searches[layer] = score_layers(measured, ["penultimate", layer], groups=np.arange(len(labels)))[layer]
+        first_steps[layer] = calls[-len(searches[layer].grid)][0]
+    below = searches["penultimate"].below
+    assert below is not None and below[0] == pytest.approx(searches["penultimate"].C / np.sqrt(10))
+    assert below[1].shape == (5, 30, k)  # the fold models on the penultimate's 30 standardised columns
+    assert first_steps["blocks.5+penultimate"] == WARM_ITERATIONS  # started from them
+    assert first_steps["blocks.5"] == FIRST_ITERATIONS  # no penultimate in it: from zero
+    alone = search_C(measured.codes("blocks.5+penultimate"), labels, k, groups=np.arange(len(labels)),
+                     near=searches["penultimate"].C)  # from zero
+    assert searches["blocks.5+penultimate"].C == alone.C
+    assert searches["blocks.5+penultimate"].cv_log_loss == pytest.approx(alone.cv_log_loss, abs=0.02)

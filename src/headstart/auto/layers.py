@@ -52,13 +52,32 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
 
             search = search_labels(measured.codes(layer), targets, seed, groups=groups)
         else:
-            near = searches[PENULTIMATE].C if PENULTIMATE in searches else None
+            first = searches.get(PENULTIMATE)
             codes = measured.codes(layer)
             search = search_C(codes, measured.images.labels, n_classes, "logistic", seed,
-                              shared.standardised(layer, codes), groups=groups, near=near)
+                              shared.standardised(layer, codes), groups=groups, near=first and first.C,
+                              start=_penultimate_models(first, layer, measured))
         if search is not None:
             searches[layer] = search
     return {layer: searches[layer] for layer in candidates if layer in searches}
+
+
+def _penultimate_models(penultimate: Search | None, layer: str, measured: Measured) -> tuple | None:
+    """The penultimate layer's fold models half a decade below its C (its search's ``below``) as models of
+    ``layer``'s codes, a join holding it (zero on its other parts): where the join's walk starts. From there its
+    first C reaches in WARM_ITERATIONS the out-of-fold loss that FIRST_ITERATIONS reach from zero (the 100-class set
+    of bench/search.py, Lite0's three joins: within 0.007 of it), about 1 s of the 8 candidates' scoring."""
+    import torch
+
+    parts = layer.split("+")
+    if penultimate is None or penultimate.below is None or PENULTIMATE not in parts or len(parts) == 1:
+        return None
+    c, w, b = penultimate.below
+    widths = [measured.parts[part].shape[1] for part in parts]
+    offset = sum(widths[:parts.index(PENULTIMATE)])
+    joined = torch.zeros(w.shape[0], sum(widths), w.shape[2])
+    joined[:, offset:offset + w.shape[1]] = w
+    return c, joined, b
 
 
 class _SharedGram:
@@ -145,9 +164,10 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
     for name, search in searches.items():  # the chosen one's basis serves the final fit; the others' are let go
         if name != layer:
             search.basis = search.start = None
+        search.below = None
     if path is not None:
         stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits", "oof",
-                                                                              "rows_index", "basis", "start")}
+                                                                              "rows_index", "basis", "start", "below")}
                   for name, search in searches.items()}
         write_cache(path, json.dumps({"searches": stored, "choice": choice,
                                       "chosen_sample_losses": searches[layer].sample_losses.tolist()}).encode())

@@ -95,6 +95,8 @@ class Search:
     rows_index: np.ndarray | None = None  # which of the given rows were searched (None: all of them)
     basis: Standardised | None = None  # the searched codes' basis, when all were searched: the final fit's too
     start: tuple | None = None  # the mean of the fold models at the chosen C (w, b in ``basis``): the final fit's start
+    below: tuple | None = None  # (C, w, b): the walk's fold models half a decade below the chosen C, w on the
+    # standardised columns (folds x columns x classes): a start for like codes' walks (:func:`search_C`'s ``start``)
 
     def oof_proba(self) -> np.ndarray:
         """Out-of-fold class probabilities of the searched rows at the chosen C."""
@@ -154,12 +156,13 @@ def out_of_fold(logits: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) 
 
 
 def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
-          loss: str, grid: tuple[float, ...], score, scores: dict) -> None:
+          loss: str, grid: tuple[float, ...], score, scores: dict, start: tuple | None = None) -> None:
     """The C search of many classes: up ``grid`` from its first value (solved from zero for FIRST_ITERATIONS), each
     C's fold models started from the previous C's for WARM_ITERATIONS, stopping PATIENCE values past the lowest loss,
     and down from the first value while the lowest loss is there (``data``: the leading axes, see WALK_VARIANCE);
-    the grid is extended at the top like the batched search.
-    ``score(c, logits, solution)`` records a C's out-of-fold results in ``scores``, keyed by C."""
+    the grid is extended at the top like the batched search. ``start``: fold models for the first C (warm-started
+    from them like the Cs after it). ``score(c, logits, solution)`` records a C's out-of-fold results in
+    ``scores``, keyed by C."""
 
     def solve(c: float, start: tuple | None) -> tuple:
         iterations = WARM_ITERATIONS if start is not None else FIRST_ITERATIONS
@@ -170,7 +173,7 @@ def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tu
     def lowest() -> float:
         return min(scores, key=lambda c: scores[c][0])
 
-    todo, start, first = list(grid), None, None
+    todo, first = list(grid), None
     while todo:
         start = solve(todo.pop(0), start)
         first = first or start
@@ -262,15 +265,20 @@ def search_rows(labels: np.ndarray, seed: int, max_rows: int = SEARCH_MAX_ROWS) 
 
 def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: str = "logistic", seed: int = 0,
              data: Standardised | None = None, grid: list[float] | None = None, groups: np.ndarray | None = None,
-             max_rows: int = SEARCH_MAX_ROWS, near: float | None = None) -> Search | None:
+             max_rows: int = SEARCH_MAX_ROWS, near: float | None = None, start: tuple | None = None
+             ) -> Search | None:
     """Cross-validate every C of ``grid`` (default C_GRIDS) at once, extending the default grid while the best C
     lies at an edge.
 
     Scored by out-of-fold log loss (an SVM's decision values calibrated by one temperature per C). None when a
     class has fewer than two images (no fold could hold it out). ``groups``: rows that must share a fold
     (duplicates), one id per row of ``codes``. ``near``: a C found best for like codes (another layer of the same
-    network); the walk of many classes then starts half a decade below it instead of at grid[WALK_FROM].
+    network); the walk of many classes then starts half a decade below it instead of at grid[WALK_FROM], from
+    ``start`` if given: fold models at that C (C, w on the standardised columns of ``codes``, b), as another
+    search's ``below`` (mapped onto these columns), which saves FIRST_ITERATIONS - WARM_ITERATIONS steps.
     """
+    import torch
+
     _check(classifier, labels, n_classes)
     keep = search_rows(labels, seed, max_rows)
     if keep is not None:
@@ -288,15 +296,22 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
         temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
         losses = _log_losses(oof * temperature, labels)
         scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
-                     (oof * temperature).astype(np.float32), _mean_model(solution, axes, data.z.shape[1]))
+                     (oof * temperature).astype(np.float32), _mean_model(solution, axes, data.z.shape[1]), solution)
 
+    below = None
     if grid is None and n_classes >= PATH_CLASSES:
         walk = C_GRIDS[classifier]  # the walk goes down from its start too, if the lowest loss is there
         above = tuple(c for c in walk if near is not None and c >= near / np.sqrt(10) * (1 - 1e-9))
         walk = (above or walk[-1:]) if near is not None else walk[WALK_FROM:]
         leading = data.leading(WALK_VARIANCE)
+        first = None if start is None or not np.isclose(start[0], walk[0]) else (
+            torch.einsum("wr,fwk->frk", leading.axes.float(), start[1]), start[2])
         _walk(leading, labels, n_classes, folds, loss, walk,
-              lambda c, logits, solution: score(c, logits, solution, leading.kept), scores)
+              lambda c, logits, solution: score(c, logits, solution, leading.kept), scores, first)
+        lower = [c for c in scores if c < min(scores, key=lambda c: scores[c][0]) * 0.9]
+        if lower:  # the fold models half a decade below the chosen C, on the standardised columns
+            w, b = scores[max(lower)][6]
+            below = (max(lower), torch.einsum("wr,frk->fwk", leading.axes.float(), w), b)
     else:
         todo = list(grid or C_GRIDS[classifier])
         for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
@@ -312,7 +327,7 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
     return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
                   scores[grid[best]][2], scores[grid[best]][3], scores[grid[best]][4], keep,
-                  *((data.basis(), scores[grid[best]][5]) if keep is None else (None, None)))
+                  *((data.basis(), scores[grid[best]][5]) if keep is None else (None, None)), below)
 
 
 def _mean_model(solution: tuple, axes, rank: int) -> tuple:
