@@ -12,7 +12,16 @@ import numpy as np
 from ..codes.backbones import PENULTIMATE, Backbone
 from ..data.imagestats import STATS
 from ..heads.basis import Standardised, column_gram
-from ..heads.linear import PATH_CLASSES, PATIENCE, WALK_FROM, WALK_VARIANCE, Search, search_C, search_rows
+from ..heads.linear import (
+    FIRST_ITERATIONS,
+    PATH_CLASSES,
+    PATIENCE,
+    WALK_FROM,
+    WALK_VARIANCE,
+    Search,
+    search_C,
+    search_rows,
+)
 from .measure import Measured, say
 
 #: Candidates whose out-of-fold log loss is within this many paired standard errors of the lowest are tied.
@@ -52,11 +61,12 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
 
             search = search_labels(measured.codes(layer), targets, seed, groups=groups)
         else:
-            first = searches.get(PENULTIMATE)
+            penultimate = searches.get(PENULTIMATE)
             codes = measured.codes(layer)
             search = search_C(codes, measured.images.labels, n_classes, "logistic", seed,
-                              shared.standardised(layer, codes), groups=groups, near=first and first.C,
-                              start=_penultimate_models(first, layer, measured))
+                              shared.standardised(layer, codes), groups=groups,
+                              near=None if penultimate is None else penultimate.C,
+                              start=_penultimate_models(penultimate, layer, measured))
         if search is not None:
             searches[layer] = search
     return {layer: searches[layer] for layer in candidates if layer in searches}
@@ -66,7 +76,7 @@ def _penultimate_models(penultimate: Search | None, layer: str, measured: Measur
     """The penultimate layer's fold models half a decade below its C (its search's ``below``) as models of
     ``layer``'s codes, a join holding it (zero on its other parts): where the join's walk starts. From there its
     first C reaches in WARM_ITERATIONS the out-of-fold loss that FIRST_ITERATIONS reach from zero (the 100-class set
-    of bench/search.py, Lite0's three joins: within 0.007 of it), about 1 s of the 8 candidates' scoring."""
+    of bench/search.py, Lite0's three joins: within 0.008 of it), about 0.85 s of the 8 candidates' scoring."""
     import torch
 
     parts = layer.split("+")
@@ -122,7 +132,8 @@ def _scores_file(cache_dir: Path | None, backbone: Backbone, candidates: list[st
                      if measured.images.multilabel else {}),
                   **({"groups": key_of({"groups": groups.tolist()})} if groups is not None else {}),
                   **({"walk": f"from grid[{WALK_FROM}], then near the penultimate's C, patience {PATIENCE}, "
-                              f"{WALK_VARIANCE} of the variance"}
+                              f"{WALK_VARIANCE} of the variance, first C {FIRST_ITERATIONS} steps from zero, "
+                              "joins from the penultimate's models"}
                      if len(measured.images.class_names) >= PATH_CLASSES and not measured.images.multilabel else {})})
     return cache_dir / "scores" / f"{backbone.name}-{key}.json"
 

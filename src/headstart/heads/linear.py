@@ -296,7 +296,7 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
         temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
         losses = _log_losses(oof * temperature, labels)
         scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
-                     (oof * temperature).astype(np.float32), _mean_model(solution, axes, data.z.shape[1]), solution)
+                     (oof * temperature).astype(np.float32), solution, axes)
 
     below = None
     if grid is None and n_classes >= PATH_CLASSES:
@@ -310,7 +310,7 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
               lambda c, logits, solution: score(c, logits, solution, leading.kept), scores, first)
         lower = [c for c in scores if c < min(scores, key=lambda c: scores[c][0]) * 0.9]
         if lower:  # the fold models half a decade below the chosen C, on the standardised columns
-            w, b = scores[max(lower)][6]
+            w, b = scores[max(lower)][5]
             below = (max(lower), torch.einsum("wr,frk->fwk", leading.axes.float(), w), b)
     else:
         todo = list(grid or C_GRIDS[classifier])
@@ -325,9 +325,10 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
             todo = [grid[0] / np.sqrt(10)] if best == grid[0] else [grid[-1] * np.sqrt(10)]
     grid = sorted(scores)
     best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
+    chosen, every_row = scores[grid[best]], keep is None  # on every row, its basis and models serve the final fit
     return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
-                  scores[grid[best]][2], scores[grid[best]][3], scores[grid[best]][4], keep,
-                  *((data.basis(), scores[grid[best]][5]) if keep is None else (None, None)), below)
+                  chosen[2], chosen[3], chosen[4], keep, data.basis() if every_row else None,
+                  _mean_model(chosen[5], chosen[6], data.z.shape[1]) if every_row else None, below)
 
 
 def _mean_model(solution: tuple, axes, rank: int) -> tuple:
