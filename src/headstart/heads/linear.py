@@ -11,13 +11,14 @@ C means what it means in scikit-learn: ``C * sum(loss) + ||w||^2 / 2``, the inte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..defaults import CLASSIFIERS
 from ..errors import DataError
 from .basis import Standardised
+from .calibration import fit_temperature, log_losses
 from .solver import solve
 
 #: Candidate C values, half a decade apart, bracketing the optima measured on the shared datasets; a search whose
@@ -171,7 +172,7 @@ def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tu
         return solution
 
     def lowest() -> float:
-        return min(scores, key=lambda c: scores[c][0])
+        return min(scores, key=lambda c: scores[c].loss)
 
     todo, first = list(grid), None
     while todo:
@@ -189,34 +190,6 @@ def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tu
 
 def _loss_of(classifier: str) -> str:
     return "logistic" if classifier == "logistic" else "squared_hinge"
-
-
-def _fit_temperature(decision: np.ndarray, labels: np.ndarray, low: float = -5.0, high: float = 8.0) -> float:
-    """The factor on SVM decision values that minimises the log loss of their softmax (golden-section search on its
-    logarithm; the loss is convex in the factor)."""
-
-    def nll(log_t: float) -> float:
-        return float(_log_losses(decision * np.exp(log_t), labels).mean())
-
-    ratio = (np.sqrt(5) - 1) / 2
-    a, b = low, high
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = nll(c), nll(d)
-    while b - a > 1e-3:
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = nll(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = nll(d)
-    return float(np.exp((a + b) / 2))
-
-
-def _log_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    return np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]
 
 
 def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = MAX_FOLDS, groups: np.ndarray | None = None
@@ -277,8 +250,6 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     ``start`` if given: fold models at that C (C, w on the standardised columns of ``codes``, b), as another
     search's ``below`` (mapped onto these columns), which saves FIRST_ITERATIONS - WARM_ITERATIONS steps.
     """
-    import torch
-
     _check(classifier, labels, n_classes)
     keep = search_rows(labels, seed, max_rows)
     if keep is not None:
@@ -289,46 +260,80 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
         return None
     data = data or Standardised(codes)
     n, loss = len(labels), _loss_of(classifier)
-    scores: dict[float, tuple] = {}
+    scores: dict[float, _Scored] = {}
 
     def score(c: float, logits: np.ndarray, solution: tuple, axes=None) -> None:  # logits: (folds, rows, classes)
         oof = out_of_fold(logits, folds)
-        temperature = 1.0 if classifier == "logistic" else _fit_temperature(oof, labels)
-        losses = _log_losses(oof * temperature, labels)
-        scores[c] = (float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
-                     (oof * temperature).astype(np.float32), solution, axes)
+        temperature = 1.0 if classifier == "logistic" else fit_temperature(oof, labels)
+        losses = log_losses(oof * temperature, labels)
+        scores[c] = _Scored(float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
+                            (oof * temperature).astype(np.float32), solution, axes)
 
     below = None
     if grid is None and n_classes >= PATH_CLASSES:
-        walk = C_GRIDS[classifier]  # the walk goes down from its start too, if the lowest loss is there
-        above = tuple(c for c in walk if near is not None and c >= near / np.sqrt(10) * (1 - 1e-9))
-        walk = (above or walk[-1:]) if near is not None else walk[WALK_FROM:]
-        leading = data.leading(WALK_VARIANCE)
-        first = None if start is None or not np.isclose(start[0], walk[0]) else (
-            torch.einsum("wr,fwk->frk", leading.axes.float(), start[1]), start[2])
-        _walk(leading, labels, n_classes, folds, loss, walk,
-              lambda c, logits, solution: score(c, logits, solution, leading.kept), scores, first)
-        lower = [c for c in scores if c < min(scores, key=lambda c: scores[c][0]) * 0.9]
-        if lower:  # the fold models half a decade below the chosen C, on the standardised columns
-            w, b = scores[max(lower)][5]
-            below = (max(lower), torch.einsum("wr,frk->fwk", leading.axes.float(), w), b)
+        below = _walked(data, labels, n_classes, folds, loss, _walk_grid(classifier, near), start, score, scores)
     else:
-        todo = list(grid or C_GRIDS[classifier])
-        for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-            logits, (w, b) = fold_logits(data, labels, n_classes, folds, todo, loss)
-            for g, c in enumerate(todo):
-                score(c, logits[g::len(todo)], (w[g::len(todo)], b[g::len(todo)]))
-            grid = sorted(scores)
-            best = min(grid, key=lambda c: scores[c][0])
-            if best not in (grid[0], grid[-1]):
-                break
-            todo = [grid[0] / np.sqrt(10)] if best == grid[0] else [grid[-1] * np.sqrt(10)]
+        _batched(data, labels, n_classes, folds, loss, grid, C_GRIDS[classifier], score, scores)
     grid = sorted(scores)
-    best = min(range(len(grid)), key=lambda i: scores[grid[i]][0])
+    best = min(range(len(grid)), key=lambda i: scores[grid[i]].loss)
     chosen, every_row = scores[grid[best]], keep is None  # on every row, its basis and models serve the final fit
-    return Search(classifier, grid, [scores[c][0] for c in grid], [scores[c][1] for c in grid], best, len(folds), n,
-                  chosen[2], chosen[3], chosen[4], keep, data.basis() if every_row else None,
-                  _mean_model(chosen[5], chosen[6], data.z.shape[1]) if every_row else None, below)
+    return Search(classifier, grid, [scores[c].loss for c in grid], [scores[c].accuracy for c in grid], best,
+                  len(folds), n, chosen.losses, chosen.temperature, chosen.oof, keep,
+                  data.basis() if every_row else None,
+                  _mean_model(chosen.solution, chosen.axes, data.z.shape[1]) if every_row else None, below)
+
+
+class _Scored(NamedTuple):
+    """One C's out-of-fold results, and the fold models that gave them."""
+
+    loss: float
+    accuracy: float
+    losses: np.ndarray  # each row's
+    temperature: float
+    oof: np.ndarray  # calibrated logits
+    solution: tuple  # the fold models (w, b)
+    axes: Any  # the axes of the basis they were solved on (None: all of them)
+
+
+def _walk_grid(classifier: str, near: float | None) -> tuple[float, ...]:
+    """The Cs a walk goes up: from grid[WALK_FROM], or from half a decade below ``near``."""
+    walk = C_GRIDS[classifier]  # the walk goes down from its start too, if the lowest loss is there
+    if near is None:
+        return walk[WALK_FROM:]
+    return tuple(c for c in walk if c >= near / np.sqrt(10) * (1 - 1e-9)) or walk[-1:]
+
+
+def _walked(data: Standardised, labels: np.ndarray, n_classes: int, folds: list, loss: str, walk: tuple[float, ...],
+            start: tuple | None, score, scores: dict) -> tuple | None:
+    """The walk of many classes in the leading axes (:func:`_walk`), from ``start`` when it is at the walk's first C;
+    returns the fold models half a decade below the chosen C on the standardised columns (Search.below), or None."""
+    import torch
+
+    leading = data.leading(WALK_VARIANCE)
+    first = None if start is None or not np.isclose(start[0], walk[0]) else (
+        torch.einsum("wr,fwk->frk", leading.axes.float(), start[1]), start[2])
+    _walk(leading, labels, n_classes, folds, loss, walk,
+          lambda c, logits, solution: score(c, logits, solution, leading.kept), scores, first)
+    lower = [c for c in scores if c < min(scores, key=lambda c: scores[c].loss) * 0.9]
+    if not lower:
+        return None
+    w, b = scores[max(lower)].solution
+    return max(lower), torch.einsum("wr,frk->fwk", leading.axes.float(), w), b
+
+
+def _batched(data: Standardised, labels: np.ndarray, n_classes: int, folds: list, loss: str,
+             grid: list[float] | None, default: tuple[float, ...], score, scores: dict) -> None:
+    """Every C of ``grid`` solved at once; without one, ``default``'s, extended while its best C is at an edge."""
+    todo = list(grid or default)
+    for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
+        logits, (w, b) = fold_logits(data, labels, n_classes, folds, todo, loss)
+        for g, c in enumerate(todo):
+            score(c, logits[g::len(todo)], (w[g::len(todo)], b[g::len(todo)]))
+        done = sorted(scores)
+        best = min(done, key=lambda c: scores[c].loss)
+        if best not in (done[0], done[-1]):
+            break
+        todo = [done[0] / np.sqrt(10)] if best == done[0] else [done[-1] * np.sqrt(10)]
 
 
 def _mean_model(solution: tuple, axes, rank: int) -> tuple:
