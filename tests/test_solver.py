@@ -93,6 +93,33 @@ def test_a_part_standardised_from_its_joins_gram_is_the_part_standardised_alone(
     assert not np.allclose(other.variance.numpy(), alone.variance.numpy())  # the given Gram is the one used
 
 
+def test_the_float32_basis_is_orthonormal_and_keeps_every_axis_the_float64_one_resolves():
+    parts, _ = _codes(rows=400)
+    data = Standardised(parts["penultimate"])
+    mean, scale, gram = column_gram(parts["penultimate"])
+    exact = torch.linalg.eigvalsh(gram)  # float64
+    axes = data.axes
+    assert axes.dtype == torch.float64 and axes.shape == (30, 30)
+    np.testing.assert_allclose((axes.T @ axes).numpy(), np.eye(30), atol=1e-5)
+    np.testing.assert_allclose(np.sort(data.variance.numpy()), exact.numpy() / 400, rtol=1e-4)
+    np.testing.assert_allclose(data.z.T @ data.z / 400, np.diag(data.variance.numpy()), atol=1e-4)
+    # a column repeated: the Gram loses one rank, and that axis (float32 noise) is dropped, not kept
+    repeated = Standardised(np.concatenate([parts["penultimate"], parts["penultimate"][:, :1]], 1))
+    assert repeated.axes.shape == (31, 30)
+
+
+def test_the_leading_axes_alone_are_projected_until_all_are_needed():
+    parts, _ = _codes(rows=400)
+    data = Standardised(parts["penultimate"])
+    lead = data.leading(0.8)
+    assert data._z is None  # the other axes were not projected
+    full = Standardised(parts["penultimate"]).z
+    assert lead.z.shape[1] < full.shape[1]
+    np.testing.assert_allclose(lead.z.numpy(), full[:, lead.kept].numpy(), atol=1e-5)
+    np.testing.assert_allclose(data.z.numpy(), full.numpy(), atol=1e-5)  # all of them, once asked for
+    np.testing.assert_allclose(data.basis().on(parts["penultimate"]).z.numpy(), full.numpy(), atol=1e-5)
+
+
 def test_scoring_shares_one_gram_and_the_final_fit_reuses_the_chosen_layers_basis(monkeypatch):
     parts, labels = _codes()
     images = ImageSet([Path(f"{i}.jpg") for i in range(len(labels))], labels, ["a", "b", "c", "d"])

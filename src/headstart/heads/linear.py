@@ -131,9 +131,10 @@ class Search:
 def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
                 Cs: list[float], loss: str, iterations: int | None = None, start: tuple | None = None
                 ) -> tuple[np.ndarray, tuple]:
-    """(every row's logits (problems x rows x outputs), the solution (w, b)) of the model of each (fold, C) pair,
-    fold-major, all solved in one batched L-BFGS run: problem ``f * len(Cs) + g`` trains on fold f's training rows
-    at ``Cs[g]``, from zero or from ``start`` (a warm start), for ``iterations`` (default ITERATIONS[loss])."""
+    """(out-of-fold logits (len(Cs) x rows x outputs): each row's from the fold model that did not train on it, the
+    solution (w, b)) of the model of each (fold, C) pair, fold-major, all solved in one batched L-BFGS run: problem
+    ``f * len(Cs) + g`` trains on fold f's training rows at ``Cs[g]``, from zero or from ``start`` (a warm start),
+    for ``iterations`` (default ITERATIONS[loss])."""
     import torch
 
     n = len(labels)
@@ -144,16 +145,13 @@ def fold_logits(data: Standardised, labels: np.ndarray, n_classes: int, folds: l
             weights[f * len(Cs) + g, train] = 1.0 / len(train)
             penalties[f * len(Cs) + g] = 1.0 / (c * len(train))
     w, b = solve(data, labels, n_classes, weights, penalties, loss, iterations or ITERATIONS[loss], start)
-    with torch.no_grad():
-        return (torch.einsum("nr,prk->pnk", data.z, w) + b[:, None, :]).double().numpy(), (w, b)
-
-
-def out_of_fold(logits: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Each row's logits from the fold model that did not train on it (``logits``: folds x rows x outputs)."""
-    oof = np.zeros(logits.shape[1:])
-    for f, (_train, test) in enumerate(folds):
-        oof[test] = logits[f, test]
-    return oof
+    oof = np.zeros((len(Cs), n, w.shape[2]))
+    with torch.no_grad():  # each fold's models on its held-out rows only
+        for f, (_train, test) in enumerate(folds):
+            models = slice(f * len(Cs), (f + 1) * len(Cs))
+            held_out = torch.einsum("nr,grk->gnk", data.z[torch.from_numpy(test)], w[models]) + b[models, None, :]
+            oof[:, test] = held_out.double().numpy()
+    return oof, (w, b)
 
 
 def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tuple[np.ndarray, np.ndarray]],
@@ -162,13 +160,13 @@ def _walk(data: Standardised, labels: np.ndarray, n_classes: int, folds: list[tu
     C's fold models started from the previous C's for WARM_ITERATIONS, stopping PATIENCE values past the lowest loss,
     and down from the first value while the lowest loss is there (``data``: the leading axes, see WALK_VARIANCE);
     the grid is extended at the top like the batched search. ``start``: fold models for the first C (warm-started
-    from them like the Cs after it). ``score(c, logits, solution)`` records a C's out-of-fold results in
+    from them like the Cs after it). ``score(c, oof, solution)`` records a C's out-of-fold results in
     ``scores``, keyed by C."""
 
     def solve(c: float, start: tuple | None) -> tuple:
         iterations = WARM_ITERATIONS if start is not None else FIRST_ITERATIONS
-        logits, solution = fold_logits(data, labels, n_classes, folds, [c], loss, iterations, start)
-        score(c, logits, solution)
+        oof, solution = fold_logits(data, labels, n_classes, folds, [c], loss, iterations, start)
+        score(c, oof[0], solution)
         return solution
 
     def lowest() -> float:
@@ -262,8 +260,7 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     n, loss = len(labels), _loss_of(classifier)
     scores: dict[float, _Scored] = {}
 
-    def score(c: float, logits: np.ndarray, solution: tuple, axes=None) -> None:  # logits: (folds, rows, classes)
-        oof = out_of_fold(logits, folds)
+    def score(c: float, oof: np.ndarray, solution: tuple, axes=None) -> None:  # oof: out-of-fold logits (rows, classes)
         temperature = 1.0 if classifier == "logistic" else fit_temperature(oof, labels)
         losses = log_losses(oof * temperature, labels)
         scores[c] = _Scored(float(losses.mean()), float((oof.argmax(1) == labels).mean()), losses, temperature,
@@ -280,7 +277,7 @@ def search_C(codes: np.ndarray, labels: np.ndarray, n_classes: int, classifier: 
     return Search(classifier, grid, [scores[c].loss for c in grid], [scores[c].accuracy for c in grid], best,
                   len(folds), n, chosen.losses, chosen.temperature, chosen.oof, keep,
                   data.basis() if every_row else None,
-                  _mean_model(chosen.solution, chosen.axes, data.z.shape[1]) if every_row else None, below)
+                  _mean_model(chosen.solution, chosen.axes, data.axes.shape[1]) if every_row else None, below)
 
 
 class _Scored(NamedTuple):
@@ -313,7 +310,7 @@ def _walked(data: Standardised, labels: np.ndarray, n_classes: int, folds: list,
     first = None if start is None or not np.isclose(start[0], walk[0]) else (
         torch.einsum("wr,fwk->frk", leading.axes.float(), start[1]), start[2])
     _walk(leading, labels, n_classes, folds, loss, walk,
-          lambda c, logits, solution: score(c, logits, solution, leading.kept), scores, first)
+          lambda c, oof, solution: score(c, oof, solution, leading.kept), scores, first)
     lower = [c for c in scores if c < min(scores, key=lambda c: scores[c].loss) * 0.9]
     if not lower:
         return None
@@ -326,9 +323,9 @@ def _batched(data: Standardised, labels: np.ndarray, n_classes: int, folds: list
     """Every C of ``grid`` solved at once; without one, ``default``'s, extended while its best C is at an edge."""
     todo = list(grid or default)
     for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-        logits, (w, b) = fold_logits(data, labels, n_classes, folds, todo, loss)
+        oof, (w, b) = fold_logits(data, labels, n_classes, folds, todo, loss)
         for g, c in enumerate(todo):
-            score(c, logits[g::len(todo)], (w[g::len(todo)], b[g::len(todo)]))
+            score(c, oof[g], (w[g::len(todo)], b[g::len(todo)]))
         done = sorted(scores)
         best = min(done, key=lambda c: scores[c].loss)
         if best not in (done[0], done[-1]):

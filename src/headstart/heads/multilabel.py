@@ -23,7 +23,6 @@ from .linear import (
     SEARCH_MAX_ROWS,
     LinearHead,
     fold_logits,
-    out_of_fold,
     search_rows,
 )
 from .solver import solve
@@ -159,9 +158,9 @@ def search_labels(codes: np.ndarray, targets: np.ndarray, seed: int = 0, data: S
     scores: dict[float, np.ndarray] = {}  # C -> out-of-fold logits (n, k)
     todo = list(grid or C_GRIDS["logistic"])
     for _ in range(EXTEND_STEPS + 1 if grid is None else 1):
-        logits = fold_logits(data, targets, k, folds, todo, "sigmoid")[0]
+        oof = fold_logits(data, targets, k, folds, todo, "sigmoid")[0]
         for g, c in enumerate(todo):
-            scores[c] = sigmoid(out_of_fold(logits[g::len(todo)], folds))
+            scores[c] = sigmoid(oof[g])
         ordered = sorted(scores)
         losses = np.array([binary_log_losses(scores[c], targets).mean(0) for c in ordered])  # (C, k)
         best = losses.argmin(0)
