@@ -40,11 +40,6 @@ def solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, p
         scale = 1.0 / torch.sqrt(data.variance.float()[None, :, None] * curvature + penalties[:, None, :])
     else:
         scale = (1.0 / torch.sqrt(data.variance.float()[None, :] * curvature + penalties[:, None]))[:, :, None]
-    if loss == "sigmoid":  # ``labels``: the (n, k) 0/1 label matrix
-        target = torch.from_numpy(np.asarray(labels, np.float32))
-    else:
-        target = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()
-    sign = 2 * target - 1
     if start is None:
         u = torch.zeros(len(penalties), data.z.shape[1], n_classes)
         b = torch.zeros(len(penalties), n_classes)
@@ -55,13 +50,18 @@ def solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, p
     z, weights = data.z, row_weights.T.contiguous()  # (rows, problems)
     (n, rank), problems = z.shape, len(penalties)
     shrink = penalties[:, None, :] if per_output else penalties[:, None, None]
+    if loss == "logistic":  # each row's class, for every problem: the one logit its loss and slope single out
+        truth = torch.from_numpy(labels).long()[:, None, None].expand(n, problems, 1)
+    elif loss == "sigmoid":  # ``labels``: the (n, k) 0/1 label matrix
+        truth = torch.from_numpy(np.asarray(labels, np.float32))[:, None, :]
+    else:  # +1 for the row's class, -1 for the others
+        truth = 2 * torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_classes).float()[:, None, :] - 1
 
     def objective():  # the value, and the gradient by hand: two matrix products, no autograd graph
         with torch.no_grad():
             w = u * scale
             logits = (z @ w.permute(1, 0, 2).reshape(rank, -1)).view(n, problems, n_classes) + b
-            per_row, slope = _loss_slope(logits, target[:, None, :], sign[:, None, :], loss)
-            slope *= weights[:, :, None]
+            per_row, slope = _loss_slope(logits, truth, weights[:, :, None], loss)
             grad_w = (z.T @ slope.view(n, -1)).view(rank, problems, n_classes).permute(1, 0, 2) + shrink * w
             u.grad, b.grad = (grad_w * scale).contiguous(), slope.sum(0)
             return (per_row * weights).sum() + 0.5 * (shrink * w.pow(2)).sum()
@@ -70,15 +70,22 @@ def solve(data: Standardised, labels: np.ndarray, n_classes: int, row_weights, p
     return u * scale, b
 
 
-def _loss_slope(logits, target, sign, loss: str):
-    """(each row's loss summed over outputs, its derivative by each logit): softmax cross-entropy ("logistic"),
-    one binary cross-entropy per output ("sigmoid"), or the one-vs-rest squared hinge."""
+def _loss_slope(logits, truth, weights, loss: str):
+    """(each row's loss summed over outputs, its derivative by each logit times the row's ``weights``): softmax
+    cross-entropy ("logistic"; ``truth``: each row's class, as (rows, problems, 1) indices), one binary cross-entropy
+    per output ("sigmoid"; ``truth``: the 0/1 targets), or the one-vs-rest squared hinge (``truth``: +-1 targets).
+    The softmax takes one exponential pass and touches only the true class's logit: 1.3 ms against 2.2 ms for
+    logsumexp, a second exponential and one-hot products (3000 rows, 5 problems, 100 classes)."""
     import torch
 
     if loss == "logistic":
-        norm = torch.logsumexp(logits, 2)
-        return norm - (logits * target).sum(2), torch.exp(logits - norm[..., None]).sub_(target)
+        top = logits.amax(2, keepdim=True)
+        slope = (logits - top).exp_()
+        total = slope.sum(2, keepdim=True)
+        per_row = (top + total.log() - logits.gather(2, truth)).squeeze(2)
+        return per_row, slope.mul_(weights / total).scatter_add_(2, truth, -weights)
     if loss == "sigmoid":
-        return (torch.nn.functional.softplus(logits) - logits * target).sum(2), torch.sigmoid(logits).sub_(target)
-    margin = torch.clamp(1 - sign * logits, min=0)
-    return margin.pow(2).sum(2), -2 * sign * margin
+        per_row = (torch.nn.functional.softplus(logits) - logits * truth).sum(2)
+        return per_row, torch.sigmoid(logits).sub_(truth).mul_(weights)
+    margin = torch.clamp(1 - truth * logits, min=0)
+    return margin.pow(2).sum(2), (-2 * truth * margin).mul_(weights)
