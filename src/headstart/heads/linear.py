@@ -311,7 +311,8 @@ def _walked(data: Standardised, labels: np.ndarray, n_classes: int, folds: list,
         torch.einsum("wr,fwk->frk", leading.axes.float(), start[1]), start[2])
     _walk(leading, labels, n_classes, folds, loss, walk,
           lambda c, oof, solution: score(c, oof, solution, leading.kept), scores, first)
-    lower = [c for c in scores if c < min(scores, key=lambda c: scores[c].loss) * 0.9]
+    best = min(scores, key=lambda c: scores[c].loss)
+    lower = [c for c in scores if c < best * 0.9]
     if not lower:
         return None
     w, b = scores[max(lower)].solution

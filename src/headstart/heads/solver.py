@@ -1,7 +1,7 @@
 """The batched L-BFGS solver of linear heads: many independent L2-regularised problems on the same standardised
 codes (folds x C values, or one final fit) in one call, in the codes' principal-axis basis, each preconditioned by the
-data's variance along each axis; the value and gradient by hand (two matrix products an evaluation: 16.5 ms against
-autograd's 18.7 ms on the 100-class walks, bench/search.py scoring; the same gradient to float rounding)."""
+data's variance along each axis; the value and gradient by hand (two matrix products an evaluation: 16.2 ms against
+autograd's 20.2 ms on the 100-class walks, bench/search.py scoring; the same gradient to float rounding)."""
 
 from __future__ import annotations
 
