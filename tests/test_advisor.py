@@ -9,13 +9,13 @@ import pytest
 
 from headstart.auto.advice import Advice, advise
 from headstart.auto.measure import measure_similarity, subsample
-from headstart.auto.plan import fine_tune_options, keep_fine_tuned, plan_auto, suggested_image_size
+from headstart.auto.plan import MARGIN, fine_tune_options, keep_fine_tuned, plan_auto, suggested_image_size
 from headstart.cli import main
 from headstart.codes.backbones import candidate_layers, create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import read_class_folders
 from headstart.data.splits import find_splits
-from headstart.defaults import DEFAULT_MODEL
+from headstart.defaults import AUTO_MODELS, DEFAULT_MODEL
 from tests.conftest import SHARED, needs_shared
 
 
@@ -49,25 +49,27 @@ def test_advise_on_generated_data_and_json(colors_data, capsys):
     out = json.loads(capsys.readouterr().out)
     for key in ("size", "similarity", "layer_scores", "cell", "strategy", "layer", "reason"):
         assert key in out
-    assert out["model"] == out["network"]["chosen"] and len(out["network"]["networks"]) == 2  # as fit chooses
+    assert out["model"] == ",".join(AUTO_MODELS) and set(out["network"]["scores"]) == {"joint", *AUTO_MODELS}
+    assert out["ranking"][0] == out["network"]["chosen"]  # as fit decides: both networks, their probes averaged
     assert main(["advise", str(colors_data), "--model", DEFAULT_MODEL, "-q"]) == 0
     assert "size: 24 images, 2 classes, per class min 12," in capsys.readouterr().out
 
 
-def test_advise_ranks_several_networks_by_the_rule_fit_chooses_by(colors_data, capsys):
+def test_advise_weighs_several_networks_as_fit_does(colors_data, capsys):
     import headstart
 
     names = "tf_efficientnet_lite0,tf_efficientnet_lite1"
     assert main(["advise", str(colors_data), "--model", names, "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert sorted(out["ranking"]) == sorted(names.split(",")) and out["ranking"][0] == out["network"]["chosen"]
-    assert out["network"]["rule"].startswith("every network's codes of the same training images at the widest")
+    assert sorted(out["ranking"]) == sorted(["joint", *names.split(",")]) and out["ranking"][0] == \
+        out["network"]["chosen"]
+    assert out["network"]["rule"].startswith("the networks' probes averaged (mean logits), unless one network")
     clf = headstart.TransferClassifier(model=names, strategy="auto").fit(colors_data / "train")
-    assert clf.auto_["network"]["chosen"] == out["network"]["chosen"]
-    def scores(network):  # everything but the seconds each took
-        return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in network["networks"].items()}
-
-    assert scores(clf.auto_["network"]) == scores(out["network"])
+    assert clf.auto_["advice"]["layer_choice"]["joint"] == out["network"]
+    chosen = out["network"]["chosen"]
+    assert clf.backbone_.name == (names if chosen == "joint" else chosen)
+    assert main(["advise", str(colors_data), "--model", names, "-q"]) == 0
+    assert "<- chosen" in capsys.readouterr().out
 
 
 @needs_shared
@@ -88,14 +90,12 @@ def test_similarity_orders_the_shared_datasets():
 
 @pytest.mark.parametrize("budget, strategy, unfreeze, epochs", [(1000, "fine-tune", "all", 5),
                                                                (380, "fine-tune", "all", 3),
-                                                               (300, "fine-tune", "3", 5),
-                                                               (80, "feature-extractor", None, None)])
+                                                               (250, "fine-tune", "3", 5),
+                                                               (60, "feature-extractor", None, None)])
 def test_auto_fits_fine_tuning_into_the_budget_then_fewer_blocks_then_the_probe(colors_data, monkeypatch, budget,
                                                                                 strategy, unfreeze, epochs):
     import time
 
-    import headstart.auto.measure
-    import headstart.auto.plan
     import headstart.training.cost
     from headstart.training.cost import TrainingCost
 
@@ -108,20 +108,60 @@ def test_auto_fits_fine_tuning_into_the_budget_then_fewer_blocks_then_the_probe(
     advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"penultimate": 0.9, "blocks.5": 0.95},
                     strategy="fine-tune", layer="blocks.5",
                     options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
-    chosen, options, evidence = plan_auto(advice, "test_efficientnet", "none",
+    chosen, options, evidence = plan_auto(advice, ["test_efficientnet"], "none",
                                           read_class_folders(colors_data / "train"), budget=budget,
                                           started=time.perf_counter())
     assert chosen == strategy
-    if epochs:
+    if epochs:  # 15 s of setup, the epochs, 15 s after: 1.15 x (30 s + 100 s an epoch) within the budget
         assert (options["unfreeze"], options["epochs"]) == (unfreeze, epochs) and options["max_seconds"] <= budget
         assert options["loader"] == ("memory" if unfreeze == "all" else "activations")
+        assert (options["head_init"], options["probe_epochs"]) == ("probe", 0)  # LP-FT: no epoch of the head alone
         assert evidence["fine_tune_epoch_s"] == (100.0 if unfreeze == "all" else 30.0)
-    else:  # 3 epochs of every block take 300 s, which fit 90% of a 350 s budget; the top 3: 90 s
-        assert options["layer"] == "blocks.5" and "instead (--budget 350 or more" in evidence["decision"]
+        timed = evidence["plans_tried"][-1]  # 15% slower than timed, training and what follows still fit
+        assert MARGIN * (timed["predicted_s"] + timed["after_s"]) <= budget
+    else:  # one epoch of the top 3 blocks takes 45 s, and 15 s after it: 1.15 x 60 s = 69 s
+        assert options["layer"] == "blocks.5" and "instead (--budget 100 or more" in evidence["decision"]
     assert [p["unfreeze"] for p in evidence["plans_tried"]] == (["all"] if unfreeze == "all" else ["all", "3"])
-    given = plan_auto(advice, "test_efficientnet", "none", read_class_folders(colors_data / "train"), budget=300,
+    assert evidence["plan"]["chosen"] == next(a["name"] for a in evidence["plan"]["alternatives"] if a["fits"])
+    given = plan_auto(advice, ["test_efficientnet"], "none", read_class_folders(colors_data / "train"), budget=250,
                       started=time.perf_counter(), given={"unfreeze": "all"})
     assert given[0] == "feature-extractor"  # the user's --unfreeze all is kept: no fewer blocks instead
+
+
+@pytest.mark.parametrize("budget, network, unfreeze, epochs", [(400, "cheap", "all", 3), (200, "strong", "3", 2)])
+def test_the_plan_takes_the_strongest_network_that_fits_never_the_probe_instead(colors_data, monkeypatch, budget,
+                                                                                network, unfreeze, epochs):
+    """The strongest network's fine-tuning does not fit; the cheaper one's does, and is chosen (not the probe). A
+    network costlier than one that does not fit is not timed."""
+    import time
+
+    import headstart.training.cost
+    from headstart.training.cost import TrainingCost
+
+    timed = []
+
+    def cost(name, weights, train, image_size, config):  # the strong network: 200 s an epoch; the cheap one: 100 s
+        timed.append((name, config.unfreeze))
+        step = {"strong": 2.0, "cheap": 1.0}[name] * (1.0 if config.unfreeze == "all" else 0.3)
+        return TrainingCost(step_s=step, head_step_s=step, eval_s=0.0, augment_s=0.0, decode_s=0.0, n_fit=3200,
+                            n_monitor=0, batch_size=32, loader=config.loader, workers=2)
+
+    monkeypatch.setattr(headstart.training.cost, "fine_tune_cost", cost)
+    advice = Advice(size={"large": True}, similarity={"similar": False}, layers={"blocks.5": 0.95},
+                    strategy="fine-tune", layer="blocks.5", network="cheap,strong",
+                    options={"unfreeze": "all", "epochs": 5, "image_size": 32}, reason="test")
+    chosen, options, evidence = plan_auto(advice, ["cheap", "strong"], "none",
+                                          read_class_folders(colors_data / "train"), budget=budget,
+                                          started=time.perf_counter())
+    assert chosen == "fine-tune" and (options["network"], options["unfreeze"], options["epochs"]) == (
+        network, unfreeze, epochs)
+    alternatives = {a["name"]: a for a in evidence["plan"]["alternatives"]}
+    assert evidence["plan"]["chosen"] == f"fine-tune {network} (" + (
+        "every block)" if unfreeze == "all" else "the top 3 blocks)")
+    assert alternatives["probe cheap,strong"]["fits"] and not alternatives["fine-tune strong (every block)"]["fits"]
+    if unfreeze == "3":  # the cheap network's every block does not fit: the strong one's is not even timed
+        assert "not timed" in alternatives["fine-tune strong (every block)"]["why"]
+        assert timed == [("cheap", "all"), ("cheap", "3"), ("strong", "3")]
 
 
 def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):

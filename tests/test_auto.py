@@ -156,12 +156,16 @@ def test_auto_in_the_library_in_one_pass(tmp_path, colors_data):
     clf = headstart.TransferClassifier(strategy="auto", cache_dir=cache).fit(colors_data / "train")
     assert clf.strategy == "auto" and clf.strategy_ == "feature-extractor"  # parameters are never changed by fit
     assert "+".join(clf.layers_) == clf.auto_["options"]["layer"] == clf.auto_["advice"]["layer"]
-    assert len(clf.auto_["advice"]["layer_scores"]) == 8 and "decide" in clf.fit_info_["seconds"]
-    assert clf.fit_info_["n_codes_computed"] == 48  # every training image through each network exactly once
-    assert list(clf.auto_["network"]["networks"]) == ["tf_efficientnet_lite0", "tf_efficientnet_lite2"]
-    assert clf.backbone_.name == clf.auto_["network"]["chosen"] and clf.get_params()["model"] is None
+    scores = clf.auto_["advice"]["layer_scores"]  # each network's 8 candidates, and their probes averaged
+    assert len(scores) == 16 + (clf.auto_["advice"]["layer_choice"]["joint"]["chosen"] == "joint")
+    assert "decide" in clf.fit_info_["seconds"]
+    assert clf.fit_info_["n_codes_computed"] == 24  # every training image once through both networks, run as one
+    joint = clf.auto_["advice"]["layer_choice"]["joint"]
+    assert set(joint["scores"]) == {"joint", "tf_efficientnet_lite0", "tf_efficientnet_lite2"}
+    assert clf.backbone_.name == ("tf_efficientnet_lite0,tf_efficientnet_lite2" if joint["chosen"] == "joint" else
+                                  joint["chosen"]) and clf.get_params()["model"] is None
     assert clf.evaluate(colors_data / "val")["accuracy"] == 1.0
-    assert len(list((cache / "onnx").glob("*.onnx"))) == 2  # one per network: validation reused the chosen one
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 1  # both networks in one file: validation reused it
     clf.save(tmp_path / "model")
     loaded = headstart.load(tmp_path / "model")
     assert loaded.layers_ == clf.layers_ and loaded.strategy_ == "feature-extractor"
@@ -214,6 +218,12 @@ def test_a_resumed_auto_run_takes_the_network_it_had_chosen(tmp_path, colors_dat
     clf = headstart.TransferClassifier(strategy="auto", workdir=work, resume=True).fit(colors_data / "train")
     assert clf.backbone_.name == "tf_efficientnet_lite2" and clf.layers_ == ["penultimate"]
     assert clf.auto_["network"]["chosen"] == "tf_efficientnet_lite2" and clf.score(colors_data / "val") == 1.0
+    both, layer = "tf_efficientnet_lite0,tf_efficientnet_lite2", "penultimate"  # this release's: the joint probe
+    (work / AUTO_JSON).write_text(json.dumps({
+        "decision": "linear classifier", "strategy": "feature-extractor", "advice": {"network": both},
+        "options": {"layer": f"tf_efficientnet_lite0:{layer}+tf_efficientnet_lite2:{layer}"}}))
+    clf = headstart.TransferClassifier(strategy="auto", workdir=work, resume=True).fit(colors_data / "train")
+    assert clf.backbone_.name == both and clf.head_.info["combined"] and clf.score(colors_data / "val") == 1.0
 
 
 def test_refit_after_changing_the_layer_uses_the_new_layer(colors_data):
@@ -287,35 +297,49 @@ def test_a_tie_between_networks_goes_to_the_last_named_on_large_data(monkeypatch
     assert "goes to the first named" in rules[0] and "goes to the last named" in rules[1]
 
 
-def test_auto_chooses_among_named_networks_and_the_model_holds_the_chosen_one(tmp_path, colors_data):
+def test_auto_weighs_named_networks_and_the_model_holds_what_it_chose(tmp_path, colors_data, capsys):
     names = "tf_efficientnet_lite0,tf_efficientnet_lite1"
     clf = headstart.TransferClassifier(model=names, strategy="auto").fit(colors_data / "train")
-    network = clf.auto_["network"]
-    assert set(network["networks"]) == set(names.split(",")) and clf.backbone_.name == network["chosen"]
-    assert all(row["images"] == 24 and row["standard_error"] is not None for row in network["networks"].values())
+    joint = clf.auto_["advice"]["layer_choice"]["joint"]
+    assert set(joint["scores"]) == {"joint", *names.split(",")} and joint["images"] == 24
+    assert all(row["standard_error"] is not None for name, row in joint["scores"].items() if name != "joint")
+    assert clf.backbone_.name == (names if joint["chosen"] == "joint" else joint["chosen"])
     assert clf.score(colors_data / "val") == 1.0 and clf.get_params()["model"] == names
     clf.save(tmp_path / "model")
-    assert headstart.load(tmp_path / "model").backbone_.name == network["chosen"]
-    assert main(["fit", str(colors_data), "--model", names, "--strategy", "feature-extractor", "-q"]) == 2
+    loaded = headstart.load(tmp_path / "model")
+    assert loaded.backbone_.name == clf.backbone_.name and loaded.layers_ == clf.layers_
+    val = sorted((colors_data / "val").rglob("*.png"))
+    np.testing.assert_allclose(loaded.predict_proba(val), clf.predict_proba(val), atol=1e-5)
+    # several networks as the feature extractor: each network's penultimate probe, their logits averaged
+    assert main(["fit", str(colors_data), "--model", names, "--strategy", "feature-extractor", "-q", "--json",
+                 "--out", str(tmp_path / "fe")]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["model"] == names and fit["layers"] == [f"{n}:penultimate" for n in names.split(",")]
+    assert [m["network"] for m in fit["classifier_search"]["members"]] == names.split(",")
+    for strategy in ("fine-tune", "scratch"):  # one network trains
+        assert main(["fit", str(colors_data), "--model", names, "--strategy", strategy, "-q"]) == 2
     (tmp_path / "w.pt").touch()  # a file that exists: the refusal is for naming weights with several networks
     assert main(["fit", str(colors_data), "--model", names, "--weights", str(tmp_path / "w.pt"), "-q"]) == 2
 
 
 @needs_shared
-def test_networks_are_ranked_on_a_sample_and_only_the_chosen_one_measures_every_image(tmp_path, monkeypatch):
+def test_multilabel_networks_are_ranked_on_a_sample_and_only_the_chosen_one_measures_every_image(tmp_path,
+                                                                                              monkeypatch):
     from headstart.auto import networks
+    from headstart.data.folders import read_class_folders
 
     data = _textures(tmp_path / "textures")
     monkeypatch.setattr(networks, "RANK_IMAGES", 30)
-    clf = headstart.TransferClassifier(model="tf_efficientnet_lite0,tf_efficientnet_lite1", strategy="auto").fit(data)
-    network = clf.auto_["network"]
+    images = read_class_folders(data)
+    chosen, network = networks.rank_networks(
+        networks.builders(["tf_efficientnet_lite0", "tf_efficientnet_lite1"]), images, tmp_path / "cache")
     assert network["sample"]["images"] == 30 and network["sample"]["of"] == 48
     assert all(row["images"] == 30 and row["standard_error"] is not None for row in network["networks"].values())
     assert {row["layer"] for row in network["networks"].values()} == {"blocks.3+blocks.4+blocks.5+blocks.6+penultimate"}
-    assert clf.backbone_.name == network["chosen"] and clf.auto_["advice"]["size"]["images"] == 48
+    assert chosen.name == network["chosen"]
     from headstart.report.html import auto_section
 
-    assert "ranked on a stratified 30 of the 48 training images" in auto_section(clf.auto_)
+    assert "ranked on a stratified 30 of the 48 training images" in auto_section({"network": network})
 
 
 def _textures(folder, per_class: int = 16):

@@ -11,7 +11,7 @@ import headstart.data.imagecache
 from headstart.codes.backbones import create_backbone
 from headstart.data.folders import read_class_folders
 from headstart.data.imagecache import augment_batch, random_boxes
-from headstart.training.cost import TrainingCost
+from headstart.training.cost import SETUP_S, TrainingCost
 from headstart.training.datamodule import ImageDataModule
 from headstart.training.options import FineTuneConfig
 from headstart.training.run import fine_tune
@@ -102,9 +102,12 @@ def test_a_run_is_planned_with_cheaper_head_only_epochs_and_decoding_by_loader()
                         n_monitor=320, batch_size=32, loader="memory", workers=2)
     full, head = cost.epoch_s(), cost.epoch_s(head_only=True)
     assert full == pytest.approx(100 * 0.31 + 10 * 0.05) and head == pytest.approx(100 * 0.11 + 10 * 0.05)
-    assert cost.run_s(3, 1) == pytest.approx(3520 * 0.001 / 2 + head + 2 * full)
+    assert cost.run_s(3, 1) == pytest.approx(SETUP_S + 3520 * 0.001 / 2 + head + 2 * full)
     stream = TrainingCost(**{**cost.__dict__, "loader": "stream", "decode_s": 0.1})  # decoding is the bottleneck
     assert stream.epoch_s() == pytest.approx(3520 * 0.1 / 2) and stream.run_s(2, 0) == 2 * stream.epoch_s()
+    probed = TrainingCost(**{**cost.__dict__, "head_init_images": 640, "prepare_s": 0.002})  # LP-FT's probe first
+    assert probed.before_s() == pytest.approx(cost.before_s() + 640 * (0.05 / 32 + 0.002))
+    assert probed.epoch_s() == pytest.approx(full + 320 * 0.002)  # the monitor images' preprocessing too
 
 
 def test_the_activations_loader_is_planned_with_its_caching_before_training(colors_data):
@@ -112,9 +115,11 @@ def test_the_activations_loader_is_planned_with_its_caching_before_training(colo
 
     cost = TrainingCost(step_s=0.1, head_step_s=0.05, eval_s=0.05, augment_s=0.01, decode_s=0.001, n_fit=3200,
                         n_monitor=320, batch_size=32, loader="activations", workers=2, cache_s=0.2, views=2)
-    assert cost.before_s() == pytest.approx(3520 * 0.001 / 2 + 2 * 100 * (0.2 + 0.01))
+    assert cost.before_s() == pytest.approx(SETUP_S + 3520 * 0.001 / 2 + 2 * 100 * (0.2 + 0.01))
     assert cost.epoch_s() == pytest.approx(100 * 0.1 + 10 * 0.05)  # no augmentation in the epochs: it is cached
     backbone = create_backbone("test_efficientnet", "none", image_size=32)
     measured = training_cost(backbone, read_class_folders(colors_data / "train"),
-                             FineTuneConfig(unfreeze="1", loader="activations", batch_size=8, workers=0))
-    assert measured.views == 2 and measured.cache_s > 0 and measured.step_s > 0 and measured.augment_s > 0
+                             FineTuneConfig(unfreeze="1", loader="activations", batch_size=8, workers=0, views=1,
+                                            head_init="probe"))
+    assert measured.views == 1 and measured.cache_s > 0 and measured.step_s > 0 and measured.augment_s > 0
+    assert measured.head_init_images == 21 and measured.prepare_s > 0  # every fit image: fewer than 2000

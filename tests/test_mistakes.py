@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import headstart
+from headstart.defaults import AUTO_MODELS, DEFAULT_MODEL
 from tests.conftest import make_image, snapshot
 
 CASES = [
@@ -198,7 +199,11 @@ def test_an_advisor_with_a_class_of_one_image_still_decides(tmp_path):
         for i in range(n):
             make_image(tmp_path / "train" / name / f"{i}.png", color, seed=i)
     clf = headstart.TransferClassifier(strategy="auto").fit(tmp_path / "train")
-    assert clf.layers_ == ["penultimate"] and "single" in " ".join(clf.auto_["advice"]["notes"])
+    assert "single" in " ".join(clf.auto_["advice"]["notes"])  # every network's penultimate, their probes averaged
+    assert clf.layers_ == [f"{name}:penultimate" for name in AUTO_MODELS] and clf.predict([tmp_path / "train" /
+                                                                                           "blue" / "0.png"])[0]
+    one = headstart.TransferClassifier(DEFAULT_MODEL, strategy="auto").fit(tmp_path / "train")
+    assert one.layers_ == ["penultimate"]
 
 
 def test_ctrl_c_names_the_command_that_resumes(tmp_path, colors_data, capsys, monkeypatch):

@@ -132,8 +132,10 @@ def _write_tensors(clf: Any, folder: Path) -> None:
     from safetensors.torch import save_file
 
     backbone = clf.backbone_
-    cached = None if backbone.built else backbone.card.state_file()
-    if cached is not None:  # the network was never built: its weights are copied from its card
+    cached = None if backbone.built or backbone.card is None else backbone.card.state_file()
+    if getattr(backbone, "members", None):  # several networks: each under its members.i. prefix
+        save_file(backbone.state_tensors(), str(folder / BACKBONE))
+    elif cached is not None:  # the network was never built: its weights are copied from its card
         shutil.copyfile(cached, folder / BACKBONE)
     else:
         save_file({k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()}, str(folder / BACKBONE))
@@ -206,8 +208,11 @@ def model_bytes(clf: Any) -> int:
     """About how large ``clf``'s model folder will be: the network's weights, the head, the familiarity bank and
     the int8 network, plus a margin for the config."""
     backbone = clf.backbone_
-    weights = (4 * backbone.card.parameters if not backbone.built else
-               sum(t.numel() * t.element_size() for t in backbone.model.state_dict().values()))
+    if getattr(backbone, "members", None):
+        weights = 4 * backbone.parameters
+    else:
+        weights = (4 * backbone.card.parameters if not backbone.built else
+                   sum(t.numel() * t.element_size() for t in backbone.model.state_dict().values()))
     head = clf.head_.weight.nbytes + clf.head_.bias.nbytes if hasattr(clf, "head_") else 0
     familiarity = getattr(clf, "familiarity_", None)
     bank = familiarity.bank.nbytes if familiarity is not None else 0
@@ -221,6 +226,8 @@ def estimated_model_bytes(model: str, cache_dir: Path | None = None) -> int:
     ``cache_dir`` or else from timm without loading weights), with the largest familiarity bank, and a margin."""
     from .heads.familiarity import BANK_MAX
 
+    if "," in model:  # several networks: each one's weights, and a bank for the last
+        return sum(estimated_model_bytes(part.strip(), cache_dir) for part in model.split(","))
     card = next(iter(sorted((cache_dir / "backbones").glob(f"{model}-*/card.json"))), None) if cache_dir else None
     try:
         about = json.loads(card.read_text()) if card else None

@@ -19,6 +19,7 @@ from .artifact import read_model, save
 from .auto.networks import named_networks
 from .codes.backbones import PENULTIMATE, create_backbone
 from .codes.extract import Codes, FeatureExtractor
+from .codes.joint import joint_layers
 from .codes.quantize import calibration_sample
 from .data.decode import rgb_from_memory
 from .data.folders import ImageSet
@@ -104,10 +105,13 @@ class TransferClassifier(ClassifierEstimator):
             replace(self.finetune, strategy=self.strategy).check()
         return "feature-extractor" if self.strategy == "auto" and self.layer is not None else self.strategy
 
-    def fit(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet, y: Sequence[Any] | None = None
-            ) -> TransferClassifier:
+    def fit(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet, y: Sequence[Any] | None = None, *,
+            after_images: int = 0, spent: float = 0.0) -> TransferClassifier:
         """Fit on a folder of class folders, an :class:`ImageSet`, or file paths ``X`` with labels ``y`` (one per
-        image, or a label set per image: an indicator matrix or label lists)."""
+        image, or a label set per image: an indicator matrix or label lists).
+
+        With ``strategy="auto"``, ``budget`` counts ``spent`` seconds already used (a command's start-up) and keeps
+        time for scoring ``after_images`` images once fitted (validation), so that the whole run ends within it."""
         strategy = self._resolved_strategy()
         images = as_image_set(X, y)
         if images.multilabel:
@@ -118,21 +122,25 @@ class TransferClassifier(ClassifierEstimator):
                                      "classifier='logistic'")
             check_training_targets(images, "y")
         names = named_networks(self.model, strategy == "auto" and self.weights is None) or [str(self.model)]
-        if len(names) > 1 and (strategy != "auto" or self.weights is not None):
-            raise HeadstartError(f"several networks ({', '.join(names)}) are for auto to choose among, each with its "
-                                 "own pretrained weights; name one, or use strategy='auto' without weights")
+        if len(names) > 1 and self.weights is not None:
+            raise HeadstartError(f"several networks ({', '.join(names)}) each have their own pretrained weights; "
+                                 "name one network with weights, or drop weights")
+        if len(names) > 1 and strategy in ("fine-tune", "scratch"):
+            raise HeadstartError(f"{strategy} trains one network, and {', '.join(names)} are several; name one (auto "
+                                 "plans which network to fine-tune among several)")
         started = time.perf_counter()
         self.strategy_ = strategy
         self.precision_ = self.precision or "fp32"  # of the codes; auto may choose int8 for a large collection
         self._calibration, self._network = calibration_sample(images.paths), None  # int8: training images only
-        self.backbone_ = create_backbone(names[0], "none" if strategy == "scratch" else self.weights,
+        first = names[0] if strategy == "auto" else ",".join(names)  # several for the feature extractor: joint
+        self.backbone_ = create_backbone(first, "none" if strategy == "scratch" else self.weights,
                                          image_size=self.image_size, cache_dir=cache_folder(self.cache_dir))
         if strategy == "auto":
             from .auto.run import fit_auto
 
-            fit_auto(self, images, started, names)
+            fit_auto(self, images, started, names, after_images, spent)
         elif strategy == "feature-extractor":
-            fit_codes(self, images, parse_layers(self.layer or PENULTIMATE), started)
+            fit_codes(self, images, joint_layers(self.backbone_, parse_layers(self.layer or PENULTIMATE)), started)
         else:
             fit_network(self, images, started, self.finetune or FineTuneConfig())
         return self

@@ -27,13 +27,15 @@ def summarise_data(data: str | Path, splits: Splits, class_names: list[str]) -> 
 
 
 def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite: bool = False,
-               workdir: Path | None = None, report: bool = True, leak_check: bool = True) -> FitResult | None:
+               workdir: Path | None = None, report: bool = True, leak_check: bool = True, spent: float = 0.0
+               ) -> FitResult | None:
     """Fit ``clf`` (a TransferClassifier) on ``splits.train``, save it to ``out`` with its validation metrics and
     report, and return what was done; None in the other processes of a data-parallel run (rank 0 writes).
     ``workdir``: where a network trains (checkpoints, logs), removed once the model is saved. ``leak_check``:
-    count validation images that repeat a training image, and score validation without them too."""
+    count validation images that repeat a training image, and score validation without them too. ``spent``:
+    seconds of auto's budget used before (the command's start-up); scoring validation is kept within it too."""
     out = Path(out).expanduser()
-    clf.fit(splits.train)
+    clf.fit(splits.train, after_images=len(splits.val) if splits.val is not None else 0, spent=spent)
     network = clf.strategy_ in ("fine-tune", "scratch")
     if network and not clf.fit_info_["training"]["is_global_zero"]:
         return None

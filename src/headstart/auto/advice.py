@@ -10,6 +10,7 @@ unless a full pass would not fit the budget.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..codes.extract import FeatureExtractor
 from ..data.folders import ImageSet
 from ..data.imagestats import STATS
 from ..heads.linear import Search
-from .layers import scored_layers
+from .layers import scored_layers, scored_members
 from .measure import FULL_PASS_SHARE, Measured, measure_codes, measure_similarity, measure_size
 from .plan import fine_tune_options, suggested_image_size
 
@@ -39,6 +40,7 @@ class Advice:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     choice: dict[str, Any] = field(default_factory=dict)  # per-candidate evidence and the rule that chose
+    network: str = ""  # the backbone measured (several networks joined by commas: their probes averaged)
     measured: Measured | None = field(default=None, repr=False)  # kept for the fit; not serialised
     searches: dict[str, Search] = field(default_factory=dict, repr=False)
 
@@ -50,7 +52,7 @@ class Advice:
 
     def to_dict(self) -> dict[str, Any]:
         """The advice as JSON-ready values (``advise --json``)."""
-        return {"size": self.size, "similarity": self.similarity, "layer_scores": self.layers,
+        return {"network": self.network, "size": self.size, "similarity": self.similarity, "layer_scores": self.layers,
                 "layer_choice": self.choice, "cell": list(self.cell), "strategy": self.strategy, "layer": self.layer,
                 "options": self.options, "reason": self.reason, "seconds": round(self.seconds, 2),
                 "notes": self.notes}
@@ -74,7 +76,8 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     train = train if isinstance(train, ImageSet) else read_class_folders(train)
     size = measure_size(train)
     candidates = candidate_layers(backbone)
-    parts = sorted({p for c in candidates for p in c.split("+")})
+    joint = bool(getattr(backbone, "members", None))
+    parts = sorted({p for c in candidates for p in c.split("+")} | ({PENULTIMATE} if joint else set()))
     extractor = FeatureExtractor(backbone, [*parts, STATS], cache_dir, engine, batch_size, progress=progress,
                                  precision=precision, calibration=train.paths)
     measured = measure_codes(extractor, train, size["large"], budget, seed, progress)
@@ -85,11 +88,15 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     similarity = measure_similarity(backbone, measured.parts[PENULTIMATE])
     if groups is not None and len(groups) != len(measured.images):
         groups = None  # measured on other images (a sample where another network had all): its own sets
-    searches, layer, choice = scored_layers(measured, candidates, backbone, extractor.cache_dir, seed, progress,
-                                            extractor.precision_key(), groups)
+    score = scored_members if joint else functools.partial(scored_layers, candidates=candidates)
+    searches, layer, choice = score(measured, backbone=backbone, cache_dir=extractor.cache_dir, seed=seed,
+                                    progress=progress, precision=extractor.precision_key(), groups=groups)
     if not searches:
         notes.append("a class has a single usable training image: layers could not be compared, penultimate used")
     scores = {c: round(s.cv_accuracy, 4) for c, s in searches.items()}
+    joint_scores = choice.get("joint", {}).get("scores", {}).get("joint")
+    if layer not in scores and joint_scores:  # every network's probe averaged: scored on the same folds
+        scores[layer] = joint_scores["cv_accuracy"]
     large, similar = size["large"], similarity["similar"]
     image_size = suggested_image_size(backbone, size["median_short_side"])
     if large:
@@ -106,9 +113,10 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
         reason = (f"with {size['median_per_class']:.0f} images per {size['unit']}, a linear classifier on frozen codes "
                   "avoids overfitting; " + ("the images resemble ImageNet" if similar else
                                             "the images differ from ImageNet")
-                  + f", and {layer} transferred best{score}.")
+                  + (f", and {layer} transferred best{score}." if not joint else
+                     f"; each network's best layer, their probes averaged{score}."))
     advice = Advice(size, similarity, scores, strategy, layer, options, reason, notes=notes, choice=choice,
-                    measured=measured, searches=searches)
+                    network=backbone.name, measured=measured, searches=searches)
     advice.seconds = time.perf_counter() - started
     return advice
 

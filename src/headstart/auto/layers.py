@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codes.backbones import PENULTIMATE, Backbone
+from ..codes.backbones import PENULTIMATE, Backbone, candidate_layers
 from ..data.imagestats import STATS
 from ..heads.basis import Standardised, column_gram
 from ..heads.linear import (
@@ -26,6 +26,9 @@ from .measure import Measured, say
 
 #: Candidates whose out-of-fold log loss is within this many paired standard errors of the lowest are tied.
 TIE_SE = 1.0
+#: The chosen layer's out-of-fold logits are cached with its scores up to this many numbers (a joint probe's
+#: evidence averages them; 3000 images of 100 classes hold 300,000).
+OOF_KEPT = 2_000_000
 
 
 def fold_groups(measured: Measured, seed: int = 0) -> np.ndarray | None:
@@ -53,7 +56,9 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
     n_classes, targets = len(measured.images.class_names), measured.images.targets
     searches = {}
     groups = fold_groups(measured, seed) if groups is None else groups
-    ordered = sorted(candidates, key=lambda layer: layer != PENULTIMATE)
+    # the penultimate layer (a joint backbone member's: network:penultimate) is scored first
+    first = next((c for c in candidates if c.rpartition(":")[2] == PENULTIMATE), PENULTIMATE)
+    ordered = sorted(candidates, key=lambda layer: layer != first)
     shared = _SharedGram(measured, candidates) if targets is None else None
     for layer in tqdm(ordered, desc="scoring layers", unit="layer", disable=not progress, leave=False):
         if targets is not None:  # multi-label: summed binary log loss, each label at its own C
@@ -61,18 +66,18 @@ def score_layers(measured: Measured, candidates: list[str], seed: int = 0, progr
 
             search = search_labels(measured.codes(layer), targets, seed, groups=groups)
         else:
-            penultimate = searches.get(PENULTIMATE)
+            penultimate = searches.get(first)
             codes = measured.codes(layer)
             search = search_C(codes, measured.images.labels, n_classes, "logistic", seed,
                               shared.standardised(layer, codes), groups=groups,
                               near=None if penultimate is None else penultimate.C,
-                              start=_penultimate_models(penultimate, layer, measured))
+                              start=_penultimate_models(penultimate, layer, first, measured))
         if search is not None:
             searches[layer] = search
     return {layer: searches[layer] for layer in candidates if layer in searches}
 
 
-def _penultimate_models(penultimate: Search | None, layer: str, measured: Measured) -> tuple | None:
+def _penultimate_models(penultimate: Search | None, layer: str, first: str, measured: Measured) -> tuple | None:
     """The penultimate layer's fold models half a decade below its C (its search's ``below``) as models of
     ``layer``'s codes, a join holding it (zero on its other parts): where the join's walk starts. From there its
     first C reaches in WARM_ITERATIONS the out-of-fold loss that FIRST_ITERATIONS reach from zero (the 100-class set
@@ -80,11 +85,11 @@ def _penultimate_models(penultimate: Search | None, layer: str, measured: Measur
     import torch
 
     parts = layer.split("+")
-    if penultimate is None or penultimate.below is None or PENULTIMATE not in parts or len(parts) == 1:
+    if penultimate is None or penultimate.below is None or first not in parts or len(parts) == 1:
         return None
     c, w, b = penultimate.below
     widths = [measured.parts[part].shape[1] for part in parts]
-    offset = sum(widths[:parts.index(PENULTIMATE)])
+    offset = sum(widths[:parts.index(first)])
     joined = torch.zeros(w.shape[0], sum(widths), w.shape[2])
     joined[:, offset:offset + w.shape[1]] = w
     return c, joined, b
@@ -161,6 +166,8 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
             searches = {layer: kind(**{**fields, "rows_index": None, "sample_losses": np.asarray(
                 saved.get("chosen_sample_losses", []) if layer == chosen else [], np.float64)})
                         for layer, fields in saved["searches"].items()}
+            if saved.get("chosen_oof_logits") is not None:  # a joint probe's evidence averages them
+                searches[chosen].oof_logits = np.asarray(saved["chosen_oof_logits"], np.float32)
             say("layer scores of these codes found in the cache", progress)
             return searches, saved["choice"]["chosen"], saved["choice"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -179,8 +186,11 @@ def scored_layers(measured: Measured, candidates: list[str], backbone: Backbone,
         stored = {name: {k: v for k, v in vars(search).items() if k not in ("sample_losses", "oof_logits", "oof",
                                                                               "rows_index", "basis", "start", "below")}
                   for name, search in searches.items()}
+        oof = getattr(searches[layer], "oof_logits", None)
         write_cache(path, json.dumps({"searches": stored, "choice": choice,
-                                      "chosen_sample_losses": searches[layer].sample_losses.tolist()}).encode())
+                                      "chosen_sample_losses": searches[layer].sample_losses.tolist(),
+                                      "chosen_oof_logits": None if oof is None or oof.size > OOF_KEPT else
+                                      np.round(oof, 5).tolist()}).encode())
     return searches, layer, choice
 
 
@@ -207,3 +217,31 @@ def choose_layer(searches: dict[str, Search]) -> tuple[str, dict[str, Any]]:
     chosen = max(tied, key=lambda layer: (layer.count("+"), -searches[layer].cv_log_loss))
     evidence["chosen"] = chosen
     return chosen, evidence
+
+
+def scored_members(measured: Measured, backbone: Backbone, cache_dir: Path | None, seed: int = 0,
+                   progress: bool = False, precision: dict[str, str] | None = None,
+                   groups: np.ndarray | None = None) -> tuple[dict[str, Search], str, dict[str, Any]]:
+    """A joint backbone's (searches, chosen layers, evidence): each member's own candidates scored and chosen as
+    :func:`scored_layers` does, then the members' probes and their joint compared on the same out-of-fold rows
+    (:func:`headstart.heads.joint.joint_evidence`). The chosen layer joins every member's choice (the joint probe)
+    or is one member's alone."""
+    from ..heads.joint import joint_evidence
+
+    groups = fold_groups(measured, seed) if groups is None else groups
+    searches: dict[str, Search] = {}
+    chosen: dict[str, str] = {}
+    members: dict[str, Any] = {}
+    candidates = candidate_layers(backbone)
+    for member in backbone.members:
+        own = [c for c in candidates if c.startswith(f"{member.name}:")]
+        found, layer, choice = scored_layers(measured, own, backbone, cache_dir, seed, progress, precision, groups)
+        searches.update(found)
+        chosen[member.name], members[member.name] = layer, choice
+    if len(searches) < len(candidates):  # no cross-validation possible: every member's penultimate, joined
+        layer = "+".join(f"{m.name}:{PENULTIMATE}" for m in backbone.members)
+        return searches, layer, {"rule": "no cross-validation possible: a class has a single image"}
+    joint = joint_evidence({name: searches[layer] for name, layer in chosen.items()}, measured.images.labels)
+    layer = "+".join(chosen.values()) if joint["chosen"] == "joint" else chosen[joint["chosen"]]
+    return searches, layer, {"rule": "each network's layer by its own scores, then " + joint["rule"],
+                             "members": members, "joint": joint, "chosen": layer}

@@ -1,10 +1,20 @@
-"""The plan within the budget: fine-tune (and how) when the data is large and the timed cost fits, else the probe."""
+"""The plan within the budget: every (network, strategy) alternative weighed by what it is expected to reach and what
+it is timed to cost here, and the best that fits chosen, with a margin for a slower machine.
+
+Small data gets the probe (every network's, averaged: :mod:`headstart.heads.joint`). Large data weighs fine-tuning
+every block, then the top blocks from cached activations, then the probe; at each level the strongest network on
+ImageNet that fits (fine-tuned, ImageNet accuracy carries over: Kornblith et al. 2019). Each fine-tuning is timed on
+this machine (a few steps of each kind, :mod:`headstart.training.cost`), cheapest network first, and fits when MARGIN
+times its predicted run, and MARGIN times what follows it, end within the budget: a machine that much slower still
+ends in time with the model chosen. A fine-tuning that fits is never passed over for a probe; the evidence lists
+every alternative weighed, its timing and whether it fits.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,17 +27,21 @@ from ..training.options import FineTuneConfig
 if TYPE_CHECKING:
     from .advice import Advice  # advice.py imports this module
 
-#: Updates a fine-tuning run aims for: 10 epochs of 132 steps on pneumoniamnist, 3 of 1125 on cifar10 (validation
-#: accuracy 0.952-0.970 after 7-10 epochs, and 0.853, against 0.950 and 0.812 for the best probes); never under
-#: MIN_FINE_TUNE_EPOCHS (auto falls back to a linear probe when those do not fit its budget).
+#: Updates a fine-tuning run aims for: 10 epochs of 132 steps on pneumoniamnist, 3 of 1125 on cifar10; never under
+#: MIN_FINE_TUNE_EPOCHS (below that the plan looks for a cheaper alternative), and at least TRAINED_EPOCHS with the
+#: network's blocks training (after a random head's epochs alone: a probe-started head needs none).
 FINE_TUNE_STEPS = 1300
 MIN_FINE_TUNE_EPOCHS = 3
-#: Share of the budget left after deciding that fine-tuning may be planned to take: the rest is for what follows
-#: (the familiarity bank's codes, saving) and for the timing's error.
-PLAN_SHARE = 0.9
-#: When training every block does not fit the budget, auto tries this many top blocks from cached activations
-#: (``--loader activations``) before falling back to the probe.
+TRAINED_EPOCHS = 2
+#: A run this much slower than timed still ends within the budget (its training and what follows it).
+MARGIN = 1.15
+#: Seconds after training that do not grow with the images: the exports, saving the model and its report.
+AFTER_S = 15.0
+#: When training every block of every network does not fit, the top FALLBACK_UNFREEZE blocks of the strongest
+#: network are trained from cached activations (``--loader activations``) before falling back to the probe.
 FALLBACK_UNFREEZE = "3"
+#: Augmented views of each training image cached for them (one: every epoch sees the same crops).
+ACTIVATION_VIEWS = 1
 
 
 def suggested_image_size(backbone: Backbone, short_side: int | None) -> int | None:
@@ -50,83 +64,139 @@ def fine_tune_options(n_train: int, similar: bool, image_size: int | None, batch
             "image_size": image_size}
 
 
-def _time_plan(plan: dict[str, Any], config: FineTuneConfig, backbone_name: str, weights: str | None,
-               train: ImageSet, budget: float, started: float, wanted: int, least: int) -> dict[str, Any]:
-    """Time fine-tuning ``plan`` (its unfreeze, loader and image size over ``config``) and how many of ``wanted``
-    epochs fit PLAN_SHARE of what is left of ``budget``; sets ``plan["loader"]`` to the loader it will use."""
-    run = replace(config, unfreeze=str(plan["unfreeze"]), loader=plan.get("loader", config.loader))
+def _time_plan(plan: dict[str, Any], config: FineTuneConfig, weights: str | None, train: ImageSet, budget: float,
+               started: float, wanted: int, least: int, after_images: int) -> dict[str, Any]:
+    """Time fine-tuning ``plan`` (its network, image size and training options over ``config``) and how many of
+    ``wanted`` epochs fit the budget with the margin; sets ``plan["loader"]`` to the loader it will use."""
+    known = {f.name for f in fields(FineTuneConfig)}
+    run = replace(config, **{k: str(v) if k == "unfreeze" else v for k, v in plan.items() if k in known})
     if run.loader == "activations" and run.unfreeze_blocks() is None:  # every block trains: nothing to cache
         run = replace(run, loader="memory")
     plan["loader"] = run.loader
+    from ..heads.familiarity import BANK_MAX
     from ..training.cost import fine_tune_cost  # torch and Lightning load only when fine-tuning is timed
 
-    cost = fine_tune_cost(backbone_name, weights, train, plan.get("image_size"), run)
+    cost = fine_tune_cost(plan["network"], weights, train, plan.get("image_size"), run)
+    per_image = cost.eval_s / cost.batch_size + cost.decode_s / max(1, cost.workers)
+    after = AFTER_S + (after_images + min(len(train), BANK_MAX)) * per_image
     remaining = budget - (time.perf_counter() - started)
-    fits = [n for n in range(1, wanted + 1) if cost.run_s(n, run.probe_epochs) <= PLAN_SHARE * remaining]
+    fits = [n for n in range(1, wanted + 1) if MARGIN * (cost.run_s(n, run.probe_epochs) + after) <= remaining]
     epochs = max(fits, default=0)
     return {"unfreeze": run.unfreeze, "loader": run.loader, "epoch_s": round(cost.epoch_s(), 2),
             "epochs_affordable": epochs, "least_s": round(cost.run_s(least, run.probe_epochs), 1),
-            "predicted_s": round(cost.run_s(epochs, run.probe_epochs), 1), "left_s": round(remaining, 1),
+            "predicted_s": round(cost.run_s(max(epochs, least), run.probe_epochs), 1), "after_s": round(after, 1),
+            "left_s": round(remaining, 1), "fits": epochs >= least,
             "cost": {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(cost).items()}}
 
 
-def plan_auto(advice: Advice, backbone_name: str, weights: str | None, train: ImageSet, budget: float,
-              started: float, given: dict[str, Any] | None = None, config: FineTuneConfig | None = None
-              ) -> tuple[str, dict[str, Any], AutoEvidence]:
-    """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter);
-    ``given``: fine-tuning options the user set, which replace the advised ones; ``config``: the other fine-tuning
-    options (loader, batch size, head-only epochs), as the run will use them.
+def _levels(plan: dict[str, Any], networks: list[str], given: dict[str, Any], multilabel: bool
+            ) -> list[list[dict[str, Any]]]:
+    """The fine-tunings to weigh, by level, best expected first: every block, then (unless the user set --unfreeze)
+    the top FALLBACK_UNFREEZE blocks from cached activations; within a level one per network, cheapest first (as
+    named). Single-label heads start as a linear probe (LP-FT), in place of epochs training a random head alone."""
+    start = {} if multilabel else {"head_init": "probe", "probe_epochs": 0}
+    levels = [[{**plan, **start, "network": name} for name in networks]]
+    if str(plan["unfreeze"]) == "all" and "unfreeze" not in given:
+        levels.append([{**plan, **start, "network": name, "unfreeze": FALLBACK_UNFREEZE, "loader": "activations",
+                        "views": ACTIVATION_VIEWS} for name in networks])
+    return levels
 
-    Linear probes were already compared by cross-validation on training images (the advisor's layer choice).
-    Fine-tuning, when advised, is timed on a few steps of each kind (:class:`~headstart.training.cost.TrainingCost`) and
-    planned for as many of the advised epochs as fit PLAN_SHARE of the time left, at least MIN_FINE_TUNE_EPOCHS;
-    when training every block does not fit (and the user did not set --unfreeze), the top FALLBACK_UNFREEZE blocks
-    from cached activations are timed and planned the same way; else the chosen probe is used and the decision says
-    which budget would have fitted. After training, :func:`keep_fine_tuned` checks the network against that probe on
-    held-out training images.
+
+def _name(plan: dict[str, Any]) -> str:
+    blocks = "every block" if str(plan["unfreeze"]) == "all" else f"the top {plan['unfreeze']} blocks"
+    return f"fine-tune {plan['network']} ({blocks})"
+
+
+def plan_auto(advice: Advice, networks: list[str], weights: str | None, train: ImageSet, budget: float,
+              started: float, given: dict[str, Any] | None = None, config: FineTuneConfig | None = None,
+              after_images: int = 0) -> tuple[str, dict[str, Any], AutoEvidence]:
+    """(strategy, options, evidence) for ``--strategy auto``: ``budget`` seconds from ``started`` (perf_counter);
+    ``networks``: those auto may fine-tune, cheapest first (the probe's are ``advice``'s); ``given``: fine-tuning
+    options the user set, which replace the advised ones; ``config``: the other fine-tuning options (loader, batch
+    size, head-only epochs), as the run will use them; ``after_images``: images scored once the model is fitted
+    (validation), whose time the plan keeps free.
+
+    The fine-tuning options carry ``network``; after training, :func:`keep_fine_tuned` checks the network against
+    the probe on held-out training images.
     """
+    given = given or {}
     evidence: AutoEvidence = {"advice": advice.to_dict(), "budget_s": budget}
+    probe = {"name": f"probe {advice.network}", "network": advice.network, "strategy": "feature-extractor",
+             "options": {"layer": advice.layer}, "fits": True,
+             "expected": {"cv_accuracy": advice.layers.get(advice.layer),
+                          "images": len(advice.measured.images) if advice.measured is not None else None}}
+    rule = ("small data: a linear probe on each network's codes, their logits averaged (fine-tuning is weighed from "
+            "the size rule's large data on)" if advice.strategy != "fine-tune" else
+            f"the strongest network that fits, at the first level that has one: fine-tuning every block (at least "
+            f"{TRAINED_EPOCHS} epochs), then the top {FALLBACK_UNFREEZE} blocks from cached activations (at least 1); "
+            f"else the probe. A fine-tuning fits when {MARGIN:g} times its timed cost, and of what follows it, end "
+            f"within the budget; a network costlier than one that does not fit is not timed")
+    plan_evidence: dict[str, Any] = {"rule": rule, "margin": MARGIN, "alternatives": []}
+    evidence["plan"] = plan_evidence
     probe_layer = advice.layer
     if advice.strategy != "fine-tune":
+        plan_evidence.update(alternatives=[probe], chosen=probe["name"])
         evidence["decision"] = f"linear classifier on {advice.layer} (advisor; cross-validated layers)"
         return "feature-extractor", {"layer": advice.layer}, evidence
     evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers.get(probe_layer, 0.0)}
     spent = time.perf_counter() - started
     if spent >= budget:  # nothing could fit: timing fine-tuning would only spend more (seconds to tens of seconds)
+        plan_evidence.update(alternatives=[probe], chosen=probe["name"])
         evidence["decision"] = (f"fine-tuning advised but measuring took {spent:.0f} s of the {budget:g} s budget: "
                                 f"linear classifier on {probe_layer} instead (a larger --budget would time it)")
         return "feature-extractor", {"layer": probe_layer}, evidence
-    plan = {**advice.options, **{k: v for k, v in (given or {}).items() if k in advice.options}}
-    plans = [plan]
-    if str(plan["unfreeze"]) == "all" and "unfreeze" not in (given or {}):
-        plans.append({**plan, "unfreeze": FALLBACK_UNFREEZE, "loader": "activations"})
+    plan = {**advice.options, **{k: v for k, v in given.items() if k in advice.options}}
     wanted = int(plan["epochs"])
-    least = min(MIN_FINE_TUNE_EPOCHS, wanted)  # fewer only when the user asked for fewer
-    tried = []
-    for candidate in plans:
-        tried.append(_time_plan(candidate, config or FineTuneConfig(), backbone_name, weights, train, budget, started,
-                                wanted, least))
-        epochs, remaining = tried[-1]["epochs_affordable"], tried[-1]["left_s"]
-        if epochs >= least:
+    chosen, config = None, config or FineTuneConfig()
+    for level in _levels(plan, networks, given, train.multilabel):
+        trained = TRAINED_EPOCHS if str(level[0]["unfreeze"]) == "all" else 1  # the top blocks alone: one suffices
+        blocked = None  # a cheaper network of this level that does not fit: the costlier ones are not timed
+        for candidate in level:
+            alternative = {"name": _name(candidate), "network": candidate["network"], "strategy": "fine-tune"}
+            plan_evidence["alternatives"].append(alternative)
+            if blocked is not None:
+                alternative.update(fits=False, why=f"not timed: costs more than {blocked}, which does not fit")
+                continue
+            alone = candidate.get("probe_epochs", config.probe_epochs)  # epochs of the head alone first
+            least = min(alone + trained, wanted)  # fewer only when the user asked for fewer
+            timed = _time_plan(candidate, config, weights, train, budget, started, wanted, least, after_images)
+            alternative.update(fits=timed["fits"], least_epochs=least, timed=timed,
+                               options={**candidate, "epochs": max(timed["epochs_affordable"], least)})
+            if timed["fits"]:
+                chosen = (candidate, timed)  # a stronger network that fits replaces it
+            else:
+                blocked = candidate["network"]
+        if chosen is not None:
             break
-    chosen, first = tried[-1], tried[0]
-    evidence.update(fine_tune_epoch_s=chosen["epoch_s"], epochs_advised=wanted, epochs_affordable=epochs,
-                    fine_tune_cost=chosen["cost"], fine_tune_predicted_s=chosen["predicted_s"], plans_tried=tried)
-    too_long = (f"{least} epochs ({first['cost']['n_fit']} images each) would take about {first['least_s']:.0f} s, "
-                f"more than the {first['left_s']:.0f} s left allow")
-    if epochs < least:
-        needed = budget - first["left_s"] + first["least_s"] / PLAN_SHARE
-        fallback = "" if len(tried) == 1 else (f", and the top {FALLBACK_UNFREEZE} blocks from cached activations "
-                                               f"about {tried[1]['least_s']:.0f} s")
-        evidence["decision"] = (f"fine-tuning advised but {too_long}{fallback}: linear classifier on {probe_layer} "
-                                f"instead (--budget {50 * math.ceil(needed / 50):.0f} or more would fine-tune)")
+    plan_evidence["alternatives"].append(probe)
+    timed_ones = [a for a in plan_evidence["alternatives"] if "timed" in a]
+    tried = [a["timed"] for a in timed_ones]
+    evidence["plans_tried"] = tried
+    if chosen is None:
+        cheapest = timed_ones[-1]  # the last timed: the cheapest network at the cheapest level
+        first = cheapest["timed"]
+        needed = budget - first["left_s"] + MARGIN * (first["least_s"] + first["after_s"])
+        plan_evidence["chosen"] = probe["name"]
+        evidence["decision"] = (f"fine-tuning advised but none of the {len(plan_evidence['alternatives']) - 1} "
+                                f"weighed fits the budget with its {MARGIN:g}x margin (the cheapest, "
+                                f"{cheapest['name']}, {cheapest['least_epochs']} epoch(s): about "
+                                f"{first['least_s']:.0f} s with {first['after_s']:.0f} s after it, of "
+                                f"{first['left_s']:.0f} s left): linear classifier on {probe_layer} instead "
+                                f"(--budget {50 * math.ceil(needed / 50):.0f} or more would fine-tune)")
         return "feature-extractor", {"layer": probe_layer}, evidence
-    what = (f"fine-tune for {epochs} of {wanted} advised epochs" if len(tried) == 1 else
-            f"training every block: {too_long}; fine-tune the top {FALLBACK_UNFREEZE} blocks from cached "
-            f"activations for {epochs} epochs")
-    evidence["decision"] = (f"{what} (about {chosen['epoch_s']:.0f} s each, {chosen['predicted_s']:.0f} s in all) "
-                            f"within the budget; kept if it beats the {probe_layer} probe on held-out training images")
-    return "fine-tune", {**candidate, "epochs": epochs, "max_seconds": round(remaining * 0.95, 1)}, evidence
+    candidate, timed = chosen
+    epochs = timed["epochs_affordable"]
+    plan_evidence["chosen"] = _name(candidate)
+    evidence.update(fine_tune_epoch_s=timed["epoch_s"], epochs_advised=wanted, epochs_affordable=epochs,
+                    fine_tune_cost=timed["cost"], fine_tune_predicted_s=timed["predicted_s"])
+    passed = [a["name"] for a in plan_evidence["alternatives"] if not a.get("fits") and a is not probe]
+    evidence["decision"] = (f"{_name(candidate)} for {epochs} of {wanted} advised epochs (about {timed['epoch_s']:.0f} "
+                            f"s each, {timed['predicted_s']:.0f} s in all, {timed['after_s']:.0f} s after it) within "
+                            f"the budget with a {MARGIN:g}x margin"
+                            + (f" ({', '.join(passed)}: too long)" if passed else "")
+                            + f"; kept if it beats the {probe_layer} probe on held-out training images")
+    max_seconds = round(timed["left_s"] - timed["after_s"], 1)  # a hard stop: the best epoch so far is kept
+    return "fine-tune", {**candidate, "epochs": epochs, "max_seconds": max_seconds}, evidence
 
 
 def keep_fine_tuned(evidence: AutoEvidence, monitor_accuracy: float) -> bool:

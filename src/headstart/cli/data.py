@@ -11,7 +11,7 @@ from .output import print_json
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
-    """``headstart advise``: measure the data and recommend a strategy."""
+    """``headstart advise``: measure the data and recommend a strategy, as ``fit`` would decide."""
     from ..data.folders import existing_dir
 
     existing_dir(args.data, "data folder")
@@ -24,50 +24,34 @@ def cmd_advise(args: argparse.Namespace) -> None:
     from ..auto.networks import named_networks
 
     models = named_networks(args.model, not args.weights)
-    if args.model is None and len(models) > 1:  # as `fit` does: the networks ranked, the chosen one advised
-        _advise_chosen(args, train, models)
+    if len(models) > 1 and train.multilabel:  # as `fit` does: the networks ranked, the chosen one advised
+        _advise_ranked(args, train, models)
         return
     from ..auto.advice import advise, format_advice
-    from ..auto.networks import rank_networks
     from ..codes.backbones import create_backbone
     from ..disk import cache_folder
-    from ..errors import ModelError
 
-    results, texts, advices, backbones = [], [], {}, {}
-    for name in models:
-        try:
-            backbone = create_backbone(name, args.weights if len(models) == 1 else None,
-                                       cache_dir=cache_folder(args.cache_dir))
-        except ModelError as exc:
-            if len(models) == 1:
-                raise
-            results.append({"model": name, "error": str(exc)})
-            continue
-        advice = advise(backbone, train, args.cache_dir, args.seed, progress=not args.quiet and not args.json,
-                        engine=args.engine, precision=args.precision)
-        advices[name], backbones[name] = advice, backbone
-        results.append({"model": name, **advice.to_dict(), "best_layer_score": advice.layers.get(advice.layer, 0.0)})
-        texts.append(format_advice(advice, name))
-    network = rank_networks(backbones, train, args.cache_dir, args.seed, args.engine,
-                            precision=args.precision)[1] if len(backbones) > 1 else {}  # as `fit --model a,b,c`
-    chosen = network.get("chosen", next(iter(advices), None))
-    rows = network.get("networks", {})  # the chosen first, then by loss
-    ranked = sorted(advices, key=lambda name: (name != chosen, rows.get(name, {}).get("cv_log_loss", float("inf"))))
+    backbone = create_backbone(",".join(models), args.weights, cache_dir=cache_folder(args.cache_dir))
+    advice = advise(backbone, train, args.cache_dir, args.seed, progress=not args.quiet and not args.json,
+                    engine=args.engine, precision=args.precision)
+    joint = advice.choice.get("joint", {})
+    result = {"model": backbone.name, **advice.to_dict(), "best_layer_score": advice.layers.get(advice.layer, 0.0)}
+    if joint:  # several networks: each one's layer and probe, and their average, on the same folds
+        scores = joint.get("scores", {})
+        result["network"] = joint
+        result["ranking"] = sorted(scores, key=lambda name: (name != joint["chosen"], scores[name]["cv_log_loss"]))
     if args.json:
-        print_json(results[0] if len(models) == 1 else {"ranking": ranked, "network": network, "models": results})
+        print_json(result)
         return
-    print("\n\n".join(texts))
-    if len(models) > 1:
-        print(f"\nranking by {network.get('rule', 'the first named')} (what `fit --model` chooses by):")
-        for i, name in enumerate(ranked, 1):
-            row = rows.get(name)
-            score = (f"log loss {row['cv_log_loss']:.4f}, accuracy {row['cv_accuracy']:.4f}"
-                     + (", tied" if row["tied"] and name != chosen else "") if row else "not cross-validated")
-            print(f"  {i}. {name:<32}{score} ({row['layer'] if row else advices[name].layer})"
-                  + ("  <- chosen" if name == chosen else ""))
-        for r in results:
-            if "error" in r:
-                print(f"  -  {r['model']}: {r['error']}")
+    print(format_advice(advice, backbone.name))
+    if joint:
+        print(f"\nnetworks ({joint['rule']}):")
+        for name in result.get("ranking", []):
+            row = scores[name]
+            noise = (f", {row['log_loss_above_joint']:+.4f} +- {row['standard_error']:.4f} against the average"
+                     if "standard_error" in row else "")
+            print(f"  {'averaged' if name == 'joint' else name:<32}log loss {row['cv_log_loss']:.4f}, accuracy "
+                  f"{row['cv_accuracy']:.4f}{noise}" + ("  <- chosen" if name == joint["chosen"] else ""))
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -128,8 +112,8 @@ def cmd_models(args: argparse.Namespace) -> None:
         print("\n(pass a pattern such as 'resnet*' to list timm's pretrained models)")
 
 
-def _advise_chosen(args: argparse.Namespace, train, names: list[str]) -> None:
-    """``advise`` without ``--model``: the networks `fit` chooses among ranked by its rule, the chosen one advised."""
+def _advise_ranked(args: argparse.Namespace, train, names: list[str]) -> None:
+    """``advise`` of multi-label data with several networks: ranked by `fit`'s rule, the chosen one advised."""
     from ..auto.advice import advise, format_advice
     from ..auto.networks import builders, network_line, rank_networks
     from ..disk import cache_folder
@@ -156,9 +140,10 @@ def add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     ad = sub.add_parser("advise", parents=[common], help="measure size, similarity and layer transferability; "
                                                          "recommend a strategy")
     ad.add_argument("data")
-    ad.add_argument("--model", help="one model, or several joined by commas, cheapest first, to rank them "
-                                     f"(default: as fit, {' and '.join(AUTO_MODELS)} ranked and the chosen one "
-                                     f"advised; with --weights, {DEFAULT_MODEL})")
+    ad.add_argument("--model", help="one model, or several joined by commas, cheapest first: each measured on the "
+                                     "same images, each network's layer chosen, and their probes' average weighed "
+                                     f"against each alone, as fit does (default: {' and '.join(AUTO_MODELS)}; with "
+                                     f"--weights, {DEFAULT_MODEL})")
     ad.add_argument("--weights")
     ad.add_argument("--val")
     label_arguments(ad)

@@ -72,9 +72,11 @@ def _finetune_config(args: argparse.Namespace):
 
     return FineTuneConfig(
         strategy="scratch" if getattr(args, "strategy", None) == "scratch" else "fine-tune",
-        unfreeze=str(args.unfreeze), epochs=args.epochs, probe_epochs=args.probe_epochs, lr=args.lr,
+        unfreeze=str(args.unfreeze), epochs=args.epochs, probe_epochs=args.probe_epochs,
+        head_init=args.head_init, lr=args.lr,
         backbone_lr_mult=args.backbone_lr_mult, batch_size=args.batch_size or 32, augment=args.augment,
         class_weight=args.class_weight, patience=args.patience, workers=args.workers, loader=args.loader,
+        views=args.views,
         num_nodes=args.num_nodes, accelerator=args.accelerator, distributed=args.distributed,
         devices=checks.devices(args.devices),
         logger=args.logger or [], seed=args.seed, verbose=getattr(args, "verbose", False),
@@ -135,13 +137,16 @@ def _check_fit(args: argparse.Namespace) -> Path:
     names = named_networks(args.model, args.strategy == "auto" and not args.weights and args.layer is None)
     if not names:
         raise HeadstartError("--model is empty; give a timm model name, or several joined by commas for auto")
-    if len(names) > 1 and (args.strategy != "auto" or args.weights):
-        raise HeadstartError(f"--model names {len(names)} networks: auto chooses among them, each with its own "
-                             "pretrained weights; use --strategy auto without --weights, or name one network")
+    if len(names) > 1 and args.weights:
+        raise HeadstartError(f"--model names {len(names)} networks, each with its own pretrained weights; drop "
+                             "--weights, or name one network")
+    if len(names) > 1 and args.strategy in ("fine-tune", "scratch"):
+        raise HeadstartError(f"--strategy {args.strategy} trains one network and --model names {len(names)}; name "
+                             "one (--strategy auto plans which of several to fine-tune)")
     for name in names:  # the last checks (timm, unless the network is known), before any data is read
         check_model_name(name)
     cache = cache_folder(args.cache_dir)
-    space_for(out.parent, max(estimated_model_bytes(name, cache) for name in names), "the model folder")
+    space_for(out.parent, estimated_model_bytes(",".join(names), cache), "the model folder")
     return out
 
 
@@ -162,7 +167,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         (workdir / "run.json").write_text(json.dumps(resumed, indent=2))
     clf = _classifier(args, workdir)
     fitting = time.perf_counter()
-    result = fit_folder(clf, args.data, splits, out, args.overwrite, workdir, args.report)
+    result = fit_folder(clf, args.data, splits, out, args.overwrite, workdir, args.report,
+                        spent=fitting - args.started)
     if result is None:
         return  # another process of a data-parallel run: rank 0 reports
     result["seconds"]["startup"] = round(fitting - args.started, 3)
@@ -175,6 +181,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
     """What `fit` prints for people: data, model, classifier or training, validation, time, skipped files."""
+    from ..codes.joint import layers_text
+
     val, data, info = result["validation"], result["data"], clf.head_.info
     n_val = val["n_images"] if val else 0
     what = "labels" if clf.multilabel_ else "classes"
@@ -182,7 +190,7 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
         f"data: {result['n_train_images']} train / {n_val} validation images, {len(clf.classes_)} {what} "
         f"({split})",
         *[f"note: {note}" for note in data.get("notes", [])],
-        f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {'+'.join(clf.layers_)}, "
+        f"model: {clf.backbone_.name} ({clf.backbone_.weights}), layer {layers_text(clf.layers_)}, "
         f"{result['codes_dim']}-d {'int8 ' if clf.precision_ == 'int8' else ''}codes",
     ]
     if data["imbalance_ratio"] >= 1.5 and not clf.multilabel_:
@@ -194,11 +202,14 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
                      f"early-stopping accuracy {t['best_monitor_acc']:.4f} on {t['monitor_images']} held-out "
                      "training images")
     else:
-        C = (f"C={info['C']:g}" if not clf.multilabel_ else
+        C = (f"C={info['C']:g}" if not clf.multilabel_ and "members" not in info else
+             "one per network, C " + "/".join(f"{m['C']:g}" for m in info["members"]) + ", logits averaged"
+             if "members" in info else
              "one per label, C " + "/".join(f"{c:g}" for c in info["C"]) + ", thresholds "
              + "/".join(f"{t:.2f}" for t in info["thresholds"]))
+        folds = info.get("cv_folds") or (info.get("members") or [{}])[0].get("cv_folds")
         lines.append(f"classifier: {clf.classifier}, {C}"
-                     + (f" ({info['cv_folds']}-fold CV on train, {info['cv_metric']})" if "cv_folds" in info else ""))
+                     + (f" ({folds}-fold CV on train, log_loss)" if folds else ""))
     if val and clf.multilabel_:
         lines.append(f"validation: {multilabel_line(val)}")
     elif val:
@@ -285,7 +296,7 @@ def add_fit(sub, common: argparse.ArgumentParser) -> None:
 
 def _add_fine_tune_options(fit: argparse.ArgumentParser) -> None:
     """The fine-tuning options, their defaults taken from FineTuneConfig (defined there once)."""
-    from ..training.options import LOADERS, FineTuneConfig
+    from ..training.options import HEAD_INITS, LOADERS, FineTuneConfig
 
     default = FineTuneConfig()
     tune = fit.add_argument_group("fine-tune and scratch (Lightning)")
@@ -294,6 +305,9 @@ def _add_fine_tune_options(fit: argparse.ArgumentParser) -> None:
     tune.add_argument("--epochs", type=int, default=default.epochs)
     tune.add_argument("--probe-epochs", type=int, default=default.probe_epochs,
                       help="epochs training only the new head first")
+    tune.add_argument("--head-init", choices=HEAD_INITS, default=default.head_init,
+                      help="the new head starts random (default) or as a linear probe on a sample's codes (probe: "
+                           "LP-FT, then --probe-epochs 0 is enough)")
     tune.add_argument("--lr", type=float, default=default.lr, help="learning rate of the new head (AdamW)")
     tune.add_argument("--backbone-lr-mult", type=float, default=default.backbone_lr_mult,
                       help="pretrained layers learn at lr x this")
@@ -306,6 +320,8 @@ def _add_fine_tune_options(fit: argparse.ArgumentParser) -> None:
                       help="memory: images decoded once, augmented per batch (default); stream: decoded and "
                            "augmented per image in every epoch, in --workers processes; activations (--unfreeze N): "
                            "the frozen blocks run once per augmented view, epochs train only the top")
+    tune.add_argument("--views", type=int, default=default.views,
+                      help=f"--loader activations: augmented views of each image cached (default {default.views})")
     tune.add_argument("--devices", default=default.devices, help="Lightning devices: auto, a count, or ids")
     tune.add_argument("--num-nodes", type=int, default=default.num_nodes)
     tune.add_argument("--accelerator", default=default.accelerator, help="auto, cpu, gpu, ...")

@@ -220,11 +220,12 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if layers != ["penultimate"]:
         import torch
 
-        from ..codes.codesnet import CodesNet
+        from ..codes.codesnet import codes_net
 
         h, w = backbone.preprocess.input_size
         with torch.inference_mode():
-            codes_dim = sum(o.shape[1] for o in CodesNet(backbone, layers)(torch.zeros(1, h, w, 3, dtype=torch.uint8)))
+            codes_dim = sum(o.shape[1] for o in codes_net(backbone, layers)(torch.zeros(1, h, w, 3,
+                                                                                   dtype=torch.uint8)))
     summary = summarize(backbone, strategy, codes_dim, n_classes, trainable)
     summary["codes_layers"] = layers
     if args.json:

@@ -111,7 +111,12 @@ def embedded_weights_path(name: str) -> Path | None:
 
 
 def check_model_name(name: str) -> None:
-    """Raise a one-line error naming close matches when timm does not know ``name``."""
+    """Raise a one-line error naming close matches when timm does not know ``name`` (each of several joined by
+    commas)."""
+    if "," in name:
+        for part in name.split(","):
+            check_model_name(part.strip())
+        return
     if name in EMBEDDED:  # known without importing timm
         return
     import timm
@@ -215,7 +220,11 @@ def create_backbone(name: str = DEFAULT_MODEL, weights: str | Path | None = None
     network is built when first needed.
     """
     from .cards import Card
+    from .joint import JOINER, JointBackbone, network_names
 
+    if JOINER in name:  # several networks run as one: each built (or read from its card) on its own
+        return JointBackbone([create_backbone(part, weights, keep_classifier, image_size, cache_dir)
+                              for part in network_names(name)])
     card = None if keep_classifier else Card.of(name, weights, image_size, cache_dir)
     known = card.backbone() if card is not None else None
     if known is not None:
@@ -271,6 +280,19 @@ def restore_backbone(name: str, state: dict[str, torch.Tensor], preprocess: Prep
     """Rebuild a saved backbone (classifier removed) from its state dict, without any download."""
     import timm
 
+    from .joint import JOINER, JointBackbone, network_names
+
+    if JOINER in name:  # a joint backbone: each member's weights under its ``members.i.`` prefix
+        names, origins = network_names(name), origin.split(" + ")
+        members = []
+        for i, part in enumerate(names):
+            prefix = f"members.{i}."
+            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            config = timm.data.resolve_data_config({}, model=timm.create_model(part, pretrained=False))
+            members.append(restore_backbone(part, own, Preprocess.from_timm(config), origins[min(i, len(origins) - 1)]))
+        joint = JointBackbone(members)
+        joint.preprocess = preprocess
+        return joint
     check_model_name(name)
     model = timm.create_model(name, pretrained=False, num_classes=0)
     model.load_state_dict(state, strict=True)
@@ -280,7 +302,14 @@ def restore_backbone(name: str, state: dict[str, torch.Tensor], preprocess: Prep
 
 def candidate_layers(backbone: Backbone) -> list[str]:
     """The penultimate layer, the four blocks before it, and three joins of the last blocks with the penultimate
-    (for Lite0: blocks.5+penultimate, blocks.4+blocks.5+penultimate, blocks.3+...+blocks.6+penultimate)."""
+    (for Lite0: blocks.5+penultimate, blocks.4+blocks.5+penultimate, blocks.3+...+blocks.6+penultimate). A joint
+    backbone's are every member's own, qualified by its name (``network:layer``)."""
+    members = getattr(backbone, "members", None)
+    if members:
+        from .joint import qualified
+
+        return ["+".join(qualified(m.name, part) for part in layer.split("+"))
+                for m in members for layer in candidate_layers(m)]
     blocks = backbone.layers()[:-1]
     last = blocks[-4:]
     candidates = [PENULTIMATE, *reversed(last)]

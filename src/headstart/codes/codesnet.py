@@ -93,6 +93,63 @@ class CodesNet(nn.Module):
         return tuple(outputs)
 
 
+class JointNet(nn.Module):
+    """Several networks in one module (a joint backbone's ``model``): their parameters under ``members.0``, ... .
+    Called, it returns every member's penultimate codes side by side."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(models)
+        self.num_features = sum(int(getattr(m, "num_features", 0)) for m in models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's penultimate codes of the normalised batch ``x``, side by side."""
+        return torch.cat([m.forward_head(m.forward_features(x), pre_logits=True).flatten(1) for m in self.members], 1)
+
+
+class Resized(nn.Module):
+    """uint8 NHWC images resized (bilinear) to ``size``, as float NHWC in [0, 255]: a joint backbone's
+    input brought to a member's own input size."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.interpolate(images.permute(0, 3, 1, 2).float(), size=self.size, mode="bilinear",
+                                      align_corners=False, antialias=False)
+        return x.permute(0, 2, 3, 1)
+
+
+class JointCodesNet(nn.Module):
+    """uint8 NHWC images in; each member's own input size (resized in the graph), normalisation and taps (a
+    CodesNet each), outputs in ``layers``' order (``network:layer`` names, ``penultimate`` the last member's)."""
+
+    def __init__(self, backbone, layers: list[str]):
+        super().__init__()
+        self.layers = list(layers)
+        groups = backbone.member_layers(self.layers)
+        self.nets = nn.ModuleList(
+            CodesNet(member, own) if tuple(member.preprocess.input_size) == tuple(backbone.preprocess.input_size)
+            else nn.Sequential(Resized(member.preprocess.input_size), CodesNet(member, own)) for member, own in groups)
+        position = {(member.name, layer): (g, j) for g, (member, own) in enumerate(groups)
+                    for j, layer in enumerate(own)}
+        self.index = []
+        for layer in self.layers:
+            i, own = backbone.locate(layer)
+            self.index.append(position[(backbone.members[i].name, own)])
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The tapped layers' pooled codes, side by side, in ``layers``' order."""
+        outputs = [net(images) for net in self.nets]
+        return tuple(outputs[g][j] for g, j in self.index)
+
+
+def codes_net(backbone: Backbone, layers: list[str]) -> nn.Module:
+    """The tapped network of ``backbone`` (one network, or a joint backbone's members) for ``layers``."""
+    return JointCodesNet(backbone, layers) if getattr(backbone, "members", None) else CodesNet(backbone, layers)
+
+
 class TorchRunner:
     """CodesNet in eager PyTorch: channels-last on CUDA, in float32 without TF32, so that its codes are those of the
     ONNX file within float32 rounding (they share one cache, and a saved model runs the ONNX file). Measured on an
@@ -101,7 +158,7 @@ class TorchRunner:
 
     def __init__(self, backbone: Backbone, layers: list[str], device: str):
         self.device = torch.device(device)
-        self.net = CodesNet(backbone, layers).to(self.device).eval()
+        self.net = codes_net(backbone, layers).to(self.device).eval()
         if self.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
 

@@ -136,11 +136,26 @@ class FeatureExtractor:
             if layer == STATS:  # the decoded image's figures: the same for every model
                 stores.append(stats_store(self.cache_dir))
                 continue
-            fields = {"model": self.backbone.name, "weights": self.backbone.digest, "layer": layer,
-                      "preprocess": self.backbone.preprocess.to_dict(), "v": 1, **precision}
-            stores.append(CodeStore(self.cache_dir / "codes" / f"{self.backbone.name}-{key_of(fields)}",
-                                    {**fields, "weights_source": self.backbone.weights}))
+            network, own, preprocess = self._owner(layer)
+            fields = {"model": network.name, "weights": network.digest, "layer": own, "preprocess": preprocess,
+                      "v": 1, **precision}
+            stores.append(CodeStore(self.cache_dir / "codes" / f"{network.name}-{key_of(fields)}",
+                                    {**fields, "weights_source": network.weights}))
         return stores
+
+    def _owner(self, layer: str) -> tuple[Backbone, str, dict]:
+        """The network that computes ``layer``, its own name for it and the preprocessing its input had: a joint
+        backbone's member is cached as that network's (at the joint input, resized in the graph to the member's own
+        size where it differs: a member at its own input shares the codes of that network alone), else the
+        backbone itself."""
+        preprocess = self.backbone.preprocess.to_dict()
+        if getattr(self.backbone, "members", None):
+            i, own = self.backbone.locate(layer)
+            member = self.backbone.members[i]
+            size = tuple(member.preprocess.input_size)
+            resized = size != tuple(preprocess["input_size"])
+            return member, own, {**preprocess, "resized_to": list(size)} if resized else preprocess
+        return self.backbone, layer, preprocess
 
     def release(self) -> None:
         """Let go of the network's runtime (ONNX Runtime keeps a memory arena of about 0.3 GB for Lite0); the next

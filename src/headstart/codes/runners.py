@@ -88,10 +88,11 @@ def fp32_network(backbone: Backbone, layers: list[str], cache_dir: Path) -> Path
                   "preprocess": backbone.preprocess.to_dict(), "torch": metadata.version("torch"), "v": 3})
 
     def build() -> bytes:
-        from .codesnet import CodesNet
+        from .codesnet import codes_net
         from .onnx_export import export_onnx
 
-        return export_onnx(CodesNet(backbone, layers), backbone.preprocess, len(layers), {"layers": json.dumps(layers)})
+        return export_onnx(codes_net(backbone, layers), backbone.preprocess, len(layers),
+                           {"layers": json.dumps(layers)})
 
     return _cached(cache_dir / "onnx" / f"{backbone.name}-{key}.onnx", build)
 

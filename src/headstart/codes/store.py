@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..data.imagestats import STATS, STATS_VERSION
-from ..disk import cache_folder, file_identity, key_of, not_cached, write_atomic, write_cache
+from ..disk import cache_folder, file_identities, key_of, not_cached, write_atomic, write_cache
 from ..errors import CannotWrite
 
 
@@ -97,16 +97,16 @@ class StatsWriter:
     def __call__(self, index: list[int], values: np.ndarray) -> None:
         if self.store is None:
             return
-        for i, row in zip(index, values):
-            identity = file_identity(self.paths[i])
-            if identity is not None:
-                self.ids.append(identity)
-                self.rows.append(row)
+        self.ids.extend(index)  # positions in ``paths``: identified in bulk when flushed (a folder resolved once)
+        self.rows.extend(values)
         if len(self.ids) >= SHARD_SIZE:
             self.flush()
 
     def flush(self) -> None:
         """Store the rows gathered so far as one shard."""
         if self.store is not None and self.ids:
-            self.store.add(self.ids, np.stack(self.rows))
+            identities = file_identities([self.paths[i] for i in self.ids])
+            known = [j for j, identity in enumerate(identities) if identity is not None]
+            if known:
+                self.store.add([identities[j] for j in known], np.stack([self.rows[j] for j in known]))
         self.ids, self.rows = [], []

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..codes.backbones import PENULTIMATE
-from ..codes.codesnet import CodesNet
+from ..codes.codesnet import codes_net
 from ..codes.onnx_export import on_cpu
 from ..codes.quantize import MIN_CALIBRATION_IMAGES
 from ..codes.runners import OnnxRunner
@@ -66,7 +66,7 @@ class WholeClassifier(nn.Module):
     def __init__(self, clf, familiarity: bool = True):
         super().__init__()
         layers = clf._code_layers() if familiarity and getattr(clf, "familiarity_", None) is not None else clf.layers_
-        self.codes = CodesNet(clf.backbone_, layers)
+        self.codes = codes_net(clf.backbone_, layers)
         self.head = HeadNet(clf, layers, familiarity)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

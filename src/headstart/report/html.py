@@ -144,6 +144,22 @@ def auto_section(auto: dict[str, Any]) -> str:
               for k, v in advice.get("layer_scores", {}).items()],
             ["layer rule", advice.get("layer_choice", {}).get("rule")],
             ["advice", advice.get("reason")], ["decision", auto.get("decision")]]
+    joint = advice.get("layer_choice", {}).get("joint", {})
+    for name, row in joint.get("scores", {}).items():
+        noise = (f"; {row['log_loss_above_joint']:+.4f} +- {row['standard_error']:.4f} against the average"
+                 if "standard_error" in row else "")
+        rows.insert(-2, [f"probe {'averaged' if name == 'joint' else name}",
+                         f"5-fold log loss {row['cv_log_loss']:.4f}, accuracy {row['cv_accuracy']:.4f}{noise}"
+                         + ("; chosen" if name == joint.get("chosen") else "")])
+    if joint.get("rule"):
+        rows.insert(-2, ["networks rule", joint["rule"]])
+    for alternative in auto.get("plan", {}).get("alternatives", []):
+        timed = alternative.get("timed")
+        cost = (f"about {timed['predicted_s']:.0f} s + {timed['after_s']:.0f} s after, {timed['left_s']:.0f} s left"
+                if timed else "")
+        rows.append([f"weighed: {alternative['name']}", ("fits" if alternative.get("fits") else "does not fit")
+                     + (f" ({cost})" if cost else "")
+                     + ("; chosen" if alternative["name"] == auto["plan"].get("chosen") else "")])
     if "check" in auto:
         rows.append(["check", f"fine-tuned {auto['check']['fine_tune_held_out_accuracy']:.4f} on held-out training "
                               f"images vs probe {auto['check']['probe_cv_accuracy']:.4f}"])

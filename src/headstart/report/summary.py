@@ -27,7 +27,9 @@ def summarize(backbone: Backbone, strategy: str = "feature-extractor", codes_dim
 
     ``trainable``: module-name prefixes trained by fine-tuning (None with the feature extractor: all frozen).
     """
-    rows_modules = _rows_modules(backbone.model)
+    members = getattr(backbone, "members", None) or [backbone]  # a joint backbone: each network's rows
+    rows_modules = [(f"{m.name}:{name}" if len(members) > 1 else name, module)
+                    for m in members for name, module in _rows_modules(m.model)]
     shapes: dict[str, list[int]] = {}
     handles = []
     for name, module in rows_modules:
@@ -37,7 +39,7 @@ def summarize(backbone: Backbone, strategy: str = "feature-extractor", codes_dim
         handles.append(module.register_forward_hook(hook))
     height, width = backbone.preprocess.input_size
     with torch.inference_mode():
-        pooled = backbone.model(torch.zeros(1, 3, height, width))
+        pooled = torch.cat([m.model(torch.zeros(1, 3, *m.preprocess.input_size)) for m in members], 1)
     for handle in handles:
         handle.remove()
     prefixes = trainable or []

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..auditing.duplicates import fold_groups
 from ..codes.backbones import PENULTIMATE
 from ..data.folders import ImageSet
@@ -24,6 +26,31 @@ if TYPE_CHECKING:
     from ..estimator import TransferClassifier
 
 
+def member_layers(backbone: Any, layers: list[str]) -> list[tuple[str, list[str]]]:
+    """A joint backbone's networks with their part of ``layers`` (qualified names, in order), when ``layers`` span
+    more than one of them; else empty (one network: an ordinary probe)."""
+    if not getattr(backbone, "members", None):
+        return []
+    owners = [backbone.members[backbone.locate(layer)[0]].name for layer in layers]
+    networks = list(dict.fromkeys(owners))
+    if len(networks) < 2:
+        return []
+    return [(name, [layer for layer, owner in zip(layers, owners) if owner == name]) for name in networks]
+
+
+def _joint_probe(clf: TransferClassifier, codes: Any, labels: Any, networks: list[tuple[str, list[str]]],
+                 widths: list[int], searches: list[Any], groups: Any) -> Any:
+    """Each network's probe on its own columns of ``codes`` (its layers, contiguous and in ``networks``' order;
+    ``widths``: each layer's), their logits averaged into one head (:func:`headstart.heads.joint.mean_head`)."""
+    from ..heads.joint import mean_head
+
+    sizes = iter(widths)
+    starts = np.cumsum([0, *[sum(next(sizes) for _ in own) for _, own in networks]])
+    heads = [fit_linear(codes[:, a:b], labels, len(clf.classes_), clf.classifier, clf.C, clf.seed, search=search,
+                        groups=groups) for a, b, search in zip(starts, starts[1:], searches)]
+    return mean_head(heads, [name for name, _ in networks])
+
+
 def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], started: float,
               also: list[str] | None = None, advice: Any = None) -> None:
     """The feature extractor: codes of ``layers`` (from ``advice``'s pass when it measured every training
@@ -34,15 +61,20 @@ def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], star
     measured = advice.measured if advice is not None else None
     loaded = time.perf_counter()
     search = None
+    networks = member_layers(clf.backbone_, layers)  # a joint backbone: each network's layers, in order
     if measured is not None and measured.complete and all(p in measured.parts for p in layers):
         codes, labels, skipped, computed = measured.codes(layer), measured.images.labels, measured.skipped, 0
         kept, targets = measured.images.paths, measured.images.targets
-        search = advice.searches.get(layer)  # the C search this layer was scored with: the same as the fit's
-        search = search if search is not None and search.classifier == clf.classifier else None
+        found = [advice.searches.get("+".join(own)) for _, own in networks] if networks else [
+            advice.searches.get(layer)]  # the C search each layer was scored with: the same as the fit's
+        searches = [s if s is not None and s.classifier == clf.classifier else None for s in found]
+        search = searches[0] if not networks else searches
         penultimate = measured.parts[PENULTIMATE]
+        widths = [measured.parts[part].shape[1] for part in layers]
     else:
         extracted = clf._extractor().transform(images.paths)
         codes, penultimate = clf._split(extracted)
+        widths = list(extracted.widths[:len(layers)])
         labels, skipped, computed = images.labels[extracted.kept], extracted.skipped, extracted.extracted
         kept = [images.paths[i] for i in extracted.kept]
         targets = None if images.targets is None else images.targets[extracted.kept]
@@ -50,12 +82,14 @@ def fit_codes(clf: TransferClassifier, images: ImageSet, layers: list[str], star
             clf._extractor().release()
     coded = time.perf_counter()
     groups = None
-    if search is None and len(labels) > 1:
+    if (search is None or isinstance(search, list) and None in search) and len(labels) > 1:
         groups = fold_groups(penultimate, clf.figures(kept), labels, clf.seed)
     if targets is not None:
         from ..heads.multilabel import fit_labels
 
-        clf.head_ = fit_labels(codes, targets, clf.C, clf.seed, search=search, groups=groups)
+        clf.head_ = fit_labels(codes, targets, clf.C, clf.seed, search=None if networks else search, groups=groups)
+    elif networks:
+        clf.head_ = _joint_probe(clf, codes, labels, networks, widths, search or [None] * len(networks), groups)
     else:
         clf.head_ = fit_linear(codes, labels, len(clf.classes_), clf.classifier, clf.C, clf.seed, search=search,
                                groups=groups)

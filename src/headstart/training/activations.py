@@ -1,7 +1,7 @@
 """Training the top blocks from cached lower-block activations (``--unfreeze N --loader activations``).
 
 With the lower blocks frozen (and their BatchNorm layers in inference mode), their output for a given augmented
-image never changes during training. So each training image is augmented ``ACTIVATION_VIEWS`` times (random resized
+image never changes during training. So each training image is augmented ``views`` times (random resized
 crop and flip, seeded, as the memory loader does it), the frozen part runs once per view, and its float32 outputs are
 kept (in memory, or in a file in the run's folder when larger than ``imagecache.MEMORY_LIMIT``). Every epoch then
 trains only the unfrozen blocks and the head, on one randomly chosen view of each image. The held-out monitor images

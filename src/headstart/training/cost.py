@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -20,13 +21,16 @@ from ..data.imagecache import (
     store_size,
 )
 from .activations import (
-    ACTIVATION_VIEWS,
     lower_forward,
     upper_forward,
 )
 from .datamodule import ImageFiles
+from .head_init import sample_rows
 from .module import FineTuner
 from .options import FineTuneConfig
+
+#: Seconds of a run that do not grow with its images: the trainer's and the module's setup, checkpoints.
+SETUP_S = 15.0
 
 
 @dataclass
@@ -50,12 +54,14 @@ class TrainingCost:
     workers: int
     cache_s: float = 0.0
     views: int = 0
+    head_init_images: int = 0  # images whose codes the head's probe is fitted on (``--head-init probe``)
+    prepare_s: float = 0.0  # per stored image, its preprocessing for evaluation (monitor images, the head's probe)
 
     def epoch_s(self, head_only: bool = False) -> float:
         """Seconds of one epoch: its training steps and its monitor pass."""
         step = (self.head_step_s if head_only else self.step_s) + (self.augment_s if self.loader == "memory" else 0)
         network = (self.n_fit / self.batch_size * step
-                   + math.ceil(self.n_monitor / self.batch_size) * self.eval_s)
+                   + math.ceil(self.n_monitor / self.batch_size) * self.eval_s + self.n_monitor * self.prepare_s)
         if self.loader == "stream":
             return max(network, self.decode_s * (self.n_fit + self.n_monitor) / max(1, self.workers))
         return network
@@ -65,7 +71,8 @@ class TrainingCost:
         if self.loader == "stream":
             return 0.0
         caching = self.views * self.n_fit / self.batch_size * (self.cache_s + self.augment_s)
-        return self.decode_s * (self.n_fit + self.n_monitor) / max(1, self.workers) + caching
+        probe = self.head_init_images * (self.eval_s / self.batch_size + self.prepare_s)
+        return SETUP_S + self.decode_s * (self.n_fit + self.n_monitor) / max(1, self.workers) + caching + probe
 
     def run_s(self, epochs: int, probe_epochs: int) -> float:
         """Seconds of a run of ``epochs`` epochs whose first ``probe_epochs`` train the head alone, what comes before
@@ -78,31 +85,44 @@ def first_trainable_block(model: nn.Module, config: FineTuneConfig) -> int:
     return max(0, len(block_names(model)) - config.unfreeze_blocks())
 
 
-def _data_seconds(backbone: Backbone, train: ImageSet, config: FineTuneConfig) -> tuple[float, float]:
-    """(seconds to decode one image as ``config.loader`` does, seconds to augment a batch in the training process:
-    0 for the stream loader, whose processes do it), timed on a few of ``train``'s images."""
+def _seconds(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def _data_seconds(backbone: Backbone, train: ImageSet, config: FineTuneConfig) -> tuple[float, float, float]:
+    """(seconds to decode one image as ``config.loader`` does, its figures included; seconds to augment a batch in
+    the training process: 0 for the stream loader, whose processes do it; seconds to preprocess one stored image
+    for evaluation: the monitor images, the head's probe), timed on a few of ``train``'s images."""
+    from PIL import Image
+
+    from ..data.imagestats import image_stats
+
     sample = train.subset(np.arange(min(16, len(train))))
     started = time.perf_counter()
     if config.loader == "stream":
         files = ImageFiles(sample, backbone.preprocess, config.augment)
         for i in range(len(files)):
             files[i]
-        return (time.perf_counter() - started) / len(sample), 0.0
+        return (time.perf_counter() - started) / len(sample), 0.0, 0.0
     side = store_size(backbone.preprocess, typical_short_side(train.paths))
     decoded = [store_preprocess(backbone.preprocess, side).load(path) for path in sample.paths]
+    for image in decoded:
+        image_stats(Image.fromarray(image))  # measured while decoding: the leak check's and the audit's figures
     decode_s = (time.perf_counter() - started) / len(sample)
-    stored = torch.from_numpy(np.stack([decoded[i % len(decoded)] for i in range(config.batch_size)]))
     started = time.perf_counter()
-    augment_batch(stored, backbone.preprocess.input_size[0])
-    return decode_s, time.perf_counter() - started
+    for image in decoded:
+        backbone.preprocess(Image.fromarray(image))
+    prepare_s = (time.perf_counter() - started) / len(decoded)
+    stored = torch.from_numpy(np.stack([decoded[i % len(decoded)] for i in range(config.batch_size)]))
+    return decode_s, _seconds(augment_batch, stored, backbone.preprocess.input_size[0]), prepare_s
 
 
 def _step_seconds(module: FineTuner, images: torch.Tensor, labels: torch.Tensor, first: int | None,
                   activations: torch.Tensor | None, steps: int, cuda: bool) -> tuple[float, float, float]:
     """Median seconds of a training step with the chosen blocks unfrozen, of one with the head alone, and of a
     monitor (evaluation) batch; from ``first`` on cached ``activations`` when given."""
-    import statistics
-
     device = images.device
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-6)
 
@@ -118,6 +138,7 @@ def _step_seconds(module: FineTuner, images: torch.Tensor, labels: torch.Tensor,
         if train_step:
             optimizer.zero_grad()
             loss.backward()
+            nn.utils.clip_grad_norm_(module.parameters(), 1.0)  # as the trainer does (gradient_clip_val)
             optimizer.step()
         if cuda:
             torch.cuda.synchronize()
@@ -161,16 +182,17 @@ def training_cost(backbone: Backbone, train: ImageSet, config: FineTuneConfig, s
     if first is not None:
         with torch.inference_mode():
             lower_forward(module.net.model, normalized, first)
-            started = time.perf_counter()
-            lower_forward(module.net.model, normalized, first)
-            cache_s = time.perf_counter() - started
+            cache_s = statistics.median(_seconds(lower_forward, module.net.model, normalized, first)
+                                        for _ in range(3))
     module.net.to(memory_format=torch.contiguous_format)
     backbone.model.eval()
-    decode_s, augment_s = _data_seconds(backbone, train, config)
+    decode_s, augment_s, prepare_s = _data_seconds(backbone, train, config)
     n_monitor = math.ceil(len(train) * config.monitor_fraction)
+    probe = len(sample_rows(train.labels[:len(train) - n_monitor], 0)) if config.head_init == "probe" and \
+        config.loader != "stream" else 0
     return TrainingCost(step_s, head_step_s, eval_s, augment_s, decode_s, len(train) - n_monitor, n_monitor,
                         config.batch_size, config.loader, config.workers or 2, cache_s,
-                        ACTIVATION_VIEWS if first is not None else 0)
+                        config.views if first is not None else 0, probe, prepare_s)
 
 
 def fine_tune_cost(backbone_name: str, weights: str | None, train: ImageSet, image_size: int | None,

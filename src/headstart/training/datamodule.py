@@ -24,7 +24,6 @@ from ..data.imagecache import (
 )
 from ..data.splits import stratified_split
 from .activations import (
-    ACTIVATION_VIEWS,
     CachedActivations,
     cache_activations,
 )
@@ -142,9 +141,10 @@ class ImageDataModule(L.LightningDataModule):
             started = time.perf_counter()
             self.activations = cache_activations(
                 net.model, net.normalize, first, self.stored, self.fit_idx, self.preprocess.input_size[0],
-                self.config.seed, self.folder, f"activations-block{first}-{os.getpid()}.npy")
+                self.config.seed, self.folder, f"activations-block{first}-{os.getpid()}.npy",
+                views=self.config.views)
             on_disk = isinstance(self.activations, np.memmap)
-            self.image_cache.update(activation_views=ACTIVATION_VIEWS, from_block=first,
+            self.image_cache.update(activation_views=self.config.views, from_block=first,
                                     activation_bytes=int(self.activations.nbytes),
                                     activation_where=self.activations.filename if on_disk else "memory",
                                     activation_seconds=round(time.perf_counter() - started, 3))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..errors import HeadstartError
 
 LOADERS = ("memory", "stream", "activations")
+HEAD_INITS = ("random", "probe")
 
 
 @dataclass
@@ -18,6 +19,7 @@ class FineTuneConfig:
     unfreeze: str = "2"  # top N blocks, or "all"
     epochs: int = 5
     probe_epochs: int = 1  # epochs training only the new head before unfreezing
+    head_init: str = "random"  # or "probe": the new head starts as a linear probe on the codes (LP-FT)
     lr: float = 1e-3
     backbone_lr_mult: float = 0.1
     weight_decay: float = 0.01
@@ -33,6 +35,7 @@ class FineTuneConfig:
     #: "memory": images decoded once, augmented per batch; "stream": decoded in every epoch; "activations": the
     #: frozen lower blocks run once per augmented view (--unfreeze N only)
     loader: str = "memory"
+    views: int = 2  # activations loader: augmented views of each training image whose activations are cached
     devices: str = "auto"
     num_nodes: int = 1
     accelerator: str = "auto"
@@ -44,12 +47,14 @@ class FineTuneConfig:
         """One-line errors for values no training can use."""
         for name, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
                                  ("--probe-epochs", self.probe_epochs, 0), ("--workers", self.workers, 0),
-                                 ("--patience", self.patience, 1)):
+                                 ("--patience", self.patience, 1), ("--views", self.views, 1)):
             if value < low:
                 raise HeadstartError(f"{name} must be at least {low}, got {value}")
         if not self.lr > 0 or not self.backbone_lr_mult >= 0:
             raise HeadstartError("--lr must be positive and --backbone-lr-mult not negative")
         check_distributed(self.distributed)
+        if self.head_init not in HEAD_INITS:
+            raise HeadstartError(f"--head-init takes {', '.join(HEAD_INITS)}, not {self.head_init!r}")
         if self.loader not in LOADERS:
             raise HeadstartError(f"--loader takes {', '.join(LOADERS)}, not {self.loader!r}")
         if self.loader == "activations" and self.unfreeze_blocks() is None:

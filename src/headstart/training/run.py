@@ -128,11 +128,17 @@ def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, wo
     if from_block is not None:
         check_split(module.net.model, module.net.normalize, from_block, backbone.preprocess.input_size[0])
         data.cache_activations(module.net, from_block)
+    last = workdir / "checkpoints" / "last.ckpt"
+    head_init = None
+    if config.head_init == "probe" and not (resume and last.exists()) and data.stored is not None \
+            and not data.images.multilabel:  # LP-FT: the head starts as a probe (a resumed run has its own)
+        from .head_init import probe_head
+
+        head_init = probe_head(module, data, config.seed)
     checkpoints = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="monitor_acc",
                                   mode="max", save_last=True, save_top_k=1)
     timer = EpochTimer()
     trainer = _trainer(config, workdir, progress, [checkpoints, timer])
-    last = workdir / "checkpoints" / "last.ckpt"
     resumed_from, earlier = None, []
     if resume and last.exists():
         resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1  # epochs done
@@ -154,7 +160,7 @@ def _train(backbone: Backbone, data: ImageDataModule, config: FineTuneConfig, wo
                           "monitor_images": len(data.monitor_set), "trainable_prefixes": module.prefixes,
                           "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
                           "resumed_from_epoch": resumed_from, "config": asdict(config),
-                          "epochs": timer.epochs, "image_cache": data.image_cache,
+                          "epochs": timer.epochs, "image_cache": data.image_cache, "head_init": head_init,
                           "skipped_during_training": [{"path": p, "reason": r}
                                                       for p, r in sorted(module.failed.items())]}
     (workdir / "fit_info.json").write_text(json.dumps(info, indent=2))
