@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import headstart
-from headstart.auto.advice import advise
+from headstart.auto.advice import advise, fine_tune_options, suggested_image_size
 from headstart.auto.measure import measure_similarity
-from headstart.auto.plan import fine_tune_options, suggested_image_size
-from headstart.codes.backbones import create_backbone
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import files_under
 from headstart.data.splits import find_splits

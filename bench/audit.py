@@ -77,7 +77,8 @@ def labels() -> None:
     from headstart.auditing.duplicates import find_pairs, groups_of
     from headstart.auditing.labels import find_label_issues
     from headstart.auditing.run import code_images, out_of_fold
-    from headstart.codes.backbones import PENULTIMATE, create_backbone
+    from headstart.codes.backbones import PENULTIMATE
+    from headstart.codes.create import create_backbone
     from headstart.codes.extract import FeatureExtractor
     from headstart.data.imagestats import STATS
 
@@ -181,7 +182,8 @@ def outliers() -> None:
     result = audit(train_images=ImageSet(paths, train.labels, train.class_names))
     from headstart.auditing.quality import outlier_scores
     from headstart.auditing.run import code_images
-    from headstart.codes.backbones import PENULTIMATE, create_backbone
+    from headstart.codes.backbones import PENULTIMATE
+    from headstart.codes.create import create_backbone
     from headstart.codes.extract import FeatureExtractor
     from headstart.data.imagestats import STATS
 

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from headstart.auto.advice import advise
-from headstart.codes.backbones import candidate_layers, create_backbone
+from headstart.codes.backbones import candidate_layers
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.splits import find_splits
 from headstart.heads.linear import fit_linear

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from headstart.codes.backbones import create_backbone
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import read_class_folders
 

@@ -19,8 +19,8 @@ import onnx
 import torch
 
 from headstart.codes import onnx_export
-from headstart.codes.backbones import create_backbone
 from headstart.codes.codesnet import CodesNet
+from headstart.codes.create import create_backbone
 from headstart.codes.session import onnx_session
 
 LAYERS = ["blocks.3", "blocks.4", "blocks.5", "blocks.6", "penultimate"]

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headstart.codes.backbones import create_backbone
 from headstart.codes.codesnet import CodesNet
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import files_under
 

@@ -111,7 +111,7 @@ def profile(n_images: int, image_size: int = 96, batch_size: int = 32, steps: in
     import numpy as np
     import torch
 
-    from headstart.codes.backbones import create_backbone
+    from headstart.codes.create import create_backbone
     from headstart.data.folders import read_class_folders
     from headstart.training.datamodule import ImageFiles, collate_usable
     from headstart.training.module import ClassifierNet

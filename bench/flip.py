@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.auto.advice import advise
-from headstart.codes.backbones import create_backbone
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.decode import decoded_batches
 from headstart.data.splits import find_splits

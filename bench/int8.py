@@ -71,7 +71,7 @@ def whole_command(data: Path, cache: Path, precision: str) -> float:
 
 
 def speed(cache: Path, datasets: tuple[str, ...] = ("cats_vs_dogs", "pneumoniamnist"), repeats: int = 2) -> None:
-    from headstart.codes.backbones import create_backbone
+    from headstart.codes.create import create_backbone
     from headstart.data.splits import find_splits
 
     backbone = create_backbone(cache_dir=cache)  # its card lands in the cache
@@ -115,7 +115,8 @@ def accuracy(cache: Path) -> None:
 
 
 def calibration(cache: Path, counts: tuple[int, ...] = (16, 32, 128)) -> None:
-    from headstart.codes.backbones import candidate_layers, create_backbone, embedded_weights_path
+    from headstart.codes.backbones import candidate_layers, embedded_weights_path
+    from headstart.codes.create import create_backbone
     from headstart.codes.quantize import calibration_sample, quantize
     from headstart.codes.runners import fp32_network
     from headstart.codes.session import onnx_session

@@ -89,7 +89,7 @@ def baseline(data: Path, labels: str, val_labels: str | None) -> tuple[dict, dic
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from headstart.codes.backbones import create_backbone
+    from headstart.codes.create import create_backbone
     from headstart.codes.extract import FeatureExtractor
     from headstart.data.splits import find_label_splits
     from headstart.defaults import DEFAULT_MODEL

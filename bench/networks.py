@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from headstart.auto.layers import choose_layer
-from headstart.codes.backbones import candidate_layers, create_backbone
+from headstart.codes.backbones import candidate_layers
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import read_class_folders
 from headstart.heads.linear import fit_linear, search_C

@@ -120,7 +120,8 @@ def measured_codes(data: Path):
     """(Lite0's candidate layers, the training codes measured as auto does, a function: validation codes of a
     layer, the validation labels)."""
     from headstart.auto.measure import measure_codes
-    from headstart.codes.backbones import candidate_layers, create_backbone
+    from headstart.codes.backbones import candidate_layers
+    from headstart.codes.create import create_backbone
     from headstart.codes.extract import FeatureExtractor
     from headstart.data.splits import find_splits
     from headstart.defaults import DEFAULT_MODEL

@@ -2,7 +2,8 @@
 shared collection, each scored on validation images that no choice ever saw.
 
     python bench/suite.py [--datasets cats_vs_dogs dtd10 ...] [--store DIR] [--fresh]
-    python bench/suite.py --code ../previous/src --label previous      # another checkout's default, same table
+    python bench/suite.py --code ../previous/src --default-only --label previous   # another checkout's default
+    python bench/suite.py --code /tmp/snapshot/src        # this code, copied first: edits here cannot reach the run
 
 Per collection, as a user would type them, each cold (its own empty cache):
 - `default`: `headstart fit DATA`; then, for the cost of choosing, the cold `fit --model <what it chose> --strategy
@@ -12,8 +13,9 @@ Per collection, as a user would type them, each cold (its own empty cache):
 - `fine-tune <network>`: every fine-tuning the default's plan weighed and found affordable, run alone with the plan's
   options (`fit --model N --strategy fine-tune ...`).
 The regret is the best alternative's validation accuracy minus the default's (in points; negative: the default beat
-every alternative). `flowers` has no split: it is scored by 5 disjoint folds (links to its files in the store, the
-folder untouched), every image predicted once. cifar10 holds out fit's own stratified 20% (seed 0).
+every alternative). `flowers` has no split: it is scored by 5 disjoint folds, every image predicted once (links to its
+files in the temporary folder, the collection untouched). cifar10 holds out
+fit's own stratified 20% (seed 0).
 
 Results are stored per run (JSON, written atomically) under --store, keyed by the code they ran (a digest of its
 src/headstart files): a killed run resumes where it stopped, and unchanged code is never run twice. The table, with
@@ -41,6 +43,7 @@ SHARED = ROOT.parent / "shared" / "data"
 DATASETS = ["cats_vs_dogs", "dtd10", "pneumoniamnist", "cifar10", "flowers", "sign_digits", "retinamnist",
             "omniglot5"]
 FOLDS = {"flowers": 5}  # collections without a split: scored by disjoint folds, every image predicted once
+FOLDS_ROOT = Path(tempfile.gettempdir()) / "headstart-suite-folds"  # the folds' links (never in the repository)
 
 
 def code_key(src: Path) -> str:
@@ -95,7 +98,7 @@ def folds(name: str, store: Path) -> list[list[str]]:
             made.append((cls.name, files[path], i % k))
     out = []
     for fold in range(k):
-        root = store / "folds" / f"{name}-{fold}"
+        root = FOLDS_ROOT / f"{name}-{fold}"
         if not (root / ".done").exists():
             for cls, path, part in made:
                 link = root / ("val" if part == fold else "train") / cls / path.name
@@ -110,15 +113,17 @@ def folds(name: str, store: Path) -> list[list[str]]:
 class Runner:
     """Runs the arms of one collection, each stored once per code digest."""
 
-    def __init__(self, store: Path, label: str, key: str, src: Path | None, fresh: bool):
+    def __init__(self, store: Path, label: str, key: str, src: Path | None, fresh: bool,
+                 keep_alternatives: bool = False):
         self.store, self.label, self.key, self.fresh = store, label, key, fresh
+        self.keep_alternatives = keep_alternatives
         self.env = {**os.environ, **({"PYTHONPATH": str(src)} if src else {})}
 
     def arm(self, name: str, arm: str, run) -> dict | None:
         path = self.store / self.label / name / f"{arm.replace(' ', '_').replace(',', '+')}.json"
         if path.exists() and not self.fresh:
             stored = json.loads(path.read_text())
-            if stored.get("code") == self.key:
+            if stored.get("code") == self.key or (self.keep_alternatives and arm != "default"):
                 return stored
         print(f"  {name}: {arm} ...", flush=True)
         try:
@@ -153,24 +158,52 @@ def describe(fit: dict) -> str:
         "" if not auto.get("check") or auto["check"].get("kept", True) else " (fine-tuning discarded)")
 
 
+#: The parts of a command that do not depend on choosing: start-up (imports), saving the model, the report.
+FIXED = ("startup", "save", "report")
+
+
+def _summed(runs: list[dict]) -> dict[str, float]:
+    return {key: round(sum(r["seconds"].get(key, 0.0) for r in runs), 2) for key in runs[0]["seconds"]}
+
+
 def default_arm(runner: Runner, name: str, splits: list[list[str]]) -> dict | None:
+    """The default, cold; where it took the probe, the cold feature extractor of what it chose right after (the cost
+    of choosing), and the default re-run warm with another classifier."""
     def run() -> dict:
-        fits, seconds, fe_seconds, warm_seconds = [], 0.0, 0.0, 0.0
+        fits, fes, seconds, fe_seconds, warm_seconds = [], [], 0.0, 0.0, 0.0
         for data in splits:
             with tempfile.TemporaryDirectory(prefix="suite-cache-") as cache:
                 s, fit = runner.fit(data, cache=cache)
                 fits.append(fit)
                 seconds += s
-                if fit["strategy"] == "feature-extractor":
-                    fe, _ = runner.fit(data, "--model", fit["model"], "--strategy", "feature-extractor")
+                small = not ((fit.get("auto") or {}).get("advice") or {}).get("size", {}).get("large")
+                if fit["strategy"] == "feature-extractor" and small:  # the probe planned: the cost of choosing it
+                    fe, fe_fit = runner.fit(data, "--model", fit["model"], "--strategy", "feature-extractor")
+                    fes.append(fe_fit)
                     fe_seconds += fe
                     warm, _ = runner.fit(data, "--classifier", "svm", cache=cache)
                     warm_seconds += warm
         return {**scored(fits), "seconds": seconds, "chose": describe(fits[0]), "model": fits[0]["model"],
                 "strategy": fits[0]["strategy"], "fe_seconds": fe_seconds or None, "warm_seconds": warm_seconds or None,
+                "parts": _summed(fits), "fe_parts": _summed(fes) if fes else None,
                 "n_train": sum(f["n_train_images"] for f in fits) // len(fits),
                 "budget_s": (fits[0].get("auto") or {}).get("budget_s"), "auto": fits[0].get("auto")}
     return runner.arm(name, "default", run)
+
+
+def cost_text(default: dict) -> str:
+    """The default's seconds over the feature extractor's, whole and less the fixed parts (start-up, saving, the
+    report), each part stated."""
+    if not default.get("fe_seconds"):
+        return "-"
+    whole = default["seconds"] / default["fe_seconds"]
+    parts, fe_parts = default.get("parts"), default.get("fe_parts")
+    if not parts or not fe_parts:
+        return f"{whole:.2f}"
+    fixed = sum(parts.get(k, 0.0) for k in FIXED)
+    fe_fixed = sum(fe_parts.get(k, 0.0) for k in FIXED)
+    rest = (default["seconds"] - fixed) / max(default["fe_seconds"] - fe_fixed, 1e-9)
+    return f"{whole:.2f} ({rest:.2f} less fixed {fixed:.0f} / {fe_fixed:.0f} s)"
 
 
 def probe_arm(runner: Runner, name: str, splits: list[list[str]], network: str) -> dict | None:
@@ -193,7 +226,8 @@ def probe_arm(runner: Runner, name: str, splits: list[list[str]], network: str) 
 def fine_tune_arm(runner: Runner, name: str, splits: list[list[str]], alternative: dict) -> dict | None:
     options = alternative["options"]
     flags = ["--model", alternative["network"], "--strategy", "fine-tune"]
-    for key in ("unfreeze", "epochs", "lr", "backbone_lr_mult", "image_size", "loader"):
+    for key in ("unfreeze", "epochs", "lr", "backbone_lr_mult", "image_size", "loader", "views", "head_init",
+                "probe_epochs"):
         if options.get(key) is not None:
             flags += [f"--{key.replace('_', '-')}", str(options[key])]
 
@@ -237,9 +271,8 @@ def table(rows: list[dict], label: str, previous: dict[str, dict]) -> str:
                 cells += [f"{old['accuracy']:.4f} ({old['chose']}, {old['seconds']:.0f} s)", f"{prev_regrets[-1]:+.2f}"]
             else:
                 cells += ["-", "-"]
-        cost = default["seconds"] / default["fe_seconds"] if default.get("fe_seconds") else None
         warm = default["seconds"] / default["warm_seconds"] if default.get("warm_seconds") else None
-        cells += [f"{cost:.2f}" if cost else "-", f"{warm:.1f}" if warm else "-"]
+        cells += [cost_text(default), f"{warm:.1f}" if warm else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if regrets:
@@ -258,20 +291,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--store", type=Path, default=ROOT / "bench" / "results" / "suite")
-    parser.add_argument("--code", type=Path, help="another checkout's src folder: its default alone, same table")
+    parser.add_argument("--code", type=Path, help="the src folder whose code runs (default: this checkout's): "
+                                                  "another checkout's, or a copy that edits here cannot reach")
+    parser.add_argument("--default-only", action="store_true", help="the default alone (e.g. a previous release's)")
     parser.add_argument("--label", help="the stored results' name (default: current, or the --code folder's name)")
     parser.add_argument("--compare", help="a stored label whose defaults join the table (e.g. previous)")
     parser.add_argument("--fresh", action="store_true", help="run again even what is stored for this code")
+    parser.add_argument("--keep-alternatives", action="store_true",
+                        help="reuse the stored alternatives (each network alone) whatever code they ran: only the "
+                             "default runs again (each result says its commit)")
     parser.add_argument("--table", action="store_true", help="print the table of what is stored; run nothing")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is missing: the suite runs on the shared collections")
     src = args.code.resolve() if args.code else None
-    label = args.label or (src.parent.name if src else "current")
+    label = args.label or ("current" if src is None or not args.default_only else src.parent.name)
     key = code_key((src or ROOT / "src") / "headstart")
-    runner = Runner(args.store, label, key, src, args.fresh)
-    if src is None:
-        from headstart.defaults import AUTO_MODELS
+    runner = Runner(args.store, label, key, src, args.fresh, args.keep_alternatives)
+    from headstart.defaults import AUTO_MODELS  # the networks the default weighs (a copy's are this checkout's too)
     rows = []
     for name in args.datasets:
         splits = folds(name, args.store)
@@ -280,7 +317,7 @@ def main() -> None:
         print(f"{name}:", flush=True)
         default = default_arm(runner, name, splits)
         alternatives: dict[str, dict] = {}
-        if src is None and default is not None:
+        if not args.default_only and default is not None:
             for network in AUTO_MODELS:
                 found = probe_arm(runner, name, splits, network)
                 if found:

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from headstart.auto.advice import Advice, advise
+from headstart.auto.advice import Advice, advise, fine_tune_options, suggested_image_size
 from headstart.auto.measure import measure_similarity, subsample
-from headstart.auto.plan import MARGIN, fine_tune_options, keep_fine_tuned, plan_auto, suggested_image_size
+from headstart.auto.plan import MARGIN, keep_fine_tuned, plan_auto
 from headstart.cli import main
-from headstart.codes.backbones import candidate_layers, create_backbone
+from headstart.codes.backbones import candidate_layers
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from headstart.data.folders import read_class_folders
 from headstart.data.splits import find_splits
@@ -128,11 +129,13 @@ def test_auto_fits_fine_tuning_into_the_budget_then_fewer_blocks_then_the_probe(
     assert given[0] == "feature-extractor"  # the user's --unfreeze all is kept: no fewer blocks instead
 
 
-@pytest.mark.parametrize("budget, network, unfreeze, epochs", [(400, "cheap", "all", 3), (200, "strong", "3", 2)])
+@pytest.mark.parametrize("budget, network, unfreeze, epochs", [(400, "cheap", "all", 3), (200, "cheap", "3", 4),
+                                                               (1000, "cheap", "all", 5), (1300, "strong", "all", 5)])
 def test_the_plan_takes_the_strongest_network_that_fits_never_the_probe_instead(colors_data, monkeypatch, budget,
                                                                                 network, unfreeze, epochs):
-    """The strongest network's fine-tuning does not fit; the cheaper one's does, and is chosen (not the probe). A
-    network costlier than one that does not fit is not timed."""
+    """The strongest network's fine-tuning does not fit; the cheaper one's does, and is chosen (not the probe). The
+    stronger is taken when it trains as many of the 5 advised epochs (1300 s), not when it trains fewer (1000 s: 4).
+    A network costlier than one that does not fit is not timed."""
     import time
 
     import headstart.training.cost
@@ -158,10 +161,14 @@ def test_the_plan_takes_the_strongest_network_that_fits_never_the_probe_instead(
     alternatives = {a["name"]: a for a in evidence["plan"]["alternatives"]}
     assert evidence["plan"]["chosen"] == f"fine-tune {network} (" + (
         "every block)" if unfreeze == "all" else "the top 3 blocks)")
-    assert alternatives["probe cheap,strong"]["fits"] and not alternatives["fine-tune strong (every block)"]["fits"]
+    assert alternatives["probe cheap,strong"]["fits"]
+    assert alternatives["fine-tune strong (every block)"]["fits"] == (budget >= 1000)
+    if budget == 400:  # the cheap network trains 3 of 5 epochs: the strong one, costlier, is not timed
+        assert "trains 3 of 5 epochs" in alternatives["fine-tune strong (every block)"]["why"]
     if unfreeze == "3":  # the cheap network's every block does not fit: the strong one's is not even timed
         assert "not timed" in alternatives["fine-tune strong (every block)"]["why"]
-        assert timed == [("cheap", "all"), ("cheap", "3"), ("strong", "3")]
+        assert "trains 4 of 5 epochs" in alternatives["fine-tune strong (the top 3 blocks)"]["why"]
+        assert timed == [("cheap", "all"), ("cheap", "3")]
 
 
 def test_fit_auto_records_its_decision(tmp_path, colors_data, capsys):
@@ -179,7 +186,7 @@ def test_fit_auto_fine_tunes_large_data_then_checks_it_against_the_probe(tmp_pat
     import headstart.training.cost
 
     monkeypatch.setattr(headstart.auto.measure, "LARGE_PER_CLASS", 10)  # 12 images per class count as large
-    monkeypatch.setattr(headstart.auto.plan, "FINE_TUNE_STEPS", 1)  # the minimum number of epochs
+    monkeypatch.setattr(headstart.auto.advice, "FINE_TUNE_STEPS", 1)  # the minimum number of epochs
     assert main(["fit", str(colors_data), "--out", str(tmp_path / "auto"), "--json", "-q", "--budget", "900",
                  "--image-size", "64"]) == 0  # a size the user gives stays: a quicker test
     fit = json.loads(capsys.readouterr().out)

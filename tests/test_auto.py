@@ -236,7 +236,7 @@ def test_refit_after_changing_the_layer_uses_the_new_layer(colors_data):
 
 @needs_shared
 def test_svm_search_on_dtd10_is_inside_its_grid_and_close_to_logistic():
-    from headstart.codes.backbones import create_backbone
+    from headstart.codes.create import create_backbone
     from headstart.codes.extract import FeatureExtractor
     from headstart.data.splits import find_splits
 
@@ -281,7 +281,7 @@ def test_a_tie_between_networks_goes_to_the_last_named_on_large_data(monkeypatch
     LARGE_PER_CLASS lowered to 1) to the last named; a network outside the noise never wins."""
     import headstart.auto.measure as measure
     from headstart.auto.networks import rank_networks
-    from headstart.codes.backbones import create_backbone
+    from headstart.codes.create import create_backbone
     from headstart.data.folders import read_class_folders
 
     images = read_class_folders(colors_data / "train")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import headstart
-from headstart.codes.backbones import LOGITS, create_backbone
+from headstart.codes.backbones import LOGITS
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from tests.conftest import SHARED, needs_shared, snapshot
 

@@ -102,7 +102,7 @@ def test_a_read_only_or_uncreatable_cache_warns_once_and_the_fit_goes_on(tmp_pat
 
 
 def test_a_cache_folder_that_vanishes_mid_run_is_made_again(tmp_path, colors_data):
-    from headstart.codes.backbones import create_backbone
+    from headstart.codes.create import create_backbone
     from headstart.codes.extract import FeatureExtractor
 
     paths = sorted((colors_data / "train").rglob("*.png"))

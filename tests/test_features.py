@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import headstart
-from headstart.codes.backbones import create_backbone
 from headstart.codes.codesnet import CodesNet
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import FeatureExtractor
 from tests.conftest import SHARED, make_image, needs_shared
 

@@ -15,7 +15,7 @@ import torch
 
 import headstart
 from headstart.cli import main
-from headstart.codes.backbones import create_backbone
+from headstart.codes.create import create_backbone
 from headstart.data.folders import read_class_folders
 from headstart.training.module import _matches, trainable_prefixes
 from headstart.training.options import FineTuneConfig

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import headstart.data.imagecache
-from headstart.codes.backbones import create_backbone
+from headstart.codes.create import create_backbone
 from headstart.data.folders import read_class_folders
 from headstart.data.imagecache import augment_batch, random_boxes
 from headstart.training.cost import SETUP_S, TrainingCost

@@ -13,7 +13,7 @@ import pytest
 
 import headstart
 from headstart.cli import main
-from headstart.codes.backbones import create_backbone
+from headstart.codes.create import create_backbone
 from headstart.codes.extract import GPU_DEVICE_FILES, FeatureExtractor
 from headstart.codes.quantize import CALIBRATION_IMAGES, calibration_sample, quantize
 from headstart.codes.runners import fp32_network

@@ -4,19 +4,16 @@ warning), and what that release saved (model folders, the code cache) loads unch
 from __future__ import annotations
 
 import ast
-import importlib
 import json
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import headstart
-from headstart._moved import MOVED
 
 PACKAGE = Path(headstart.__file__).parent
 PREVIOUS = Path(__file__).parent / "fixtures" / "previous_release"
@@ -24,8 +21,8 @@ PREVIOUS = Path(__file__).parent / "fixtures" / "previous_release"
 #: the rooms in the order data flows through them; a module may import its own room and the ones before it
 ROOMS = ["foundations", "data", "codes", "heads", "training", "auditing", "strategies", "auto", "report", "deploy",
          "top", "cli"]
-FOUNDATIONS = {"errors", "defaults", "disk", "results", "_moved", "__init__", "__main__"}
-TOP = {"estimator", "sklearn_contract", "artifact", "workflow"}
+FOUNDATIONS = {"errors", "defaults", "disk", "results", "datasets", "__init__", "__main__"}
+TOP = {"estimator", "transformer", "sklearn_contract", "artifact", "workflow"}
 
 
 def room(module: str) -> str:
@@ -37,10 +34,9 @@ def room(module: str) -> str:
 
 
 def imports_of(path: Path) -> list[tuple[str, int]]:
-    """(imported module relative to the package, line) for every headstart import outside ``if TYPE_CHECKING``."""
+    """(imported module relative to the package, line) for every headstart import, type-only ones included."""
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+    typing_only: set[int] = set()  # type-only imports count too: a cycle through them is still a cycle
     here = path.relative_to(PACKAGE).with_suffix("").parts
     package = list(here[:-1]) if here[-1] != "__init__" else list(here[:-1])
     found = []
@@ -69,6 +65,56 @@ def test_imports_run_one_way_through_the_rooms():
     assert not backwards, "imports that run back up:\n" + "\n".join(backwards)
 
 
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (a name imported from a package counts as its module when there is
+    one, else as the package's ``__init__``)."""
+    modules = {".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__") or "__init__"
+               for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__") or "__init__"
+        targets = set()
+        for target, _ in imports_of(path):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def test_no_module_imports_itself_back_through_others():
+    """No import cycle between the package's modules, type-only imports included (Tarjan's strongly connected
+    components: any of more than one module is a cycle)."""
+    graph, index, low, stack, on, cycles = _module_graph(), {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
+
+
 def test_the_torch_free_runtime_imports_no_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['timm'] = None; "
             "import headstart.deploy.runtime, headstart.training.options, headstart.cli.checks; print('ok')")
@@ -83,22 +129,6 @@ def test_the_readme_names_import_from_headstart():
     from headstart.data import find_splits  # the README's own line
 
     assert find_splits is headstart.find_splits
-
-
-def test_every_name_of_the_previous_release_imports_from_its_old_path():
-    """``names.json``: every public top-level name of each module in 75fa820 (read from ``git show``)."""
-    names = json.loads((PREVIOUS / "names.json").read_text())
-    missing = []
-    for old, wanted in names.items():
-        sys.modules.pop(old, None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            module = importlib.import_module(old)
-            missing += [f"{old}.{name}" for name in wanted if not hasattr(module, name)]
-        if old in MOVED:
-            assert any(issubclass(w.category, DeprecationWarning) and old in str(w.message) for w in caught), old
-    assert not missing, missing
-    assert sys.modules["headstart.classifier"].TransferClassifier is headstart.TransferClassifier
 
 
 def test_models_saved_by_the_previous_release_load_and_answer_the_same(tmp_path):

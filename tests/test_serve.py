@@ -164,6 +164,26 @@ def test_malformed_requests_get_4xx_with_a_reason_and_change_nothing(exported, c
         assert 'headstart_errors_total{kind="too_large"} 20' in errors
 
 
+def _whole_reply(connection: socket.socket) -> str:
+    """Every byte of one HTTP reply: its headers, then as much body as its Content-Length says (it may come in
+    several TCP segments), or until the server closes."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return data.decode(errors="replace")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), None)
+    while length is None or len(body) < length:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode(errors="replace")
+
+
 def test_a_slow_client_gets_408_and_frees_its_place(exported, colors_data):
     image = sorted((colors_data / "val").rglob("*.png"))[0].read_bytes()
     with server(exported, "--timeout-s", "1", "--max-queue", "1") as (url, _):
@@ -173,7 +193,7 @@ def test_a_slow_client_gets_408_and_frees_its_place(exported, colors_data):
                          + f"Content-Length: {len(image)}\r\n\r\n".encode() + image[:100])  # then nothing
             slow.settimeout(10)
             started = time.perf_counter()
-            reply = slow.recv(4096).decode(errors="replace")
+            reply = _whole_reply(slow)
         assert reply.startswith("HTTP/1.1 408") and "took longer than 1 s" in reply
         assert time.perf_counter() - started < 5
         ok = httpx.post(f"{url}/predict", content=image, headers={"Content-Type": "image/png"})

@@ -93,3 +93,39 @@ def test_fit_never_changes_the_users_config(colors_data):
                                        finetune=config, seed=5).fit(colors_data / "train")
     assert config == FineTuneConfig(epochs=1, workers=0, batch_size=8)
     assert len(clf.familiarity_.bank) == 24  # a trained network gets familiarity from its own penultimate codes
+
+
+@pytest.mark.parametrize("check", ["check_no_attributes_set_in_init", "check_parameters_default_constructible",
+                                   "check_get_params_invariance", "check_set_params", "check_estimator_cloneable",
+                                   "check_estimator_repr", "check_do_not_raise_errors_in_init_or_set_params",
+                                   "check_estimator_tags_renamed", "check_valid_tag_types"])
+@pytest.mark.parametrize("estimator", [headstart.TransferClassifier, headstart.CNNCodes])
+def test_scikit_learns_own_checks_that_apply_to_images(check, estimator):
+    """scikit-learn's estimator checks that need no numeric data (the others fit on feature matrices, which an
+    image classifier refuses in one line)."""
+    from sklearn.utils import estimator_checks
+
+    getattr(estimator_checks, check)(estimator.__name__, estimator())
+
+
+def test_fit_takes_images_in_memory_as_predict_does_and_gives_the_model_of_the_same_files(colors_data, tmp_path):
+    """A 4-D uint8 batch, a list of arrays and a list of Pillow images give the model fitted on the same images
+    saved as PNG files; a feature matrix is one line."""
+    from PIL import Image
+
+    paths = sorted((colors_data / "train").rglob("*.png"))
+    labels = [p.parent.name for p in paths]
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    on_files = headstart.TransferClassifier(C=1.0).fit([str(p) for p in paths], labels)
+    for X in (np.stack(arrays), arrays, [Image.fromarray(a) for a in arrays]):
+        clf = headstart.TransferClassifier(C=1.0, cache_dir=tmp_path / "cache").fit(X, labels)
+        np.testing.assert_allclose(clf.head_.weight, on_files.head_.weight, atol=1e-5)
+        np.testing.assert_allclose(clf.predict_proba(np.stack(arrays)), on_files.predict_proba(paths), atol=1e-5)
+    assert len(list((tmp_path / "cache" / "images").glob("*.png"))) == len(paths)  # one file per distinct image
+    again = headstart.TransferClassifier(C=1.0, cache_dir=tmp_path / "cache").fit(np.stack(arrays), labels)
+    assert again.fit_info_["n_codes_computed"] == 0  # cached by the pixels' digest, as files by their identity
+    for bad, said in ((np.random.default_rng(0).normal(size=(24, 10)), "feature matrix"),
+                      (np.stack(arrays).astype(np.float32), "float32 array"),
+                      ([[0.5, 1.5]] * 24, "table of numbers")):
+        with pytest.raises(headstart.HeadstartError, match=said):
+            headstart.TransferClassifier().fit(bad, labels)

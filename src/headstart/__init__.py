@@ -12,14 +12,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from . import _moved
 from .errors import ArtifactError, DataError, HeadstartError, ModelError
-
-_moved.install()  # the module paths of the previous release keep working for one release, with a warning
 
 _LAZY = {
     "TransferClassifier": "headstart.estimator",
-    "CNNCodes": "headstart.estimator",
+    "CNNCodes": "headstart.transformer",
     "load": "headstart.estimator",
     "advise": "headstart.auto.advice",
     "Advice": "headstart.auto.advice",
@@ -29,7 +26,7 @@ _LAZY = {
     "find_splits": "headstart.data.splits",
     "ImageSet": "headstart.data.folders",
     "Splits": "headstart.data.splits",
-    "create_backbone": "headstart.codes.backbones",
+    "create_backbone": "headstart.codes.create",
     "DEFAULT_MODEL": "headstart.defaults",
     "FineTuneConfig": "headstart.training.options",
     "FineTuner": "headstart.training.module",

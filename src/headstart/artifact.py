@@ -301,7 +301,7 @@ def read_model(path: str | os.PathLike) -> SavedModel:
     """The weights, head, familiarity and config of the model folder ``path``, each checked against the others."""
     from safetensors.torch import load_file
 
-    from .codes.backbones import restore_backbone
+    from .codes.create import restore_backbone
     from .data.decode import Preprocess
 
     path = Path(path).expanduser()

@@ -17,55 +17,103 @@ import numpy as np
 
 from .artifact import read_model, save
 from .auto.networks import named_networks
-from .codes.backbones import PENULTIMATE, create_backbone
+from .codes.backbones import PENULTIMATE, Backbone
+from .codes.create import create_backbone
 from .codes.extract import Codes, FeatureExtractor
 from .codes.joint import joint_layers
 from .codes.quantize import calibration_sample
 from .data.decode import rgb_from_memory
 from .data.folders import ImageSet
 from .data.imagestats import STATS
-from .data.inputs import as_image_set, prediction_items
-from .defaults import DEFAULT_BUDGET, DEFAULT_MODEL, FIT_STRATEGIES, PRECISIONS
+from .data.inputs import as_image_set, images_folder, prediction_items
+from .defaults import DEFAULT_BUDGET, FIT_STRATEGIES, PRECISIONS
 from .disk import cache_folder
-from .errors import ArtifactError, DataError, HeadstartError
+from .errors import ArtifactError, HeadstartError
 from .report.metrics import evaluation
 from .results import Predictions
-from .sklearn_contract import ClassifierEstimator, TransformerEstimator
+from .sklearn_contract import ClassifierEstimator
 from .strategies.feature_extractor import fit_codes
+from .strategies.fitted import Fitted, code_layers
 from .strategies.network import fit_network
 from .training.options import FineTuneConfig, parse_layers
 
 
 class TransferClassifier(ClassifierEstimator):
-    """An image classifier built on a pretrained timm network.
+    """An image classifier built on pretrained timm networks, with scikit-learn's estimator contract.
 
-    >>> clf = TransferClassifier().fit("data/train")          # one subfolder per class
-    >>> clf.predict(["photo.jpg"]), clf.score("data/val")
+    ``fit`` takes a folder of class folders, or images with labels (paths, Pillow images, uint8 arrays);
+    ``predict``, ``predict_proba``, ``score`` and ``evaluate`` take the same. ``clone``, ``GridSearchCV``,
+    ``cross_val_score`` and ``Pipeline`` work with it.
 
-    ``strategy="feature-extractor"``: the network is frozen and its CNN codes from ``layer`` (``"penultimate"``,
-    an earlier block such as ``"blocks.5"``, or several joined by ``+``) feed a linear ``classifier``
-    (``"logistic"`` softmax regression or ``"svm"``), its ``C`` chosen by cross-validation on the training data.
+    Parameters
+    ----------
+    model : str, optional
+        A timm name, or several joined by commas (cheapest first): measured together, their probes' logits
+        averaged. None: with ``strategy="auto"`` (no ``weights``, no ``layer``) EfficientNet-Lite0 and -Lite2,
+        otherwise ``DEFAULT_MODEL``.
+    weights : str, optional
+        "embedded", "hub", "none" (random) or a safetensors / PyTorch state-dict file; None: embedded, else the hub.
+    strategy : {"feature-extractor", "fine-tune", "scratch", "auto"}
+        The frozen network's codes under a linear head; a new head trained with the top ``finetune.unfreeze``
+        blocks (or all) on Lightning; the whole network from random weights; or measure the data and decide
+        within ``budget`` seconds (``auto_`` holds the evidence; a ``layer`` given with auto means the feature
+        extractor).
+    layer : str or list of str, optional
+        The codes' layer: "penultimate" (default), an earlier block such as "blocks.5", several joined by "+"; with
+        several networks, a plain name means that layer of each, "network:layer" one network's.
+    classifier : {"logistic", "svm"}
+        Softmax regression or a linear SVM (calibrated) on standardised codes.
+    C : float, optional
+        The inverse regularisation; None: chosen by 5-fold cross-validated log loss on the training images.
+    cache_dir : str, Path, None or False
+        Where codes are cached (None: ``$HEADSTART_CACHE_DIR`` or ``~/.cache/headstart``; False: nowhere).
+    engine : {"auto", "onnx", "torch"}
+        The frozen network's runtime: ONNX Runtime on a CPU, PyTorch on CUDA by default.
+    batch_size : int, optional
+        Images per batch through the network (and for fine-tuning, in ``finetune``).
+    seed : int
+        Seeds the folds, the held-out splits and training.
+    progress : bool
+        Progress lines and bars on stderr.
+    image_size : int, optional
+        Another input resolution than the pretrained one.
+    finetune : FineTuneConfig, optional
+        Fine-tuning options (``strategy="fine-tune"``/``"scratch"``, and what auto keeps of them).
+    workdir : str or Path, optional
+        Where a network trains (checkpoints, logs); ``resume=True`` continues an interrupted run there.
+    resume : bool
+        Continue the training interrupted in ``workdir``.
+    budget : float
+        Seconds ``strategy="auto"`` may spend on deciding and training (600).
+    precision : {"fp32", "int8"}, optional
+        The codes' precision: int8 runs the network quantised by ONNX Runtime (calibrated on training images).
+        None: fp32, or int8 where auto measures it worth it on a large collection.
 
-    ``strategy="fine-tune"`` / ``"scratch"``: a new head trained with the top blocks (``finetune.unfreeze``) or the
-    whole network on Lightning, checkpoints and logs in ``workdir``; the result predicts through the same path.
+    Attributes
+    ----------
+    classes_ : list of str
+        The class (or label) names, in the order of ``predict_proba``'s columns.
+    backbone_ : Backbone
+        The network the model holds (a joint backbone for several; fine-tuned after fine-tuning).
+    strategy_ : str
+        The strategy used ("feature-extractor", "fine-tune" or "scratch").
+    layers_ : list of str
+        The layers whose codes the head reads.
+    head_ : LinearHead
+        The linear head on the codes (a SigmoidHead with a threshold per label for multi-label data).
+    precision_ : str
+        The codes' precision used.
+    familiarity_ : Familiarity
+        How like the training images an image is (``score_samples``, ``unfamiliar``).
+    auto_ : dict
+        With ``strategy="auto"``: what was measured, weighed and decided, and why.
+    fit_info_ : dict
+        What fitting took: images, skipped files, codes computed, seconds.
 
-    ``strategy="auto"``: measure the data in one pass (size, similarity to ImageNet, every candidate layer), then
-    train the linear classifier on the layer that transfers best, or fine-tune when the data is large and that fits
-    ``budget`` seconds (checked against the probe on held-out training images). ``auto_`` holds the evidence; a
-    ``layer`` given with auto means the feature extractor on that layer.
-
-    ``model``: a timm name; with auto, several joined by commas to choose among (each measured on the same training
-    images). None (default): ``DEFAULT_MODEL``, and with auto (no ``weights``, no ``layer``) the choice between
-    ``AUTO_MODELS`` (EfficientNet-Lite0 and -Lite2, both embedded); ``backbone_.name`` is the one used.
-
-    ``precision="int8"``: CNN codes from the network quantised to int8 by ONNX Runtime (calibrated on a sample of
-    the training images), about 1.8x faster on CPUs with int8 instructions; the saved model keeps that network.
-    ``None`` (default): fp32, except that ``strategy="auto"`` may choose int8 for a large collection where it is
-    measured to keep accuracy and save time (``auto_["precision"]``); ``precision_`` is the one used.
-
-    Multi-label (several labels per image): ``y`` a 0/1 indicator matrix or one list of labels per image, as
-    scikit-learn's multi-label estimators take it; one logistic model per label, each with its own C and decision
-    threshold; ``predict`` then returns the indicator matrix and ``score`` the subset accuracy.
+    Examples
+    --------
+    >>> clf = TransferClassifier(strategy="auto").fit("data/train")   # doctest: +SKIP
+    >>> clf.predict(["photo.jpg"]), clf.score("data/val")             # doctest: +SKIP
     """
 
     def __init__(self, model: str | None = None, weights: str | None = None,
@@ -105,15 +153,17 @@ class TransferClassifier(ClassifierEstimator):
             replace(self.finetune, strategy=self.strategy).check()
         return "feature-extractor" if self.strategy == "auto" and self.layer is not None else self.strategy
 
-    def fit(self, X: str | os.PathLike | Sequence[str | os.PathLike] | ImageSet, y: Sequence[Any] | None = None, *,
-            after_images: int = 0, spent: float = 0.0) -> TransferClassifier:
-        """Fit on a folder of class folders, an :class:`ImageSet`, or file paths ``X`` with labels ``y`` (one per
-        image, or a label set per image: an indicator matrix or label lists).
+    def fit(self, X: Any, y: Sequence[Any] | None = None, *, after_images: int = 0, spent: float = 0.0
+            ) -> TransferClassifier:
+        """Fit on a folder of class folders, an :class:`ImageSet`, or images ``X`` with labels ``y`` (one per image,
+        or a label set per image: an indicator matrix or label lists): file paths, Pillow images, uint8 arrays (H x
+        W, H x W x 3) or a batch (N x H x W x 3, as ``keras.datasets`` gives it). In-memory images are kept as PNG
+        files named by their pixels' digest in the cache, so their codes are cached as any file's.
 
         With ``strategy="auto"``, ``budget`` counts ``spent`` seconds already used (a command's start-up) and keeps
         time for scoring ``after_images`` images once fitted (validation), so that the whole run ends within it."""
         strategy = self._resolved_strategy()
-        images = as_image_set(X, y)
+        images = as_image_set(X, y, memory=images_folder(cache_folder(self.cache_dir)))
         if images.multilabel:
             from .data.labelfile import check_training_targets
 
@@ -129,25 +179,43 @@ class TransferClassifier(ClassifierEstimator):
             raise HeadstartError(f"{strategy} trains one network, and {', '.join(names)} are several; name one (auto "
                                  "plans which network to fine-tune among several)")
         started = time.perf_counter()
-        self.strategy_ = strategy
-        self.precision_ = self.precision or "fp32"  # of the codes; auto may choose int8 for a large collection
+        precision = self.precision or "fp32"  # of the codes; auto may choose int8 for a large collection
         self._calibration, self._network = calibration_sample(images.paths), None  # int8: training images only
         first = names[0] if strategy == "auto" else ",".join(names)  # several for the feature extractor: joint
-        self.backbone_ = create_backbone(first, "none" if strategy == "scratch" else self.weights,
-                                         image_size=self.image_size, cache_dir=cache_folder(self.cache_dir))
+        backbone = create_backbone(first, "none" if strategy == "scratch" else self.weights,
+                                   image_size=self.image_size, cache_dir=cache_folder(self.cache_dir))
         if strategy == "auto":
             from .auto.run import fit_auto
 
-            fit_auto(self, images, started, names, after_images, spent)
+            fitted = fit_auto(self, images, backbone, started, names, after_images, spent, precision)
         elif strategy == "feature-extractor":
-            fit_codes(self, images, joint_layers(self.backbone_, parse_layers(self.layer or PENULTIMATE)), started)
+            layers = joint_layers(backbone, parse_layers(self.layer or PENULTIMATE))
+            fitted = fit_codes(self, images, backbone, layers, started, precision)
         else:
-            fit_network(self, images, started, self.finetune or FineTuneConfig())
+            fitted = fit_network(self, images, backbone, started,
+                                 replace(self.finetune or FineTuneConfig(), strategy=strategy))
+        self._assign(fitted)
         return self
 
-    def _rebuild_backbone(self, image_size: int | None = None) -> None:
-        self.backbone_ = create_backbone(self.backbone_.name, self.weights, image_size=image_size or self.image_size,
-                                         cache_dir=cache_folder(self.cache_dir))
+    def _assign(self, fitted: Fitted) -> None:
+        """The fitted attributes, from what the strategy fitted (the only place they are set)."""
+        self.backbone_, self.strategy_, self.layers_ = fitted.backbone, fitted.strategy, fitted.layers
+        self.classes_, self.head_, self.familiarity_ = fitted.classes, fitted.head, fitted.familiarity
+        self.fit_info_, self.precision_, self._also = fitted.info, fitted.precision, fitted.also
+        if fitted.auto is not None:
+            self.auto_ = fitted.auto
+        elif hasattr(self, "auto_"):
+            del self.auto_  # a refit without auto: no stale evidence
+        if fitted.extractor is not None:  # the one that computed the training codes: validation reuses it
+            self._extractor_cache, self._extractor_key = fitted.extractor, self._extractor_state()
+
+    def extractor_for(self, backbone: Backbone, layers: list[str], precision: str = "fp32",
+                      also: list[str] | None = None) -> FeatureExtractor:
+        """A FeatureExtractor of ``backbone``'s ``layers`` with this estimator's settings (engine, batch size,
+        cache; for int8, the network quantised on the training images)."""
+        return FeatureExtractor(backbone, layers, self.cache_dir, self.engine, self.batch_size, progress=self.progress,
+                                also=also, precision=precision, calibration=getattr(self, "_calibration", None),
+                                network=getattr(self, "_network", None) if precision == "int8" else None)
 
     def figures(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """The figures measured while decoding each usable file (cached: see :mod:`headstart.data.imagestats`)."""
@@ -156,7 +224,7 @@ class TransferClassifier(ClassifierEstimator):
 
     def _code_layers(self) -> list[str]:
         """The head's layers, then the penultimate layer (familiarity's codes) if the head does not use it."""
-        return self.layers_ + ([] if PENULTIMATE in self.layers_ else [PENULTIMATE])
+        return code_layers(self.layers_)
 
     def _split(self, codes: Codes) -> tuple[np.ndarray, np.ndarray]:
         """(the head's columns, the penultimate columns) of codes from :meth:`_extractor`."""
@@ -164,18 +232,16 @@ class TransferClassifier(ClassifierEstimator):
         j = self._code_layers().index(PENULTIMATE)
         return codes.codes[:, :offsets[len(self.layers_)]], codes.codes[:, offsets[j]:offsets[j + 1]]
 
+    def _extractor_state(self) -> tuple:
+        return (self.backbone_.digest, tuple(self._code_layers()), tuple(getattr(self, "_also", None) or ()),
+                self.precision_, getattr(self, "_network", None), tuple(getattr(self, "_calibration", None) or ()))
+
     def _extractor(self) -> FeatureExtractor:
         """The extractor for the fitted layers (rebuilt whenever the backbone or the layers change)."""
-        also = getattr(self, "_also", None)
-        network = getattr(self, "_network", None)
-        calibration = getattr(self, "_calibration", None)
-        key = (self.backbone_.digest, tuple(self._code_layers()), tuple(also or ()), self.precision_, network,
-               tuple(calibration or ()))
+        key = self._extractor_state()
         if getattr(self, "_extractor_key", None) != key:
-            self._extractor_cache = FeatureExtractor(
-                self.backbone_, self._code_layers(), self.cache_dir, self.engine, self.batch_size,
-                progress=self.progress, also=also, precision=self.precision_,
-                calibration=calibration, network=network)
+            self._extractor_cache = self.extractor_for(self.backbone_, self._code_layers(), self.precision_,
+                                                       getattr(self, "_also", None))
             self._extractor_key = key
         return self._extractor_cache
 
@@ -276,7 +342,7 @@ class TransferClassifier(ClassifierEstimator):
                  y: Sequence[Any] | None = None) -> dict[str, Any]:
         """Metrics on labelled images (a folder of class folders, or paths and labels)."""
         self._check_fitted()
-        images = as_image_set(X, y, self.classes_)
+        images = as_image_set(X, y, self.classes_, images_folder(cache_folder(self.cache_dir)))
         familiarity = getattr(self, "familiarity_", None)
         return evaluation(self.predict_files(images.paths), images, self.classes_,
                           self.head_.decide if self.multilabel_ else None,
@@ -288,7 +354,7 @@ class TransferClassifier(ClassifierEstimator):
         multi-label: subset accuracy (every label of an image right), as scikit-learn's ``accuracy_score``."""
         if sample_weight is None:
             return self.evaluate(X, y)["accuracy"]
-        images = as_image_set(X, y, self.classes_)
+        images = as_image_set(X, y, self.classes_, images_folder(cache_folder(self.cache_dir)))
         found = self.predict_files(images.paths)
         weight = np.asarray(sample_weight, np.float64)[found.kept]
         if self.multilabel_:
@@ -327,58 +393,3 @@ def load(path: str | os.PathLike, cache_dir: str | Path | None | bool = None, en
         clf.familiarity_ = saved.familiarity
     clf.config_, clf.path_ = config, saved.path
     return clf
-
-
-
-class CNNCodes(TransformerEstimator):
-    """CNN codes of images as a scikit-learn transformer, for any scikit-learn classifier after it.
-
-    >>> make_pipeline(CNNCodes(layer="blocks.5"), LogisticRegression()).fit(paths, labels)
-
-    ``X``: image paths, a folder, Pillow images or uint8 arrays (as :meth:`TransferClassifier.predict`). Codes are
-    cached on disk like the classifier's; an unusable image is an error here, since a transformer owes one row per
-    sample.
-    """
-
-    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = None, layer: str | Sequence[str] = PENULTIMATE,
-                 image_size: int | None = None, cache_dir: str | Path | None | bool = None, engine: str = "auto",
-                 batch_size: int | None = None, progress: bool = False):
-        self.model = model
-        self.weights = weights
-        self.layer = layer
-        self.image_size = image_size
-        self.cache_dir = cache_dir
-        self.engine = engine
-        self.batch_size = batch_size
-        self.progress = progress
-
-    def fit(self, X: Any = None, y: Any = None) -> CNNCodes:
-        """Build the network (nothing is learned from ``X``: the codes come from pretrained weights)."""
-        self.layers_ = parse_layers(self.layer)
-        self.backbone_ = create_backbone(self.model, self.weights, image_size=self.image_size,
-                                         cache_dir=cache_folder(self.cache_dir))
-        self.extractor_ = FeatureExtractor(self.backbone_, self.layers_, self.cache_dir, self.engine, self.batch_size,
-                                           progress=self.progress)
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        """One row of codes per image, the tapped layers side by side."""
-        if not hasattr(self, "extractor_"):
-            self.fit()
-        items = prediction_items(X)
-        rows: list[np.ndarray | None] = [None] * len(items)
-        files = [i for i, item in enumerate(items) if isinstance(item, Path)]
-        if files:
-            codes = self.extractor_.transform([items[i] for i in files])
-            if codes.skipped:
-                path, reason = codes.skipped[0]
-                raise DataError(f"{len(codes.skipped)} image(s) cannot be used, e.g. {path!r}: {reason}; "
-                                "remove them before transforming")
-            for i, row in zip(files, codes.codes):
-                rows[i] = row
-        images = [i for i, item in enumerate(items) if not isinstance(item, Path)]
-        if images:
-            batch = np.stack([self.backbone_.preprocess(rgb_from_memory(items[i])) for i in images])
-            for i, row in zip(images, self.extractor_.transform_arrays(batch).codes):
-                rows[i] = row
-        return np.stack(rows)

@@ -152,7 +152,8 @@ def audit(data: str | os.PathLike | None = None, val: str | os.PathLike | None =
     only what needs no labels); ``val``: a separate validation folder. Or ``train_images`` / ``val_images`` as
     :class:`ImageSet`. Nothing is ever written to the data folders.
     """
-    from ..codes.backbones import PENULTIMATE, candidate_layers, create_backbone
+    from ..codes.backbones import PENULTIMATE, candidate_layers
+    from ..codes.create import create_backbone
     from ..codes.extract import FeatureExtractor
     from ..defaults import DEFAULT_MODEL
     from ..disk import cache_folder

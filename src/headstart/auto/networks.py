@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codes.backbones import Backbone, candidate_layers, create_backbone, embedded_weights_path
+from ..codes.backbones import Backbone, candidate_layers, embedded_weights_path
+from ..codes.create import create_backbone
 from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
 from ..defaults import AUTO_MODELS, DEFAULT_MODEL

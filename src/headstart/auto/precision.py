@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from ..codes.backbones import PENULTIMATE
-from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
 from ..heads.linear import search_C
 from .layers import TIE_SE, fold_groups
@@ -25,24 +24,23 @@ from .measure import say
 INT8_MIN_SAVING = 30.0
 
 
-def choose_precision(clf: Any, advice: Any, n_train: int, also: list[str]) -> dict[str, Any]:
+def choose_precision(settings: Any, backbone: Any, advice: Any, n_train: int, also: list[str]) -> dict[str, Any]:
     """The evidence of the choice for the codes of the probe's layer (``advice.layer``) of ``n_train`` training
-    images, of which ``advice.measured`` covers some; sets ``clf.precision_`` to "int8" when chosen. ``also``: the
-    layers the final extraction computes alongside (the check runs the very network it will use, so the measured
-    images' int8 codes are cached for it)."""
+    images, of which ``advice.measured`` covers some (``chosen``: "int8" or "fp32"). ``also``: the layers the final
+    extraction computes alongside (the check runs the very network it will use, so the measured images' int8 codes
+    are cached for it)."""
     measured, layer = advice.measured, advice.layer
     rest = n_train - len(measured.images)
-    evidence: dict[str, Any] = {"chosen": clf.precision_, "images_to_compute": int(rest)}
-    why = _not_considered(clf, advice, rest)
+    evidence: dict[str, Any] = {"chosen": settings.precision or "fp32", "images_to_compute": int(rest)}
+    why = _not_considered(settings, advice, rest)
     if why:
         return {**evidence, "why": why}
     fp32_rate = measured.computed / measured.seconds
     fp32_s = rest / fp32_rate
     parts = layer.split("+")
-    say(f"checking int8 codes on the {len(measured.images)} measured images", clf.progress)
-    extractor = FeatureExtractor(clf.backbone_, parts + ([] if PENULTIMATE in parts else [PENULTIMATE]),
-                                 clf.cache_dir, "onnx", clf.batch_size, precision="int8",
-                                 calibration=clf._calibration, also=[*also, STATS])
+    say(f"checking int8 codes on the {len(measured.images)} measured images", settings.progress)
+    extractor = settings.extractor_for(backbone, parts + ([] if PENULTIMATE in parts else [PENULTIMATE]), "int8",
+                                       [*also, STATS])
     started = time.perf_counter()
     extractor.network()  # quantised once (cached): not part of the rate
     quantised = time.perf_counter()
@@ -53,7 +51,7 @@ def choose_precision(clf: Any, advice: Any, n_train: int, also: list[str]) -> di
     fp32 = advice.searches[layer]
     columns = sum(codes.widths[:len(parts)])
     int8 = search_C(codes.codes[:, :columns], measured.images.labels[codes.kept], len(measured.images.class_names),
-                    "logistic", clf.seed, groups=fold_groups(measured, clf.seed))
+                    "logistic", settings.seed, groups=fold_groups(measured, settings.seed))
     paired = int8 is not None and len(codes.kept) == len(measured.images) and len(fp32.sample_losses) == len(
         int8.sample_losses)
     diff = int8.sample_losses - fp32.sample_losses if paired else np.zeros(0)
@@ -61,10 +59,9 @@ def choose_precision(clf: Any, advice: Any, n_train: int, also: list[str]) -> di
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
     keeps = above <= TIE_SE * se
     saves = fp32_s - int8_s >= INT8_MIN_SAVING
-    if keeps and saves:
-        clf.precision_ = "int8"
     evidence.update(
-        chosen=clf.precision_, fp32_img_s=round(fp32_rate, 1), int8_img_s=round(int8_rate, 1),
+        chosen="int8" if keeps and saves else evidence["chosen"], fp32_img_s=round(fp32_rate, 1),
+        int8_img_s=round(int8_rate, 1),
         predicted_s={"fp32": round(fp32_s, 1), "int8": round(int8_s, 1)},
         check_s=round(time.perf_counter() - started, 1), quantise_s=round(quantised - started, 1),
         cv_log_loss={"fp32": round(fp32.cv_log_loss, 5), "int8": None if int8 is None else round(int8.cv_log_loss, 5)},
@@ -77,12 +74,12 @@ def choose_precision(clf: Any, advice: Any, n_train: int, also: list[str]) -> di
     return evidence
 
 
-def _not_considered(clf: Any, advice: Any, rest: int) -> str | None:
+def _not_considered(settings: Any, advice: Any, rest: int) -> str | None:
     """Why int8 is not even tried (None: it is)."""
     measured = advice.measured
-    if clf.precision is not None:
-        return f"--precision {clf.precision} was given"
-    if clf.engine == "torch" or (clf.engine == "auto" and torch.cuda.is_available()):
+    if settings.precision is not None:
+        return f"--precision {settings.precision} was given"
+    if settings.engine == "torch" or (settings.engine == "auto" and torch.cuda.is_available()):
         return "the network runs in PyTorch here (CUDA), where int8 does not run"
     if measured is None or measured.images.multilabel or not advice.searches.get(advice.layer):
         return "no cross-validated measurement to check int8 against"

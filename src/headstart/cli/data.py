@@ -28,7 +28,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
         _advise_ranked(args, train, models)
         return
     from ..auto.advice import advise, format_advice
-    from ..codes.backbones import create_backbone
+    from ..codes.create import create_backbone
     from ..disk import cache_folder
 
     backbone = create_backbone(",".join(models), args.weights, cache_dir=cache_folder(args.cache_dir))
@@ -70,7 +70,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     check_distributed(args.distributed)
     layers = parse_layers(args.layer)
     splits = find_splits(args.data, val_fraction=0.0)
-    from ..codes.backbones import create_backbone
+    from ..codes.create import create_backbone
     from ..codes.extract import extract_distributed
     from ..disk import cache_folder
 
@@ -89,6 +89,21 @@ def cmd_extract(args: argparse.Namespace) -> None:
     else:
         print(f"{result['total_images']} images' codes cached by {result['world_size']} process(es) in "
               f"{result['seconds']:.1f} s; {len(result['skipped_total'])} skipped")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    """``headstart datasets [NAME]``: the embedded collections, or one's folder (for ``fit "$(...)"``)."""
+    from ..datasets import DATASETS, path
+
+    if args.name:
+        print(path(args.name))
+        return
+    rows = [{"name": name, "what": what, "path": str(path(name))} for name, what in DATASETS.items()]
+    if args.json:
+        print_json(rows)
+        return
+    for row in rows:
+        print(f"{row['name']:<12}{row['what']}\n{'':<12}{row['path']}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -170,6 +185,12 @@ def add_data_commands(sub, common: argparse.ArgumentParser) -> None:
     from .audit import add_parser as add_audit
 
     add_audit(sub, common)
+
+    ds = sub.add_parser("datasets", help="the image collections that ship with headstart (the demo: flowers)")
+    ds.add_argument("name", nargs="?", help="print this collection's folder, e.g. headstart fit \"$(headstart "
+                                            "datasets flowers)\"")
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(run=cmd_datasets)
 
     md = sub.add_parser("models", help="known models and whether their weights are available now")
     md.add_argument("pattern", nargs="?", help="a timm name pattern, e.g. 'resnet*'")

@@ -267,11 +267,10 @@ def add_fit(sub, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--val", help="a separate validation folder of class folders")
     fit.add_argument("--val-fraction", type=float, help="held out when there is no val/ folder (default 0.2)")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--model", help=f"any timm model name; with --strategy auto, several joined by commas, "
-                                      "cheapest first: each is measured on the training images and auto chooses the "
-                                      "network too (ties: the first on small data, the last on large; default: "
-                                      f"auto chooses between {' and '.join(AUTO_MODELS)}; otherwise, and with "
-                                      f"--weights or --layer, {DEFAULT_MODEL})")
+    fit.add_argument("--model", help="any timm model name, or several joined by commas, cheapest first: measured "
+                                      "together, their probes averaged (auto plans which to fine-tune on large "
+                                      f"data); default: {' and '.join(AUTO_MODELS)} with auto, otherwise, and with "
+                                      f"--weights or --layer, {DEFAULT_MODEL}")
     fit.add_argument("--weights", help="'embedded', 'hub', 'none', or a .safetensors / state-dict file")
     fit.add_argument("--strategy", default="auto", choices=FIT_STRATEGIES,
                      help="auto (default): measure the data and choose; feature-extractor: linear classifier on "

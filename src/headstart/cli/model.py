@@ -202,7 +202,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     parse_layers(args.layer)
     if args.model_dir:
         read_config(args.model_dir)
-    from ..codes.backbones import create_backbone
+    from ..codes.create import create_backbone
     from ..report.summary import format_summary, summarize
     from ..training.module import trainable_prefixes
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data.decode import Preprocess, check_image_size
-from ..defaults import DEFAULT_MODEL
 from ..errors import ModelError
 
 if TYPE_CHECKING:
@@ -210,34 +209,9 @@ def state_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def create_backbone(name: str = DEFAULT_MODEL, weights: str | Path | None = None, keep_classifier: bool = False,
-                    image_size: int | None = None, cache_dir: Path | None = None) -> Backbone:
-    """Build ``name`` with pretrained weights and its classifier removed (unless ``keep_classifier``).
-
-    ``weights``: None for the best available source (embedded, then the hub), "none" for random
-    initialisation, "hub", "embedded", or a path to a safetensors / PyTorch state-dict file. With ``cache_dir``,
-    embedded or file weights seen before come back from their card (:mod:`headstart.codes.cards`) without timm: the
-    network is built when first needed.
-    """
-    from .cards import Card
-    from .joint import JOINER, JointBackbone, network_names
-
-    if JOINER in name:  # several networks run as one: each built (or read from its card) on its own
-        return JointBackbone([create_backbone(part, weights, keep_classifier, image_size, cache_dir)
-                              for part in network_names(name)])
-    card = None if keep_classifier else Card.of(name, weights, image_size, cache_dir)
-    known = card.backbone() if card is not None else None
-    if known is not None:
-        return known
-    backbone = build_backbone(name, weights, keep_classifier, image_size)
-    if card is not None:
-        card.write(backbone)
-    return backbone
-
-
 def build_backbone(name: str, weights: str | Path | None, keep_classifier: bool = False,
                    image_size: int | None = None) -> Backbone:
-    """:func:`create_backbone` without cards: timm's network with its weights loaded, now."""
+    """:func:`headstart.codes.create.create_backbone` without cards: timm's network with its weights loaded, now."""
     import timm
     import torch
     from torch import nn
@@ -276,23 +250,10 @@ def build_backbone(name: str, weights: str | Path | None, keep_classifier: bool 
                     head if isinstance(head, nn.Linear) else None)
 
 
-def restore_backbone(name: str, state: dict[str, torch.Tensor], preprocess: Preprocess, origin: str) -> Backbone:
-    """Rebuild a saved backbone (classifier removed) from its state dict, without any download."""
+def restore_network(name: str, state: dict[str, torch.Tensor], preprocess: Preprocess, origin: str) -> Backbone:
+    """Rebuild one saved network (classifier removed) from its state dict, without any download."""
     import timm
 
-    from .joint import JOINER, JointBackbone, network_names
-
-    if JOINER in name:  # a joint backbone: each member's weights under its ``members.i.`` prefix
-        names, origins = network_names(name), origin.split(" + ")
-        members = []
-        for i, part in enumerate(names):
-            prefix = f"members.{i}."
-            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            config = timm.data.resolve_data_config({}, model=timm.create_model(part, pretrained=False))
-            members.append(restore_backbone(part, own, Preprocess.from_timm(config), origins[min(i, len(origins) - 1)]))
-        joint = JointBackbone(members)
-        joint.preprocess = preprocess
-        return joint
     check_model_name(name)
     model = timm.create_model(name, pretrained=False, num_classes=0)
     model.load_state_dict(state, strict=True)
@@ -304,12 +265,8 @@ def candidate_layers(backbone: Backbone) -> list[str]:
     """The penultimate layer, the four blocks before it, and three joins of the last blocks with the penultimate
     (for Lite0: blocks.5+penultimate, blocks.4+blocks.5+penultimate, blocks.3+...+blocks.6+penultimate). A joint
     backbone's are every member's own, qualified by its name (``network:layer``)."""
-    members = getattr(backbone, "members", None)
-    if members:
-        from .joint import qualified
-
-        return ["+".join(qualified(m.name, part) for part in layer.split("+"))
-                for m in members for layer in candidate_layers(m)]
+    if getattr(backbone, "members", None):
+        return backbone.candidates()
     blocks = backbone.layers()[:-1]
     last = blocks[-4:]
     candidates = [PENULTIMATE, *reversed(last)]
@@ -320,12 +277,3 @@ def candidate_layers(backbone: Backbone) -> list[str]:
         candidates.append("+".join([*last, PENULTIMATE]))
     return list(dict.fromkeys(candidates))
 
-
-def __getattr__(name: str) -> Any:
-    """``CodesNet`` and ``Normalize`` live in :mod:`headstart.codes.codesnet` (they need torch to be defined); the
-    path they had still works."""
-    if name in ("CodesNet", "Normalize"):
-        from . import codesnet
-
-        return getattr(codesnet, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

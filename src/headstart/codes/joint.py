@@ -14,7 +14,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from .backbones import PENULTIMATE, Backbone
+from .backbones import PENULTIMATE, Backbone, candidate_layers
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +71,11 @@ class JointBackbone(Backbone):
     def layers(self) -> list[str]:
         """Every member's layers, qualified by its name, then ``penultimate`` (the last member's)."""
         return [qualified(m.name, layer) for m in self.members for layer in m.layers()] + [PENULTIMATE]
+
+    def candidates(self) -> list[str]:
+        """Every member's candidate layers (:func:`~headstart.codes.backbones.candidate_layers`), qualified."""
+        return ["+".join(qualified(m.name, part) for part in layer.split("+"))
+                for m in self.members for layer in candidate_layers(m)]
 
     def locate(self, layer: str) -> tuple[int, str]:
         """(the member's index, its own name for ``layer``); a one-line error for a layer no member has."""

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -113,16 +113,3 @@ def int8_network(fp32: Path, calibration: list[Path], preprocess: Preprocess, wo
 
     return _cached(fp32.with_name(f"{fp32.stem}-int8-{key}.onnx"), build)
 
-
-def __getattr__(name: str) -> Any:
-    """The export (:mod:`headstart.codes.onnx_export`) and the eager runner (:mod:`headstart.codes.codesnet`) need
-    torch, and moved out of this torch-free module; the path they had still works."""
-    if name in ("export_onnx", "on_cpu"):
-        from . import onnx_export
-
-        return getattr(onnx_export, name)
-    if name == "TorchRunner":
-        from .codesnet import TorchRunner
-
-        return TorchRunner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

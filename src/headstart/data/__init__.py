@@ -2,7 +2,7 @@
 figures, and the training images decoded once (``imagecache``).
 
 Imports only ``headstart.errors`` and ``headstart.disk`` from the rest of the package (and torch only in
-``imagecache``). The names below were ``headstart.data``'s before the package had rooms, and still import from here.
+``imagecache``). The names users reach for most import from here.
 """
 
 from .folders import (

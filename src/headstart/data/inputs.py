@@ -46,16 +46,95 @@ def prediction_items(X: Any) -> list[Any]:
     return items
 
 
-def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None = None) -> ImageSet:
-    """Accept a folder, an ImageSet, or paths with labels (class names or indices)."""
+#: What fit takes, said by every error about it.
+TAKES = ("give images: a folder of class folders, image paths, Pillow images or uint8 arrays (H x W, H x W x 3, or a "
+         "batch N x H x W (x 3)) with labels y")
+
+
+def memory_items(X: Any, y: Sequence[Any] | None) -> list[Any] | None:
+    """The in-memory images of ``X`` (Pillow images and uint8 arrays, one per label), or None when ``X`` names
+    files; a one-line error for what is no image: numbers of another type, or a feature matrix."""
+    from PIL import Image
+
+    if isinstance(X, (str, os.PathLike, ImageSet)):
+        return None
+    if isinstance(X, np.ndarray):
+        if X.dtype != np.uint8:
+            what = "a 2-D array of numbers (a feature matrix?)" if X.ndim == 2 else f"a {X.dtype} array"
+            raise DataError(f"X is {what}; {TAKES}. Features of your own go to a scikit-learn classifier (CNNCodes "
+                            "makes them from images in a Pipeline); 0-1 float images: (X * 255).astype('uint8')")
+        if X.ndim == 2 or (X.ndim == 3 and X.shape[-1] in (3, 4) and (y is None or len(y) != len(X))):
+            raise DataError(f"X is one image of shape {X.shape}; a classifier needs many: {TAKES}")
+        if X.ndim not in (3, 4):
+            raise DataError(f"X has shape {X.shape}; {TAKES}")
+        return list(X)
+    items = list(X)
+    if items and all(isinstance(item, (Image.Image, np.ndarray)) for item in items):
+        for item in items:
+            if isinstance(item, np.ndarray) and (item.dtype != np.uint8 or item.ndim == 1):
+                raise DataError(f"an item of X is a {item.dtype} array of shape {item.shape}; {TAKES}")
+        return items
+    if any(isinstance(item, (Image.Image, np.ndarray)) for item in items):
+        raise DataError(f"X mixes in-memory images with other things; {TAKES}")
+    if any(isinstance(item, (Sequence, np.ndarray)) and not isinstance(item, (str, bytes)) for item in items):
+        raise DataError(f"X is a table of numbers (a feature matrix?); {TAKES}. Features of your own go to a "
+                        "scikit-learn classifier (CNNCodes makes them from images in a Pipeline)")
+    return None
+
+
+_TEMPORARY: list[Any] = []  # where in-memory images go when nothing is cached: removed when the process ends
+
+
+def images_folder(cache: Path | None) -> Path:
+    """Where in-memory images are kept as files: the cache's ``images`` folder, else a temporary one."""
+    if cache is not None:
+        return cache / "images"
+    if not _TEMPORARY:
+        import tempfile
+
+        _TEMPORARY.append(tempfile.TemporaryDirectory(prefix="headstart-images-"))
+    return Path(_TEMPORARY[0].name)
+
+
+def saved_images(items: list[Any], folder: Path) -> list[Path]:
+    """Each in-memory image as an RGB PNG named by the digest of its pixels, in ``folder`` (written once, atomically):
+    the same pixels are the same file, whose codes the cache then keeps as any file's."""
+    import hashlib
+    import io
+
+    from ..disk import write_atomic
+    from .decode import rgb_from_memory
+
+    paths = []
+    for item in items:
+        image = rgb_from_memory(item)
+        digest = hashlib.sha256(f"{image.width}x{image.height}".encode() + image.tobytes()).hexdigest()[:32]
+        path = folder / f"{digest}.png"
+        if not path.is_file():
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            write_atomic(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def as_image_set(X: Any, y: Sequence[Any] | None, class_names: list[str] | None = None,
+                 memory: Path | None = None) -> ImageSet:
+    """Accept a folder, an ImageSet, or images with labels (class names or indices): paths, or Pillow images and
+    uint8 arrays, which are kept as PNG files in ``memory`` (:func:`saved_images`)."""
     if isinstance(X, ImageSet):
         return X
     if isinstance(X, (str, os.PathLike)):
         if y is not None:
             raise DataError("give either a folder of class folders, or a list of paths with labels y")
         return read_class_folders(X, class_names)
+    items = memory_items(X, y)
+    if items is not None:
+        if memory is None:
+            raise DataError(f"in-memory images are not taken here; {TAKES}")
+        X = saved_images(items, memory)
     if y is None:
-        raise DataError("labels y are required with a list of paths")
+        raise DataError("labels y are required with a list of images")
     targets = label_matrix(y, class_names)
     if targets is not None:
         return multilabel_set([Path(p) for p in X], *targets)

@@ -16,8 +16,10 @@ import numpy as np
 from .linear import LinearHead, Search
 
 #: A single network replaces the joint probe only when its out-of-fold log loss is lower by more than this many
-#: paired standard errors: the joint hedges every tie.
-SINGLE_SE = 1.0
+#: paired standard errors: the average hedges every tie and every lead short of overwhelming. At one standard error
+#: cats_vs_dogs took Lite2 alone (2.9 standard errors ahead, log loss 0.0124 against 0.0166) after paying for both
+#: networks' pass, and scored no better on validation images than the average (bench/suite.py).
+SINGLE_SE = 3.0
 
 
 def mean_head(heads: list[LinearHead], names: list[str]) -> LinearHead:
@@ -60,5 +62,5 @@ def joint_evidence(searches: dict[str, Search], labels: np.ndarray) -> dict[str,
             better[name] = float(diff.mean())
     chosen = min(better, key=better.get) if better else "joint"
     rule = (f"the networks' probes averaged (mean logits), unless one network alone has a lower 5-fold out-of-fold "
-            f"log loss by more than {SINGLE_SE:g} paired standard error")
+            f"log loss by more than {SINGLE_SE:g} paired standard errors")
     return {"chosen": chosen, "rule": rule, "images": int(len(labels)), "scores": rows}

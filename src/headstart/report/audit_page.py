@@ -10,7 +10,7 @@ from pathlib import Path
 from ..auditing.findings import ISSUES, AuditResult, Finding
 from ..auditing.outputs import summary_lines
 from ..disk import write_atomic
-from .html import IMAGES_LOADED, STYLE, thumbnail
+from .parts import IMAGES_LOADED, STYLE, thumbnail
 
 PAGE_MARKER = "<meta name=generator content=headstart-audit>"  # marks a page `headstart audit --out` may replace
 SHOWN = 40  # findings shown per issue on the page (all are in the CSV and JSON)

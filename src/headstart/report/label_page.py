@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from ..data.folders import ImageSet
-from .html import table, thumbnail
 from .metrics import multilabel_metrics
+from .parts import table, thumbnail
 
 EXAMPLES = 12  # misses and false alarms shown, each
 

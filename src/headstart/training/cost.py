@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..codes.backbones import Backbone, block_names, create_backbone
+from ..codes.backbones import Backbone, block_names
+from ..codes.create import create_backbone
 from ..codes.extract import release_free_memory
 from ..data.decode import typical_short_side
 from ..data.folders import ImageSet

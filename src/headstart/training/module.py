@@ -67,7 +67,7 @@ class FineTuner(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         if backbone is None:
-            from ..codes.backbones import create_backbone
+            from ..codes.create import create_backbone
 
             backbone = create_backbone(model, "none", image_size=image_size)
         self.config = FineTuneConfig(**config)
