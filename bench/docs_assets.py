@@ -49,34 +49,38 @@ def pages(only: set[str]) -> None:
             screenshot(Path(tmp) / "audit.html", ASSETS / "audit.png")
 
 
-def suite_plot(label: str = "current") -> None:
+def regrets(label: str) -> dict[str, float]:
+    """Each collection's regret in points (its best single alternative minus the default) under ``label``; the
+    alternatives are always the current label's (a previous release's defaults are stored alone)."""
+    out = {}
+    for folder in sorted((STORE / "current").iterdir()):
+        others = [json.loads(p.read_text())["accuracy"] for p in folder.glob("*.json") if p.stem != "default"]
+        default = STORE / label / folder.name / "default.json"
+        if others and default.exists():
+            out[folder.name] = 100 * (max(others) - json.loads(default.read_text())["accuracy"])
+    return out
+
+
+def suite_plot(labels: tuple[str, ...] = ("current", "previous")) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names, default, best, best_name = [], [], [], []
-    for folder in sorted((STORE / label).iterdir()):
-        arms = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
-        if "default" not in arms or len(arms) < 2:
-            continue
-        others = {k: v for k, v in arms.items() if k != "default"}
-        top = max(others, key=lambda k: others[k]["accuracy"])
-        names.append(folder.name)
-        default.append(100 * arms["default"]["accuracy"])
-        best.append(100 * others[top]["accuracy"])
-        best_name.append(top.replace("_", " ").replace("tf efficientnet ", ""))
+    measured = {label: regrets(label) for label in labels if (STORE / label).is_dir()}
+    names = list(measured["current"])
     fig, ax = plt.subplots(figsize=(10, 4))
-    x = range(len(names))
-    ax.bar([i - 0.2 for i in x], default, 0.4, label="default fit")
-    ax.bar([i + 0.2 for i in x], best, 0.4, label="best single alternative")
-    for i, (b, n) in enumerate(zip(best, best_name)):
-        ax.text(i + 0.2, b + 0.5, n, ha="center", fontsize=7, rotation=90, va="bottom")
-    ax.set_xticks(list(x), names, rotation=20)
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_ylim(min(default + best) - 10, 105)
-    ax.legend(loc="lower right")
-    ax.set_title("bench/suite.py: the default against each collection's best single alternative")
+    width = 0.8 / len(measured)
+    for k, (label, values) in enumerate(measured.items()):
+        xs = [i + (k - (len(measured) - 1) / 2) * width for i, name in enumerate(names) if name in values]
+        ax.bar(xs, [values[name] for name in names if name in values], width,
+               label="this release" if label == "current" else f"{label} release")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axhline(1, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_ylabel("regret (points; below 0: the default won)")
+    ax.legend(loc="upper left")
+    ax.set_title("bench/suite.py: the best single alternative minus the default, per collection")
     fig.tight_layout()
     fig.savefig(ASSETS / "suite.png", dpi=110)
 

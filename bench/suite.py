@@ -256,17 +256,19 @@ def table(rows: list[dict], label: str, previous: dict[str, dict]) -> str:
     regrets, prev_regrets = [], []
     for row in rows:
         default, alts = row["default"], row["alternatives"]
-        if default is None or not alts:
+        if default is None:
             continue
-        best = max(alts, key=lambda a: alts[a]["accuracy"])
-        regret = 100 * (alts[best]["accuracy"] - default["accuracy"])
-        regrets.append(regret)
         cells = [row["name"], str(default["n_train"]), str(default["n_val"]), default["chose"],
-                 f"{default['accuracy']:.4f}", f"{default['balanced_accuracy']:.4f}", f"{default['seconds']:.0f}",
-                 best, f"{alts[best]['accuracy']:.4f}", f"{regret:+.2f}"]
+                 f"{default['accuracy']:.4f}", f"{default['balanced_accuracy']:.4f}", f"{default['seconds']:.0f}"]
+        best = max(alts, key=lambda a: alts[a]["accuracy"]) if alts else None
+        if best is None:  # the default alone (--default-only): no regret to state
+            cells += ["-", "-", "-"]
+        else:
+            regrets.append(100 * (alts[best]["accuracy"] - default["accuracy"]))
+            cells += [best, f"{alts[best]['accuracy']:.4f}", f"{regrets[-1]:+.2f}"]
         if previous:
             old = previous.get(row["name"])
-            if old is not None:
+            if old is not None and best is not None:
                 prev_regrets.append(100 * (alts[best]["accuracy"] - old["accuracy"]))
                 cells += [f"{old['accuracy']:.4f} ({old['chose']}, {old['seconds']:.0f} s)", f"{prev_regrets[-1]:+.2f}"]
             else:

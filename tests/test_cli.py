@@ -88,13 +88,13 @@ def test_summary_and_models(capsys):
 
 @needs_shared
 def test_cats_vs_dogs_with_defaults(tmp_path, cache_dir):
-    """The default on real photos: 300 training images a class (linked, the folder untouched), all 1000 in val."""
+    """The default on real photos: 200 training and 200 validation images a class (linked, the folder untouched)."""
     data = tmp_path / "cats_vs_dogs"
-    for label in ("cat", "dog"):
-        (data / "train" / label).mkdir(parents=True)
-        for path in sorted((SHARED / "cats_vs_dogs" / "train" / label).iterdir())[:300]:
-            (data / "train" / label / path.name).symlink_to(path)
-    (data / "val").symlink_to(SHARED / "cats_vs_dogs" / "val")
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            (data / split / label).mkdir(parents=True)
+            for path in sorted((SHARED / "cats_vs_dogs" / split / label).iterdir())[:200]:
+                (data / split / label / path.name).symlink_to(path)
     result = run("fit", str(data), "--out", str(tmp_path / "cats"), "--json", "-q")
     assert result.returncode == 0, result.stderr
     accuracy = json.loads(result.stdout)["validation"]["accuracy"]

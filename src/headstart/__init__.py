@@ -14,6 +14,8 @@ from typing import Any
 
 from .errors import ArtifactError, DataError, HeadstartError, ModelError
 
+__version__ = "0.2.0"  # pyproject.toml's version (tests/test_docs.py checks they agree)
+
 _LAZY = {
     "TransferClassifier": "headstart.estimator",
     "CNNCodes": "headstart.transformer",

@@ -3,13 +3,11 @@ it is timed to cost here, and the best that fits chosen, with a margin for a slo
 
 Small data gets the probe (every network's, averaged: :mod:`headstart.heads.joint`). Large data weighs fine-tuning
 every block, then the top blocks from cached activations, then the probe; at each level the network that trains the
-most of its advised epochs, and of those the strongest on ImageNet (fine-tuned, ImageNet accuracy carries over:
-Kornblith et al. 2019; but on pneumoniamnist Lite2 at 6 of its 10 epochs scored 0.9523 against Lite0's 0.9752 at all
-10, bench/suite.py). Each fine-tuning is timed on
-this machine (a few steps of each kind, :mod:`headstart.training.cost`), cheapest network first, and fits when MARGIN
-times its predicted run, and MARGIN times what follows it, end within the budget: a machine that much slower still
-ends in time with the model chosen. A fine-tuning that fits is never passed over for a probe; the evidence lists
-every alternative weighed, its timing and whether it fits.
+most of its advised epochs, and of those the strongest on ImageNet (why: docs/explanation/auto.md). Each fine-tuning
+is timed on this machine (a few steps of each kind, :mod:`headstart.training.cost`), cheapest network first, and fits
+when MARGIN times its predicted run, and MARGIN times what follows it, end within the budget: a machine that much
+slower still ends in time with the model chosen. A fine-tuning that fits is never passed over for a probe; the
+evidence lists every alternative weighed, its timing and whether it fits.
 """
 
 from __future__ import annotations
@@ -104,7 +102,8 @@ def plan_auto(advice: Advice, networks: list[str], weights: str | None, train: I
     rule = (f"small data: {probes} (fine-tuning is weighed from the size rule's large data on)"
             if advice.strategy != "fine-tune" else
             f"at the first level with a fine-tuning that fits: every block (at least {TRAINED_EPOCHS} epochs), then "
-            f"the top {FALLBACK_UNFREEZE} blocks from cached activations (at least 1), else the probe; within a "
+            f"the top {FALLBACK_UNFREEZE} blocks from cached activations (at least 1), else the probe, the head "
+            f"started as a linear probe (LP-FT); within a "
             f"level the network that trains the most of its advised epochs, the strongest of those. A fine-tuning "
             f"fits when {MARGIN:g} times its timed cost, and of what follows it, end within the budget; a network "
             f"costlier than one that does not fit is not timed")
@@ -175,19 +174,25 @@ def plan_auto(advice: Advice, networks: list[str], weights: str | None, train: I
                             f"s each, {timed['predicted_s']:.0f} s in all, {timed['after_s']:.0f} s after it) within "
                             f"the budget with a {MARGIN:g}x margin"
                             + (f" ({', '.join(passed)}: too long)" if passed else "")
-                            + f"; kept if it beats the {probe_layer} probe on held-out training images")
+                            + f"; kept unless clearly below the {probe_layer} probe on held-out training images")
     max_seconds = round(timed["left_s"] - timed["after_s"], 1)  # a hard stop: the best epoch so far is kept
     return "fine-tune", {**candidate, "epochs": epochs, "max_seconds": max_seconds}, evidence
 
 
-def keep_fine_tuned(evidence: AutoEvidence, monitor_accuracy: float) -> bool:
-    """Whether auto keeps the fine-tuned network: its accuracy on the training images it held out against the best
-    probe's cross-validated accuracy on training images (both unseen in their fitting). Records the check."""
+def keep_fine_tuned(evidence: AutoEvidence, monitor_accuracy: float, monitor_images: int) -> bool:
+    """Whether auto keeps the fine-tuned network: its accuracy on the ``monitor_images`` training images it held out
+    against the best probe's cross-validated accuracy on training images (both unseen in their fitting). A tie within
+    one standard error of that held-out accuracy keeps the fine-tuning the plan chose (a few images' noise should not
+    overturn it); clearly worse, the probe is trained instead. Records the check."""
     probe = evidence["probe"]
-    keep = monitor_accuracy >= probe["cv_accuracy"]
-    evidence["check"] = {"fine_tune_held_out_accuracy": round(monitor_accuracy, 4),
-                         "probe_cv_accuracy": probe["cv_accuracy"], "kept": keep}
+    p = probe["cv_accuracy"]
+    error = math.sqrt(max(p * (1 - p), 1e-6) / max(1, monitor_images))
+    keep = monitor_accuracy >= p - error
+    evidence["check"] = {"fine_tune_held_out_accuracy": round(monitor_accuracy, 4), "held_out_images": monitor_images,
+                         "probe_cv_accuracy": p, "standard_error": round(error, 4), "kept": keep,
+                         "rule": "kept unless more than one standard error below the probe"}
     if not keep:
-        evidence["decision"] += (f"; it scored {monitor_accuracy:.3f} against {probe['cv_accuracy']:.3f}, so a "
-                                 f"linear classifier on {probe['layer']} was trained instead")
+        evidence["decision"] += (f"; it scored {monitor_accuracy:.3f} against {p:.3f} (more than one standard error, "
+                                 f"{error:.3f}, below), so a linear classifier on {probe['layer']} was trained "
+                                 f"instead")
     return keep

@@ -124,7 +124,8 @@ def fit_auto(settings: Settings, images: Any, backbone: Any, started: float, nam
         fitted = fit_network(settings, images, _build(settings, options.get("network", backbone.name)), started,
                              config, options.get("image_size"))
         training = fitted.info["training"]
-        if training["is_global_zero"] and not keep_fine_tuned(evidence, training["best_monitor_acc"]):
+        if training["is_global_zero"] and not keep_fine_tuned(evidence, training["best_monitor_acc"],
+                                                                   training["monitor_images"]):
             say(evidence["decision"], settings.progress)  # the probe runs on the pretrained networks
             fitted = _probe(settings, images, _build(settings, probe_network), evidence, evidence["probe"]["layer"],
                             started, advice, precision)

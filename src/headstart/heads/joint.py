@@ -1,10 +1,8 @@
 """Several networks' linear probes as one head: the mean of their logits, each probe on its own network's codes.
 
 Averaging logits is the geometric mean of the probes' probabilities, renormalised (a product of experts): one linear
-layer on the networks' codes side by side, so a joint model predicts, exports and serves like any other. On the
-suite's seven small collections it was 1.0 point above the better single network on average (bench/suite.py, and the
-Explanation page), and at most 0.2 below it; the arithmetic mean of probabilities did about as well but is no
-linear layer.
+layer on the networks' codes side by side, so a joint model predicts, exports and serves like any other (why it is
+the default on small data, with the suite's figures: docs/explanation/auto.md).
 """
 
 from __future__ import annotations
@@ -16,9 +14,7 @@ import numpy as np
 from .linear import LinearHead, Search
 
 #: A single network replaces the joint probe only when its out-of-fold log loss is lower by more than this many
-#: paired standard errors: the average hedges every tie and every lead short of overwhelming. At one standard error
-#: cats_vs_dogs took Lite2 alone (2.9 standard errors ahead, log loss 0.0124 against 0.0166) after paying for both
-#: networks' pass, and scored no better on validation images than the average (bench/suite.py).
+#: paired standard errors: the average hedges every tie and every lead short of overwhelming.
 SINGLE_SE = 3.0
 
 

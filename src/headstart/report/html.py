@@ -124,8 +124,11 @@ def auto_section(auto: dict[str, Any]) -> str:
                      + (f" ({cost})" if cost else "")
                      + ("; chosen" if alternative["name"] == auto["plan"].get("chosen") else "")])
     if "check" in auto:
-        rows.append(["check", f"fine-tuned {auto['check']['fine_tune_held_out_accuracy']:.4f} on held-out training "
-                              f"images vs probe {auto['check']['probe_cv_accuracy']:.4f}"])
+        check = auto["check"]
+        error = f" (standard error {check['standard_error']:.4f})" if "standard_error" in check else ""
+        rows.append(["check", f"fine-tuned {check['fine_tune_held_out_accuracy']:.4f} on held-out training images vs "
+                              f"probe {check['probe_cv_accuracy']:.4f}{error}: "
+                              + ("fine-tuning kept" if check["kept"] else "probe trained instead")])
     return "<h2>How the strategy was chosen</h2>" + table(rows, ["", ""])
 
 
