@@ -386,3 +386,26 @@ def test_auto_chooses_int8_codes_for_a_large_collection_it_measured_on_a_sample(
                                        cache_dir=tmp_path / "c3")
     clf.fit(data)  # the user's word
     assert clf.precision_ == "fp32" and clf.auto_["precision"]["why"] == "--precision fp32 was given"
+
+
+def test_the_networks_probes_are_averaged_unless_one_alone_is_better_by_three_paired_standard_errors():
+    """heads.joint.joint_evidence on out-of-fold logits: two comparable networks give the joint; a network whose
+    logits are far better on every image is taken alone, with the noise of each difference stated."""
+    from headstart.heads.joint import SINGLE_SE, joint_evidence
+    from headstart.heads.linear import Search
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    truth = np.eye(3)[labels]
+
+    def search(logits):
+        return Search("logistic", [1.0], [0.0], [0.0], 0, 5, len(labels), np.zeros(len(labels)), oof_logits=logits)
+
+    a, b = (2 * truth + rng.normal(0, 1.2, truth.shape) for _ in range(2))
+    tie = joint_evidence({"a": search(a), "b": search(b)}, labels)
+    assert tie["chosen"] == "joint" and tie["scores"]["joint"]["cv_log_loss"] < tie["scores"]["a"]["cv_log_loss"]
+    sharp = 6 * truth + rng.normal(0, 0.3, truth.shape)
+    one = joint_evidence({"a": search(a), "sharp": search(sharp)}, labels)
+    row = one["scores"]["sharp"]
+    assert one["chosen"] == "sharp" and row["log_loss_above_joint"] < -SINGLE_SE * row["standard_error"] < 0
+    assert joint_evidence({"a": search(a), "b": None}, labels)["chosen"] == "joint"  # a member's logits missing
