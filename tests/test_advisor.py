@@ -39,9 +39,12 @@ def test_fine_tuning_is_kept_unless_clearly_below_the_probe_on_held_out_training
     evidence = {"decision": "fine-tune", "probe": {"layer": "blocks.5", "cv_accuracy": 0.95}}
     assert keep_fine_tuned(evidence, 0.97, 400) and evidence["check"]["kept"]
     assert keep_fine_tuned(evidence, 0.945, 400)  # 2 images of 400 below: within one standard error (0.011), a tie
-    assert evidence["check"]["standard_error"] == pytest.approx(0.0109, abs=1e-4)
+    assert evidence["check"]["standard_error"] == pytest.approx(0.0114, abs=1e-4)
     assert not keep_fine_tuned(evidence, 0.93, 400) and "blocks.5 was trained instead" in evidence["decision"]
     assert not keep_fine_tuned(evidence, 0.945, 40000)  # the same gap on many images is no tie
+    perfect = {"decision": "fine-tune", "probe": {"layer": "blocks.5", "cv_accuracy": 1.0}}
+    assert keep_fine_tuned(perfect, 1.0, 20) and not keep_fine_tuned(perfect, 0.8, 20)
+    assert perfect["check"]["standard_error"] == pytest.approx(0.0894, abs=1e-4)  # at 0.8: a perfect probe has noise
 
 
 def test_advise_on_generated_data_and_json(colors_data, capsys):

@@ -162,7 +162,10 @@ def test_an_auto_run_killed_while_fine_tuning_resumes_its_decision_and_its_epoch
     decided = json.loads((workdir / "auto.json").read_text())
     assert decided["strategy"] == "fine-tune"
 
-    resumed = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", "--resume", str(out), "--json"],
+    # What is tested is resuming, not the check against the probe (which tiny random-weight runs may fail either way).
+    kept = ("import sys; import headstart.auto.run as r; r.keep_fine_tuned = lambda *a: True; "
+            "from headstart.cli import main; sys.exit(main(sys.argv[1:]))")
+    resumed = subprocess.run([sys.executable, "-c", kept, "fit", "--resume", str(out), "--json"],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     fit = json.loads(resumed.stdout)

@@ -186,7 +186,8 @@ def keep_fine_tuned(evidence: AutoEvidence, monitor_accuracy: float, monitor_ima
     overturn it); clearly worse, the probe is trained instead. Records the check."""
     probe = evidence["probe"]
     p = probe["cv_accuracy"]
-    error = math.sqrt(max(p * (1 - p), 1e-6) / max(1, monitor_images))
+    q = min(p, monitor_accuracy)  # the held-out accuracy's variance, at the lower of the two (never 0 when they differ)
+    error = math.sqrt(max(q * (1 - q), 1e-6) / max(1, monitor_images))
     keep = monitor_accuracy >= p - error
     evidence["check"] = {"fine_tune_held_out_accuracy": round(monitor_accuracy, 4), "held_out_images": monitor_images,
                          "probe_cv_accuracy": p, "standard_error": round(error, 4), "kept": keep,
