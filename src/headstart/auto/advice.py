@@ -134,12 +134,12 @@ def advise(backbone: Backbone | str, train: ImageSet | str | Path, cache_dir: st
     else:
         strategy = "feature-extractor"
         options = {"classifier": classifier, "layer": layer}
-        score = f" ({scores[layer]:.3f} cross-validated accuracy on training images)" if scores else ""
+        cv_text = f" ({scores[layer]:.3f} cross-validated accuracy on training images)" if scores else ""
         reason = (f"with {size['median_per_class']:.0f} images per {size['unit']}, a linear classifier on frozen codes "
                   "avoids overfitting; " + ("the images resemble ImageNet" if similar else
                                             "the images differ from ImageNet")
-                  + (f", and {layer} transferred best{score}." if not joint else
-                     f"; each network's best layer, their probes averaged{score}."))
+                  + (f", and {layer} transferred best{cv_text}." if not joint else
+                     f"; each network's best layer, their probes averaged{cv_text}."))
     advice = Advice(size, similarity, scores, strategy, layer, options, reason, notes=notes, choice=choice,
                     network=backbone.name, measured=measured, searches=searches)
     advice.seconds = time.perf_counter() - started

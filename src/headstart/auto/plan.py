@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from typing import Any
 
@@ -79,6 +80,64 @@ def _name(plan: dict[str, Any]) -> str:
     return f"fine-tune {plan['network']} ({blocks})"
 
 
+def _rule(advice: Advice) -> str:
+    """The plan's rule, as its evidence states it."""
+    if advice.strategy != "fine-tune":
+        probes = ("a linear probe on each network's codes, their logits averaged" if "joint" in advice.choice else
+                  "a linear probe on the network's codes")
+        return f"small data: {probes} (fine-tuning is weighed from the size rule's large data on)"
+    return (f"at the first level with a fine-tuning that fits: every block (at least {TRAINED_EPOCHS} epochs), then "
+            f"the top {FALLBACK_UNFREEZE} blocks from cached activations (at least 1), else the probe, the head "
+            f"started as a linear probe (LP-FT); within a level the network that trains the most of its advised "
+            f"epochs, the strongest of those. A fine-tuning fits when {MARGIN:g} times its timed cost, and of what "
+            f"follows it, end within the budget; a network costlier than one that does not fit is not timed")
+
+
+def _weigh(levels: list[list[dict[str, Any]]], wanted: int, probe_epochs: int, time_it: Callable[..., dict[str, Any]],
+           alternatives: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(candidate, its timing) chosen at the first level where one fits, or None; every candidate weighed is added
+    to ``alternatives``. ``time_it(candidate, least)`` times one (:func:`_time_plan`)."""
+    chosen = None
+    for level in levels:
+        trained = TRAINED_EPOCHS if str(level[0]["unfreeze"]) == "all" else 1  # the top blocks alone: one suffices
+        blocked = None  # a cheaper network of this level that does not fit: the costlier ones are not timed
+        for candidate in level:
+            alternative = {"name": _name(candidate), "network": candidate["network"], "strategy": "fine-tune"}
+            alternatives.append(alternative)
+            if blocked is not None:
+                alternative.update(fits=False, why=f"not timed: costs more than {blocked}, which does not fit")
+                continue
+            if chosen is not None and chosen[1]["epochs_affordable"] < wanted:  # it could only train fewer
+                alternative.update(fits=False, why=f"not timed: costs more than {chosen[0]['network']}, which trains "
+                                                   f"{chosen[1]['epochs_affordable']} of {wanted} epochs")
+                continue
+            alone = candidate.get("probe_epochs", probe_epochs)  # epochs of the head alone first
+            least = min(alone + trained, wanted)  # fewer only when the user asked for fewer
+            timed = time_it(candidate, least)
+            alternative.update(fits=timed["fits"], least_epochs=least, timed=timed,
+                               options={**candidate, "epochs": max(timed["epochs_affordable"], least)})
+            if not timed["fits"]:
+                blocked = candidate["network"]
+            elif chosen is None or min(timed["epochs_affordable"], wanted) >= chosen[1]["epochs_affordable"]:
+                chosen = (candidate, timed)  # a stronger network replaces it when it trains as many epochs
+        if chosen is not None:
+            return chosen
+    return None
+
+
+def _none_fits(alternatives: list[dict[str, Any]], budget: float, probe_layer: str) -> str:
+    """The decision when no fine-tuning fits: the cheapest one's figures and the budget that would fit it."""
+    timed_ones = [a for a in alternatives if "timed" in a]
+    cheapest = timed_ones[-1]  # the last timed: the cheapest network at the cheapest level
+    first = cheapest["timed"]
+    needed = budget - first["left_s"] + MARGIN * (first["least_s"] + first["after_s"])
+    return (f"fine-tuning advised but none of the {len(alternatives) - 1} weighed fits the budget with its {MARGIN:g}x "
+            f"margin (the cheapest, {cheapest['name']}, {cheapest['least_epochs']} epoch(s): about "
+            f"{first['least_s']:.0f} s with {first['after_s']:.0f} s after it, of {first['left_s']:.0f} s left): "
+            f"linear classifier on {probe_layer} instead (--budget {50 * math.ceil(needed / 50):.0f} or more would "
+            f"fine-tune)")
+
+
 def plan_auto(advice: Advice, networks: list[str], weights: str | None, train: ImageSet, budget: float,
               started: float, given: dict[str, Any] | None = None, config: FineTuneConfig | None = None,
               after_images: int = 0) -> tuple[str, dict[str, Any], AutoEvidence]:
@@ -93,27 +152,17 @@ def plan_auto(advice: Advice, networks: list[str], weights: str | None, train: I
     """
     given = given or {}
     evidence: AutoEvidence = {"advice": advice.to_dict(), "budget_s": budget}
-    probe = {"name": f"probe {advice.network}", "network": advice.network, "strategy": "feature-extractor",
-             "options": {"layer": advice.layer}, "fits": True,
-             "expected": {"cv_accuracy": advice.layers.get(advice.layer),
-                          "images": len(advice.measured.images) if advice.measured is not None else None}}
-    probes = ("a linear probe on each network's codes, their logits averaged" if "joint" in advice.choice else
-              "a linear probe on the network's codes")
-    rule = (f"small data: {probes} (fine-tuning is weighed from the size rule's large data on)"
-            if advice.strategy != "fine-tune" else
-            f"at the first level with a fine-tuning that fits: every block (at least {TRAINED_EPOCHS} epochs), then "
-            f"the top {FALLBACK_UNFREEZE} blocks from cached activations (at least 1), else the probe, the head "
-            f"started as a linear probe (LP-FT); within a "
-            f"level the network that trains the most of its advised epochs, the strongest of those. A fine-tuning "
-            f"fits when {MARGIN:g} times its timed cost, and of what follows it, end within the budget; a network "
-            f"costlier than one that does not fit is not timed")
-    plan_evidence: dict[str, Any] = {"rule": rule, "margin": MARGIN, "alternatives": []}
-    evidence["plan"] = plan_evidence
     probe_layer = advice.layer
+    probe = {"name": f"probe {advice.network}", "network": advice.network, "strategy": "feature-extractor",
+             "options": {"layer": probe_layer}, "fits": True,
+             "expected": {"cv_accuracy": advice.layers.get(probe_layer),
+                          "images": len(advice.measured.images) if advice.measured is not None else None}}
+    plan_evidence: dict[str, Any] = {"rule": _rule(advice), "margin": MARGIN, "alternatives": []}
+    evidence["plan"] = plan_evidence
     if advice.strategy != "fine-tune":
         plan_evidence.update(alternatives=[probe], chosen=probe["name"])
-        evidence["decision"] = f"linear classifier on {advice.layer} (advisor; cross-validated layers)"
-        return "feature-extractor", {"layer": advice.layer}, evidence
+        evidence["decision"] = f"linear classifier on {probe_layer} (advisor; cross-validated layers)"
+        return "feature-extractor", {"layer": probe_layer}, evidence
     evidence["probe"] = {"layer": probe_layer, "cv_accuracy": advice.layers.get(probe_layer, 0.0)}
     spent = time.perf_counter() - started
     if spent >= budget:  # nothing could fit: timing fine-tuning would only spend more (seconds to tens of seconds)
@@ -123,53 +172,23 @@ def plan_auto(advice: Advice, networks: list[str], weights: str | None, train: I
         return "feature-extractor", {"layer": probe_layer}, evidence
     plan = {**advice.options, **{k: v for k, v in given.items() if k in advice.options}}
     wanted = int(plan["epochs"])
-    chosen, config = None, config or FineTuneConfig()
-    for level in _levels(plan, networks, given, train.multilabel):
-        trained = TRAINED_EPOCHS if str(level[0]["unfreeze"]) == "all" else 1  # the top blocks alone: one suffices
-        blocked = None  # a cheaper network of this level that does not fit: the costlier ones are not timed
-        for candidate in level:
-            alternative = {"name": _name(candidate), "network": candidate["network"], "strategy": "fine-tune"}
-            plan_evidence["alternatives"].append(alternative)
-            if blocked is not None:
-                alternative.update(fits=False, why=f"not timed: costs more than {blocked}, which does not fit")
-                continue
-            if chosen is not None and chosen[1]["epochs_affordable"] < wanted:  # it could only train fewer
-                alternative.update(fits=False, why=f"not timed: costs more than {chosen[0]['network']}, which trains "
-                                                   f"{chosen[1]['epochs_affordable']} of {wanted} epochs")
-                continue
-            alone = candidate.get("probe_epochs", config.probe_epochs)  # epochs of the head alone first
-            least = min(alone + trained, wanted)  # fewer only when the user asked for fewer
-            timed = _time_plan(candidate, config, weights, train, budget, started, wanted, least, after_images)
-            alternative.update(fits=timed["fits"], least_epochs=least, timed=timed,
-                               options={**candidate, "epochs": max(timed["epochs_affordable"], least)})
-            if not timed["fits"]:
-                blocked = candidate["network"]
-            elif chosen is None or min(timed["epochs_affordable"], wanted) >= chosen[1]["epochs_affordable"]:
-                chosen = (candidate, timed)  # a stronger network replaces it when it trains as many epochs
-        if chosen is not None:
-            break
-    plan_evidence["alternatives"].append(probe)
-    timed_ones = [a for a in plan_evidence["alternatives"] if "timed" in a]
-    tried = [a["timed"] for a in timed_ones]
-    evidence["plans_tried"] = tried
+    config = config or FineTuneConfig()
+    alternatives = plan_evidence["alternatives"]
+    chosen = _weigh(_levels(plan, networks, given, train.multilabel), wanted, config.probe_epochs,
+                    lambda candidate, least: _time_plan(candidate, config, weights, train, budget, started, wanted,
+                                                        least, after_images), alternatives)
+    alternatives.append(probe)
+    evidence["plans_tried"] = [a["timed"] for a in alternatives if "timed" in a]
     if chosen is None:
-        cheapest = timed_ones[-1]  # the last timed: the cheapest network at the cheapest level
-        first = cheapest["timed"]
-        needed = budget - first["left_s"] + MARGIN * (first["least_s"] + first["after_s"])
         plan_evidence["chosen"] = probe["name"]
-        evidence["decision"] = (f"fine-tuning advised but none of the {len(plan_evidence['alternatives']) - 1} "
-                                f"weighed fits the budget with its {MARGIN:g}x margin (the cheapest, "
-                                f"{cheapest['name']}, {cheapest['least_epochs']} epoch(s): about "
-                                f"{first['least_s']:.0f} s with {first['after_s']:.0f} s after it, of "
-                                f"{first['left_s']:.0f} s left): linear classifier on {probe_layer} instead "
-                                f"(--budget {50 * math.ceil(needed / 50):.0f} or more would fine-tune)")
+        evidence["decision"] = _none_fits(alternatives, budget, probe_layer)
         return "feature-extractor", {"layer": probe_layer}, evidence
     candidate, timed = chosen
     epochs = timed["epochs_affordable"]
     plan_evidence["chosen"] = _name(candidate)
     evidence.update(fine_tune_epoch_s=timed["epoch_s"], epochs_advised=wanted, epochs_affordable=epochs,
                     fine_tune_cost=timed["cost"], fine_tune_predicted_s=timed["predicted_s"])
-    passed = [a["name"] for a in plan_evidence["alternatives"] if not a.get("fits") and a is not probe]
+    passed = [a["name"] for a in alternatives if not a.get("fits") and a is not probe]
     evidence["decision"] = (f"{_name(candidate)} for {epochs} of {wanted} advised epochs (about {timed['epoch_s']:.0f} "
                             f"s each, {timed['predicted_s']:.0f} s in all, {timed['after_s']:.0f} s after it) within "
                             f"the budget with a {MARGIN:g}x margin"
