@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -66,6 +67,37 @@ def test_confident_learning_flags_the_flipped_rows():
     assert issues.score[flipped].min() > issues.score[~issues.flagged].max()
 
 
+def test_with_many_small_classes_hard_images_are_not_flagged_but_flipped_labels_are():
+    # 40 classes of 5: a hard image's label is second best (0.30 vs 0.35), a flipped one far below chance (1/40)
+    rng = np.random.default_rng(0)
+    k, labels = 40, np.repeat(np.arange(40), 5)
+    proba = np.full((200, k), 0.35 / (k - 2))
+    proba[np.arange(200), labels] = 0.60
+    hard = np.arange(0, 200, 4)
+    proba[hard] = 0.35 / (k - 2)
+    proba[hard, labels[hard]], proba[hard, (labels[hard] + 1) % k] = 0.30, 0.35
+    flipped = np.array([1, 50, 99, 150])
+    given = labels.copy()
+    given[flipped] = (labels[flipped] + rng.integers(2, k, len(flipped))) % k
+    issues = find_label_issues(proba / proba.sum(1, keepdims=True), given)
+    assert np.flatnonzero(issues.flagged).tolist() == flipped.tolist()
+
+
+def test_relabel_lists_read_both_forms(tmp_path):
+    from headstart.auditing.outputs import read_relabels
+
+    plain = tmp_path / "fix.csv"
+    plain.write_text("path,label,given,score\na.jpg,dog,cat,0.9\nb.jpg, cat ,dog,0.8\n")
+    assert read_relabels(plain) == [(Path("a.jpg"), "dog"), (Path("b.jpg"), "cat")]
+    edited = tmp_path / "audit.csv"  # the audit's CSV, two rows' action edited: the suggestion, or another class
+    edited.write_text("path,issue,score,other,action\na.jpg,label_error,0.9,dog,relabel\n"
+                      "b.jpg,label_error,0.8,dog,relabel bird\nc.jpg,label_error,0.7,cat,check the label\n")
+    assert read_relabels(edited) == [(Path("a.jpg"), "dog"), (Path("b.jpg"), "bird")]
+    plain.write_text("path,label\na.jpg,\n")
+    with pytest.raises(headstart.DataError, match="gives no label for 1 file"):
+        read_relabels(plain)
+
+
 def test_exclusion_lists_read_both_forms(tmp_path):
     audit_csv = tmp_path / "audit.csv"
     audit_csv.write_text(",".join(CSV_COLUMNS) + '\na/1.jpg,leak,0.9,b/2.jpg,"remove it, please"\n')
@@ -109,7 +141,7 @@ def test_audit_finds_what_was_planted_and_writes_nothing_into_the_data(planted, 
     root = planted["root"]
     before = tree_digest(root)
     assert main(["audit", str(root), "--csv", str(tmp_path / "a.csv"), "--out", str(tmp_path / "a.html"), "-q",
-                 "--json"]) == 0
+                 "--json", "--suggest", str(tmp_path / "relabel.csv")]) == 0
     assert tree_digest(root) == before  # nothing moved, renamed, deleted or added
     rows = list(csv.DictReader((tmp_path / "a.csv").open()))
     assert list(rows[0]) == list(CSV_COLUMNS)
@@ -120,8 +152,10 @@ def test_audit_finds_what_was_planted_and_writes_nothing_into_the_data(planted, 
     assert Path(found[("mirror_half.jpg", "near_duplicate")]["other"]).name == planted["cats"][1].name  # the larger
     assert Path(found[("leak_jpeg50.jpg", "leak")]["other"]).name == planted["cats"][2].name
     assert Path(found[("leak.jpg", "leak")]["other"]).name == planted["dogs"][0].name
+    relabel = csv.DictReader((tmp_path / "relabel.csv").open())
+    suggested = {Path(r["path"]).name: (r["label"], r["given"]) for r in relabel}
     for dog in planted["dogs"][20:22]:
-        assert found[(dog.name, "label_error")]["other"] == "dog"
+        assert found[(dog.name, "label_error")]["other"] == "dog" and suggested[dog.name] == ("dog", "cat")
     assert ("dark.jpg", "dark") in found and ("tiny.jpg", "small") in found
     assert ("broken.jpg", "unreadable") in found
     assert {r["issue"] for r in rows} <= set(ISSUES)
@@ -140,8 +174,8 @@ def test_a_fit_after_an_audit_computes_no_codes_and_reports_leaks(planted, tmp_p
     again = headstart.audit(root)
     assert again["n_codes_computed"] == 1 and again["counts"] == result["counts"]  # only broken.jpg is tried again
     out = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(root), "--out", str(tmp_path / "m"),
-                          "-q", "--json", "--model", "tf_efficientnet_lite0"], capture_output=True, text=True,
-                         env={**__import__("os").environ})  # the audit's network: auto would also rank Lite2
+                          "-q", "--json"], capture_output=True, text=True,
+                         env={**__import__("os").environ})  # the default fit reads the default audit's networks
     fit = json.loads(out.stdout)
     assert fit["n_codes_computed"] == 1  # the audit's pass served the fit (broken.jpg is tried again)
     leaks = fit["leaks"]
@@ -163,6 +197,32 @@ def test_fit_exclude_leaves_the_listed_files_out(planted, tmp_path, capsys):
     assert result["excluded"] == {"train": 1, "val": 2}
     assert result["validation"]["n_images"] == 10 and result["leaks"]["n_leaks"] == 0
     assert result["n_train_images"] == 42 + 4 - 1  # 42 photos, 4 planted readable files, one left out
+
+
+def test_fit_relabel_trains_as_the_clean_folders_do_and_moves_no_file(colors_data, tmp_path, capsys):
+    flipped = tmp_path / "flipped"
+    shutil.copytree(colors_data, flipped)
+    moved = sorted((flipped / "train" / "red").iterdir())[:3]
+    for path in moved:  # three red images filed as blue
+        path.rename(flipped / "train" / "blue" / path.name)
+    listing = tmp_path / "fix.csv"
+    listing.write_text("path,label\n" + "".join(f"{flipped / 'train' / 'blue' / p.name},red\n" for p in moved)
+                       + f"{flipped / 'train' / 'red' / 'red5.png'},red\n")  # already red: not a change
+    before = tree_digest(flipped)
+    runs = {}
+    for name, data, extra in (("clean", colors_data, []), ("relabelled", flipped, ["--relabel", str(listing)])):
+        assert main(["fit", str(data), "--out", str(tmp_path / name), "-q", "--json", "--strategy",
+                     "feature-extractor", "--model", "tf_efficientnet_lite0", *extra]) == 0
+        runs[name] = json.loads(capsys.readouterr().out)
+    assert tree_digest(flipped) == before  # the files stay where they are
+    clean, fixed = runs["clean"], runs["relabelled"]
+    assert fixed["relabelled"] == {"train": 3} and "relabelled" not in clean
+    assert fixed["data"]["train_counts"] == clean["data"]["train_counts"] == {"blue": 12, "red": 12}
+    assert fixed["layers"] == clean["layers"] and fixed["C"] == clean["C"]
+    assert abs(fixed["validation"]["accuracy"] - clean["validation"]["accuracy"]) <= 0.002
+    config = json.loads((tmp_path / "relabelled" / "config.json").read_text())
+    assert config["relabelled"] == {"train": 3}
+    assert "labels changed (--relabel)" in (tmp_path / "relabelled" / "report.html").read_text()
 
 
 def test_audit_of_generated_images_without_labels_finds_exact_copies(tmp_path, monkeypatch):
@@ -223,3 +283,62 @@ def test_audit_page_renders_in_chromium(planted, tmp_path):
     assert loaded == total and int(total) >= 8  # every thumbnail decoded in the browser
     assert "leak_jpeg50.jpg" in dom and "looks like dog" in dom
     assert shot.stat().st_size > 10_000
+
+
+def _coded(names: list[str], sizes: list[int], digests: list[int]) -> SimpleNamespace:
+    """Stand-in for the audit's coded images: names, decoded sizes and pixel digests (equal digest: identical)."""
+    from headstart.data.folders import ImageSet
+    from headstart.data.imagestats import WIDTH, ImageStats
+
+    values = np.zeros((len(names), WIDTH), np.float32)
+    values[:, 0] = values[:, 1] = sizes
+    values[:, -6] = digests
+    images = ImageSet([Path(f"/d/{n}.png") for n in names], np.zeros(len(names), np.int64), ["x"])
+    return SimpleNamespace(images=images, codes=np.zeros((len(names), 1)), stats=ImageStats(values))
+
+
+def test_exact_twins_inside_a_near_set_name_each_other_and_the_page_shows_the_set():
+    from headstart.auditing.duplicates import Pairs
+    from headstart.auditing.findings import duplicate_findings, leak_findings
+    from headstart.report.audit_page import build_page
+
+    # a (large) with near copies b, c; c and d identical to each other; e identical to a
+    coded = _coded(["a", "b", "c", "d", "e"], [96, 64, 48, 48, 96], [1, 2, 3, 3, 1])
+    pairs = Pairs(np.array([0, 0, 1, 2, 0]), np.array([1, 2, 2, 3, 4]), np.array([.97, .95, 1.0, 1.0, 1.0], np.float32),
+                  np.full(5, np.nan, np.float32), np.array([False, False, False, True, True]))
+    findings, sets = duplicate_findings(coded, pairs, "train")
+    rows = {Path(f["path"]).stem: (f["issue"], Path(f["other"]).stem, f["score"]) for f in findings}
+    assert rows == {"b": ("near_duplicate", "a", 1.0), "c": ("near_duplicate", "a", 1.0),
+                    "d": ("exact_duplicate", "c", 1.0), "e": ("exact_duplicate", "a", 1.0)}
+    assert sets[0]["kind"] == "near" and sets[0]["exact_copy_of"] == {"/d/d.png": "/d/c.png", "/d/e.png": "/d/a.png"}
+    counts = {issue: sum(f["issue"] == issue for f in findings) for issue in ISSUES}
+    page = build_page({"counts": counts, "findings": findings,
+                       "duplicate_sets": sets, "data": {"train_images": 5, "val_images": 0, "split": "x"},
+                       "seconds": {"total": 1.0}})
+    assert "5 images, 2 of them identical copies" in page and "d.png (x): identical to c.png" in page
+    # a validation image identical to a training image names that twin, even when a near copy scores as high
+    val = _coded(["v"], [48], [3])
+    leaks = Pairs(np.array([0, 0]), np.array([0, 3]), np.array([1.0, 1.0], np.float32), np.full(2, np.nan, np.float32),
+                  np.array([False, True]))
+    (leak,) = leak_findings(val, coded, leaks)
+    assert (Path(leak["other"]).name, leak["evidence"]["kind"]) == ("d.png", "exact")
+
+
+def test_the_faiss_search_finds_what_the_exact_one_does_from_a_memory_map(tmp_path):
+    from headstart.auditing.neighbours import nearest_within
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 64), dtype=np.float32)
+    codes = np.maximum(centres[rng.integers(0, 50, 3000)] + rng.standard_normal((3000, 64), dtype=np.float32), 0)
+    codes[1::100] = codes[::100] * 1.01  # 30 near copies
+    np.save(tmp_path / "codes.npy", codes.astype(np.float16))
+    mapped = np.load(tmp_path / "codes.npy", mmap_mode="r")
+    exact, approximate = nearest_within(mapped, 5, exact=True), nearest_within(mapped, 5, exact=False)
+    assert (approximate.index[::100, 0] == np.arange(1, 3000, 100)).all()  # every copy found as the nearest
+    assert (approximate.index[:, 0] == exact.index[:, 0]).mean() > 0.95
+    hit = approximate.index == exact.index
+    np.testing.assert_allclose(approximate.similarity[hit], exact.similarity[hit], atol=1e-5)  # cosines exact
+    from headstart.auditing.neighbours import _gather  # rows read from the file, not through the map
+
+    rows = np.array([0, 5, 2000])
+    np.testing.assert_array_equal(_gather(mapped[100:], rows), codes.astype(np.float16)[rows + 100])

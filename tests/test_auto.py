@@ -194,7 +194,7 @@ def test_a_layer_given_with_auto_means_the_feature_extractor(colors_data):
 
 
 def test_a_default_network_whose_weights_are_not_installed_is_left_out(colors_data, monkeypatch):
-    from headstart.auto import networks
+    from headstart.codes import joint as networks
 
     installed = networks.embedded_weights_path
     assert networks.named_networks(None, True) == ["tf_efficientnet_lite0", "tf_efficientnet_lite2"]
@@ -259,7 +259,8 @@ def _ranked(losses: np.ndarray, layer: str = "penultimate"):
 
 
 def test_the_network_with_the_lowest_loss_wins_unless_the_first_named_is_within_the_noise():
-    from headstart.auto.networks import choose_network, model_names
+    from headstart.auto.networks import choose_network
+    from headstart.codes.joint import model_names
 
     assert model_names(" a, b ,,c ") == ["a", "b", "c"]
     rng = np.random.default_rng(0)

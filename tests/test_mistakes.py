@@ -108,6 +108,12 @@ CASES = [
     ("fit {data} --exclude {sandbox}/exclude.csv", "names 1 file(s) that do not exist"),
     ("fit {data} --exclude no/such.csv", "is not a file"),
     ("fit {data} --exclude {sandbox}/all_red.txt", "leaves no training image in class(es) red"),
+    ("fit {data} --relabel no/such.csv", "is not a file"),
+    ("fit {data} --relabel {sandbox}/exclude.csv", "changes no label"),
+    ("fit {data} --relabel {sandbox}/all_red.txt", "has no path and label columns"),
+    ("fit {data} --relabel {sandbox}/purple.csv", "not classes of the data: purple; the classes are blue, red"),
+    ("fit {data} --relabel {sandbox}/outside.csv", "not among the images to fit"),
+    ("audit {data} --suggest {file}", "already exists"),
 ]
 
 
@@ -124,6 +130,9 @@ def sandbox(tmp_path_factory, colors_data) -> dict[str, str]:
     make_image(root / "emptyclass" / "a" / "0.png", (200, 40, 40))
     (root / "emptyclass" / "b").mkdir()
     (root / "exclude.csv").write_text("path,issue,score,other,action\nno/such.jpg,leak,1.0,,remove\n")
+    red = sorted((root / "data" / "train" / "red").iterdir())
+    (root / "purple.csv").write_text(f"path,label\n{red[0]},purple\n")
+    (root / "outside.csv").write_text(f"path,label\n{root / 'notes.txt'},red\n")
     (root / "all_red.txt").write_text("\n".join(str(p) for p in sorted((root / "data" / "train" / "red").iterdir())))
     return {"sandbox": str(root), "data": str(root / "data"), "model": str(root / "model"), "own": str(root / "own"),
             "file": str(root / "notes.txt"), "image": str(next((root / "data" / "val" / "red").iterdir()))}

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 
 from .artifact import read_model, save
-from .auto.networks import named_networks
 from .codes.backbones import PENULTIMATE, Backbone
 from .codes.create import create_backbone
 from .codes.extract import Codes, FeatureExtractor
-from .codes.joint import joint_layers
+from .codes.joint import joint_layers, named_networks
 from .codes.quantize import calibration_sample
 from .data.decode import rgb_from_memory
 from .data.folders import ImageSet

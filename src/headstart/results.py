@@ -121,6 +121,7 @@ class FitResult(TypedDict, total=False):
     report: str
     leaks: dict[str, Any]  # auditing.leakcheck.check_leaks: validation images that repeat a training image
     excluded: dict[str, int]  # images left out by --exclude, per split
+    relabelled: dict[str, int]  # labels changed by --relabel, per split (the files stay where they are)
     # and every key of FitInfo but "classifier"
     n_train_images: int
     n_skipped: int

@@ -68,9 +68,12 @@ def fit_folder(clf, data: str | Path, splits: Splits, out: str | Path, overwrite
         result["leaks"] = leaks
     if splits.excluded:
         result["excluded"] = splits.excluded
+    if splits.relabelled is not None:
+        result["relabelled"] = splits.relabelled
     files = {"logs/metrics.csv": workdir / "logs" / "metrics.csv"} if network and workdir else None
-    clf.save(out, overwrite=overwrite, extra={"data": summary, "validation": val, "fit": clf.fit_info_,
-                                              "auto": auto, "leaks": leaks}, files=files)
+    extra = {"data": summary, "validation": val, "fit": clf.fit_info_, "auto": auto, "leaks": leaks,
+             "relabelled": splits.relabelled}
+    clf.save(out, overwrite=overwrite, extra=extra, files=files)
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
     lap("save")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.imagestats import ImageStats
-from .neighbours import Neighbours, nearest, structure, unit_rows
+from .neighbours import Neighbours, nearest, nearest_within, structure, unit_rows
 
 COSINE = 0.93  # alone (with the guard)
 COSINE_WITH_STRUCTURE = 0.85  # with structure correlation at least SOME_STRUCTURE
@@ -64,13 +64,13 @@ def find_pairs(codes: np.ndarray, stats: ImageStats | None, ref_codes: np.ndarra
     ref_codes, ref_stats = (codes, stats) if same else (ref_codes, ref_stats)
     if not len(codes) or not len(ref_codes):
         return _empty()
-    queries, reference = unit_rows(codes), unit_rows(ref_codes)
-    k = max(CANDIDATES, REF_K)
-    found = found if found is not None else nearest(queries, reference, k, same=same)
+    if found is None:
+        k = max(CANDIDATES, REF_K)
+        found = nearest_within(codes, k) if same else nearest(unit_rows(codes), unit_rows(ref_codes), k)
     if found.index.shape[1] == 0:
         return _empty()
     ref_level = found.similarity[:, min(REF_K, found.similarity.shape[1]) - 1]
-    rows = np.repeat(np.arange(len(queries)), found.index.shape[1])
+    rows = np.repeat(np.arange(len(codes)), found.index.shape[1])
     cols = found.index.ravel()
     cosine = found.similarity.ravel()
     level = ref_level[rows]

@@ -51,8 +51,23 @@ def _name(images: Any, i: int) -> str:
     return images.class_names[images.labels[i]] if images.class_names else ""
 
 
+def _exact_twins(members: np.ndarray, digests: list[bytes], keep: int) -> dict[int, int]:
+    """Each member with a byte- or pixel-identical twin in the set, mapped to the twin that stands for them (``keep``
+    when it is one of them, else the first); the standing twins themselves are not keys."""
+    by_digest: dict[bytes, list[int]] = {}
+    for i in members:
+        by_digest.setdefault(digests[i], []).append(int(i))
+    twin_of = {}
+    for twins in by_digest.values():
+        first = keep if keep in twins else twins[0]
+        twin_of.update({i: first for i in twins if i != first})
+    return twin_of
+
+
 def duplicate_findings(coded: Any, pairs: Pairs, split: str) -> tuple[list[Finding], list[dict[str, Any]]]:
-    """Sets of exact or near duplicates within one split: every copy but the one to keep (the largest image)."""
+    """Sets of exact or near duplicates within one split: every copy but the one to keep (the largest image). A copy
+    with identical pixels names its identical twin (``exact_duplicate``), whatever near set holds them both; every
+    other copy names the image to keep (``near_duplicate``, scored by its best cosine to a different image)."""
     findings, sets = [], []
     if not len(pairs):
         return findings, sets
@@ -60,45 +75,50 @@ def duplicate_findings(coded: Any, pairs: Pairs, split: str) -> tuple[list[Findi
     pixels = coded.stats.column("width") * coded.stats.column("height")
     digests = coded.stats.digest
     best_cosine: dict[int, float] = {}
-    for q, r, c in zip(pairs.query, pairs.reference, pairs.cosine):
+    for q, r, c, e in zip(pairs.query, pairs.reference, pairs.cosine, pairs.exact):
         for i in (int(q), int(r)):
-            best_cosine[i] = max(best_cosine.get(i, 0.0), float(c))
+            if not e:
+                best_cosine[i] = max(best_cosine.get(i, 0.0), float(c))
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
         if len(members) < 2:
             continue
         keep = int(max(members, key=lambda i: (pixels[i], -i)))
+        twin_of = _exact_twins(members, digests, keep)
         labels = sorted({_name(coded.images, i) for i in members})
         conflicting = len(labels) > 1
-        paths = [str(coded.images.paths[i]) for i in members]
-        exact = all(digests[i] == digests[keep] for i in members)
-        sets.append({"split": split, "kind": "exact" if exact else "near", "paths": paths,
-                     "labels": [_name(coded.images, i) for i in members], "keep": str(coded.images.paths[keep]),
-                     "conflicting_labels": conflicting})
+        path = [str(p) for p in coded.images.paths]
+        sets.append({"split": split, "kind": "exact" if len(twin_of) == len(members) - 1 else "near",
+                     "paths": [path[i] for i in members], "labels": [_name(coded.images, i) for i in members],
+                     "keep": path[keep], "conflicting_labels": conflicting,
+                     "exact_copy_of": {path[i]: path[t] for i, t in twin_of.items()}})
         for i in members:
             if i == keep:
                 continue
-            same = digests[i] == digests[keep]
+            other = twin_of.get(int(i), keep)
             action = (f"labels disagree in this set ({', '.join(labels)}): decide the right one, then keep one copy"
-                      if conflicting else "remove: a copy of the kept image (keep one)")
-            findings.append(Finding(path=str(coded.images.paths[i]), issue="exact_duplicate" if same else
-                                    "near_duplicate", score=1.0 if same else round(best_cosine.get(i, 0.0), 4),
-                                    other=str(coded.images.paths[keep]), action=action, split=split,
+                      if conflicting else "remove: a copy of the kept image (keep one)" if other == keep else
+                      "remove: an identical copy of the other image (keep one)")
+            findings.append(Finding(path=path[i], issue="exact_duplicate" if int(i) in twin_of else "near_duplicate",
+                                    score=1.0 if int(i) in twin_of else round(best_cosine.get(int(i), 0.0), 4),
+                                    other=path[other], action=action, split=split,
                                     evidence={"set_size": len(members), "conflicting_labels": conflicting,
-                                              "label": _name(coded.images, i), "other_label": _name(coded.images,
-                                                                                                    keep)}))
+                                              "label": _name(coded.images, i),
+                                              "other_label": _name(coded.images, other), "keep": path[keep]}))
     return findings, sets
 
 
 def leak_findings(val: Any, train: Any, pairs: Pairs) -> list[Finding]:
-    """Validation images with an exact or near duplicate among the training images (the closest one named)."""
-    best: dict[int, tuple[float, int, bool]] = {}
+    """Validation images with an exact or near duplicate among the training images: an identical twin when there is
+    one, else the closest copy."""
+    best: dict[int, tuple[bool, float, int]] = {}
     for q, r, c, e in zip(pairs.query, pairs.reference, pairs.cosine, pairs.exact):
-        candidate = (1.0 if e else float(c), int(r), bool(e))
+        candidate = (bool(e), 1.0 if e else float(c), -int(r))
         if int(q) not in best or candidate > best[int(q)]:
             best[int(q)] = candidate
     findings = []
-    for q, (score, r, exact) in sorted(best.items()):
+    for q, (exact, score, r) in sorted(best.items()):
+        r = -r
         label, other_label = _name(val.images, q), _name(train.images, r)
         action = "remove it from validation (or its copy from training): its score does not measure new images"
         if label != other_label:

@@ -1,11 +1,16 @@
-"""Likely label errors: confident learning (Northcutt, Jiang and Chuang 2021) on out-of-fold probabilities.
+"""Likely label errors, from out-of-fold probabilities: an image is flagged when the probability of its given label
+is below chance (1/k of k classes) and another class is predicted.
 
 The probabilities come from the same cross-validated linear classifier that ``fit`` searches C with, so each image is
-judged by a model that never saw it. As cleanlab computes it: per-class thresholds (the mean probability of class j
-among images labelled j), the confident joint (images counted under their given label and the class they confidently
-belong to), calibrated to the label counts, then pruning by noise rate (for each off-diagonal cell, that many images
-of the given label with the largest margin of the other class over their own), never flagging an image whose given
-label is also its prediction. Ranked by self-confidence: one minus the out-of-fold probability of the given label.
+judged by a model that never saw it (the audit averages those of several networks). One global threshold stays sane
+however few images a class has: a flipped label is a random wrong class, which an out-of-fold model ranks far down
+(on 136 handwritten characters with 14 images each, 10% flipped: median rank 68 of 136, against 0 for the rest).
+Confident learning (Northcutt, Jiang and Chuang 2021, as cleanlab computes it: per-class thresholds, the calibrated
+confident joint, pruning by noise rate) estimates those thresholds from each class's own images; with 14 a class it
+flagged 2.2 images for each flipped one (F1 0.50 against 0.89 below chance; 0.72-0.79 against 0.79-0.86 on dtd10 and
+cifar10, bench/audit.py labels). With two classes, where chance is the decision boundary itself, its pruning is
+kept on top (0.5 point better on cats_vs_dogs); its confident joint also names the classes most often confused.
+Ranked by self-confidence: one minus the out-of-fold probability of the given label.
 """
 
 from __future__ import annotations
@@ -43,9 +48,22 @@ def confident_joint(proba: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
 
 
 def find_label_issues(proba: np.ndarray, labels: np.ndarray) -> LabelIssues:
-    """Confident learning's ``prune_by_noise_rate`` on out-of-fold ``proba`` (rows) for the given ``labels``."""
+    """Rows of out-of-fold ``proba`` whose given ``labels`` are less likely than chance and not predicted; with two
+    classes, those that confident learning's ``prune_by_noise_rate`` also flags (see the module's docstring)."""
     k = proba.shape[1]
     joint, thresholds = confident_joint(proba, labels)
+    suggested = proba.argmax(1)
+    score = 1.0 - proba[np.arange(len(labels)), labels]
+    flagged = (score > 1.0 - 1.0 / k) & (suggested != labels)
+    if k == 2:
+        flagged &= prune_by_noise_rate(proba, labels, joint)
+    return LabelIssues(flagged, score, suggested, joint, thresholds, proba)
+
+
+def prune_by_noise_rate(proba: np.ndarray, labels: np.ndarray, joint: np.ndarray) -> np.ndarray:
+    """Confident learning's flags: for each off-diagonal cell of the calibrated confident ``joint``, that many images
+    of the given label with the largest margin of the other class over their own."""
+    k = proba.shape[1]
     flagged = np.zeros(len(labels), bool)
     for given in range(k):
         members = np.flatnonzero(labels == given)
@@ -55,10 +73,7 @@ def find_label_issues(proba: np.ndarray, labels: np.ndarray) -> LabelIssues:
                 continue
             margin = proba[members, other] - proba[members, given]
             flagged[members[np.argsort(-margin)[:n]]] = True
-    suggested = proba.argmax(1)
-    flagged &= suggested != labels
-    score = 1.0 - proba[np.arange(len(labels)), labels]
-    return LabelIssues(flagged, score, suggested, joint, thresholds, proba)
+    return flagged
 
 
 def neighbour_agreement(neighbour_labels: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from .findings import AuditResult, Finding
 
 CSV_COLUMNS = ("path", "issue", "score", "other", "action")
+SUGGEST_COLUMNS = ("path", "label", "given", "score")  # ``audit --suggest``: what ``fit --relabel`` reads
+RELABEL = "relabel"  # an audit CSV's action cell edited to this (or "relabel CLASS") applies the row
 
 
 def csv_text(findings: list[Finding]) -> str:
@@ -78,3 +80,51 @@ def read_exclusions(path: str | os.PathLike) -> list[Path]:
     else:
         names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return [Path(name).expanduser() for name in names]
+
+
+def suggestions_text(findings: list[Finding]) -> str:
+    """The label errors as a relabel list (``path,label,given,score``: the suggested label), most certain first, for
+    a person to edit (delete a row to keep its label, or change the label) before ``fit --relabel``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUGGEST_COLUMNS)
+    for f in findings:
+        if f["issue"] == "label_error":
+            writer.writerow([f["path"], f["other"], f["evidence"]["given"], f"{f['score']:.4f}"])
+    return buffer.getvalue()
+
+
+def write_suggestions(result: AuditResult, path: str | os.PathLike) -> Path:
+    """Write the label errors' relabel list to ``path`` (atomically)."""
+    path = Path(path).expanduser()
+    write_atomic(path, suggestions_text(result["findings"]).encode())
+    return path
+
+
+def read_relabels(path: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(file, new label) pairs from a CSV with ``path`` and ``label`` columns (``audit --suggest`` writes one), or
+    from an audit CSV whose ``action`` cells were edited to ``relabel`` (take ``other``, the suggested label) or
+    ``relabel CLASS``; other rows are left alone. One-line errors for anything else."""
+    from ..errors import DataError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"--relabel {str(path)!r} is not a file; give a CSV of path,label (audit --suggest writes one)")
+    rows = list(csv.DictReader(io.StringIO(path.read_text(errors="replace"))))
+    columns = set(rows[0]) if rows else set()
+    pairs = []
+    if {"path", "label"} <= columns:
+        pairs = [(row["path"], row["label"]) for row in rows if (row["path"] or "").strip()]
+    elif set(CSV_COLUMNS) <= columns:
+        for row in rows:
+            action = (row["action"] or "").strip()
+            if action == RELABEL or action.startswith(RELABEL + " "):
+                pairs.append((row["path"], action[len(RELABEL):].strip() or row["other"]))
+    else:
+        raise DataError(f"--relabel {str(path)!r} has no path and label columns; give a CSV of path,label (audit "
+                        f"--suggest writes one) or an audit CSV whose action cells read {RELABEL!r}")
+    empty = [name for name, label in pairs if not (label or "").strip()]
+    if empty:
+        raise DataError(f"--relabel {str(path)!r} gives no label for {len(empty)} file(s), e.g. {empty[0]!r}; fill "
+                        "in the label or delete the row")
+    return [(Path(name.strip()).expanduser(), label.strip()) for name, label in pairs]

@@ -22,12 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codes.backbones import Backbone, candidate_layers, embedded_weights_path
+from ..codes.backbones import Backbone, candidate_layers
 from ..codes.create import create_backbone
 from ..codes.extract import FeatureExtractor
 from ..data.imagestats import STATS
-from ..defaults import AUTO_MODELS, DEFAULT_MODEL
-from ..errors import ModelError
 from .layers import TIE_SE, fold_groups, scored_layers
 from .measure import is_large, measure_codes, say, subsample
 
@@ -94,25 +92,6 @@ def rank_networks(backbones: dict[str, Any], images: ImageSet, cache_dir: Any, s
             f"networks are ranked on a stratified {len(sample)} of the {len(images)} training images (each extra "
             "network costs a forward pass); the chosen one is then measured on them all")}
     return built[chosen], evidence
-
-
-def model_names(model: str) -> list[str]:
-    """The networks a ``model`` option names: one, or several joined by commas (in the user's order), each once."""
-    names = [name.strip() for name in str(model).split(",") if name.strip()]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ModelError(f"the model {', '.join(twice)} is named twice in {model!r}; name each network once")
-    return names
-
-
-def named_networks(model: str | None, auto: bool) -> list[str]:
-    """The networks to use: those ``model`` names, or when it names none, the ones auto compares (AUTO_MODELS) if
-    ``auto`` (the strategy auto, with no weights file and no layer given), else DEFAULT_MODEL. A default network
-    whose embedded weights are not installed is left out (offline, the hub would be tried and fail mid-run)."""
-    if model is None:
-        return [name for name in AUTO_MODELS if name == DEFAULT_MODEL or embedded_weights_path(name) is not None
-                ] if auto else [DEFAULT_MODEL]
-    return model_names(model)
 
 
 def choose_network(ranked: dict[str, Ranked], tie_to_last: bool = False) -> tuple[str, dict[str, Any]]:

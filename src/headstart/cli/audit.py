@@ -12,25 +12,30 @@ from ..report.audit_page import PAGE_MARKER
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     """Register ``audit`` with the command line's subparsers."""
-    from ..defaults import DEFAULT_MODEL
+    from ..defaults import AUTO_MODELS
 
     au = sub.add_parser("audit", parents=[common], help="find duplicates, leaks between splits, likely label "
                                                         "errors, outliers and unusable images in DATA")
     au.add_argument("data", help="folder of class folders (or with train/ and val/ inside), or a plain folder of "
                                  "images (then only what needs no labels)")
     au.add_argument("--val", help="a separate validation folder of class folders (checked for leaks)")
-    au.add_argument("--model", default=DEFAULT_MODEL, help="the network whose codes compare images")
+    au.add_argument("--model", help="the networks, joined by commas (default: those auto compares, "
+                                     f"{','.join(AUTO_MODELS)}): the first one's codes compare images, and every "
+                                     "network's out-of-fold probabilities are averaged to judge labels")
     au.add_argument("--weights")
     au.add_argument("--batch-size", type=int)
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--out", help="HTML page to write (thumbnails side by side), e.g. audit.html")
     au.add_argument("--csv", help="CSV to write: one row per finding (path,issue,score,other,action); "
                                   "`fit --exclude` takes it")
-    au.add_argument("--overwrite", action="store_true", help="replace existing --out / --csv files")
+    au.add_argument("--suggest", metavar="FILE", help="CSV to write: the likely label errors as path,label,given,"
+                                                      "score (the suggested label), to edit and pass to "
+                                                      "`fit --relabel`")
+    au.add_argument("--overwrite", action="store_true", help="replace existing --out / --csv / --suggest files")
     au.set_defaults(run=cmd_audit)
 
 
-def _output(path: str | None, option: str, overwrite: bool, marker: str, inputs: list[Path]) -> Path | None:
+def _output(path: str | None, option: str, overwrite: bool, marker: str | None, inputs: list[Path]) -> Path | None:
     """An output file: not inside the audited folders, replaced only when ours or with --overwrite, creatable."""
     from .checks import output_file
 
@@ -56,23 +61,31 @@ def cmd_audit(args: argparse.Namespace) -> None:
     weights(args.weights)
     page = _output(args.out, "--out", args.overwrite, PAGE_MARKER, inputs)
     table = _output(args.csv, "--csv", args.overwrite, ",".join(CSV_COLUMNS), inputs)
-    if page is not None and table is not None and page.resolve() == table.resolve():
-        raise HeadstartError("--out and --csv name the same file; give two names")
+    suggest = _output(args.suggest, "--suggest", args.overwrite, None, inputs)  # edited by hand: never ours to replace
+    named = {"--out": page, "--csv": table, "--suggest": suggest}
+    written = [(option, out.resolve()) for option, out in named.items() if out is not None]
+    for i, (option, out) in enumerate(written):
+        twin = next((other for other, path in written[i + 1:] if path == out), None)
+        if twin:
+            raise HeadstartError(f"{option} and {twin} name the same file; give each its own name")
     from ..auditing.run import audit, audit_inputs
 
     train, val, how = audit_inputs(data, args.val)  # class folders read and checked (empty ones refused)
     from ..codes.backbones import check_model_name
 
-    check_model_name(args.model)
+    if args.model is not None:
+        check_model_name(args.model)
     result = audit(data, train_images=train, val_images=val, model=args.model, weights=args.weights,
                    cache_dir=args.cache_dir, engine=args.engine, batch_size=args.batch_size, seed=args.seed,
                    progress=not args.quiet)
     result["data"]["split"] = how
-    from ..auditing.outputs import summary_lines, write_csv
+    from ..auditing.outputs import summary_lines, write_csv, write_suggestions
     from ..report.audit_page import write_page
 
     if table is not None:
         result["csv"] = str(write_csv(result, table))
+    if suggest is not None:
+        result["suggestions"] = str(write_suggestions(result, suggest))
     if page is not None:
         result["page"] = str(write_page(result, page, f"headstart audit: {data.resolve().name}"))
     if args.json:
@@ -81,5 +94,6 @@ def cmd_audit(args: argparse.Namespace) -> None:
         print_json(result)
         return
     lines = summary_lines(result)
-    lines += [f"{name}: {result[key]}" for key, name in (("csv", "csv"), ("page", "page")) if key in result]
+    written = (("csv", "csv"), ("page", "page"), ("suggestions", "relabel list to edit"))
+    lines += [f"{name}: {result[key]}" for key, name in written if key in result]
     print("\n".join(lines))

@@ -94,14 +94,9 @@ def precision(value: str | None, engine: str = "auto") -> None:
                              "--engine torch, or use --precision fp32")
 
 
-def exclusions(file: str | os.PathLike) -> list[Path]:
-    """``--exclude FILE``: its paths (an audit CSV's path column, or one per line), each of which must exist; a
-    relative path is taken from the current folder, else from the file's own folder."""
-    from ..auditing.outputs import read_exclusions
-
-    listed = read_exclusions(file)
-    if not listed:
-        raise DataError(f"--exclude {str(file)!r} names no files; give an audit CSV or one path per line")
+def _existing(listed: list[Path], file: str | os.PathLike, option: str) -> list[Path]:
+    """``listed`` paths, each of which must exist: a relative path is taken from the current folder, else from
+    ``file``'s own folder."""
     base = Path(file).expanduser().resolve().parent
     found, missing = [], []
     for path in listed:
@@ -109,10 +104,59 @@ def exclusions(file: str | os.PathLike) -> list[Path]:
         hit = next((c for c in candidates if c.exists()), None)
         (found if hit else missing).append(hit or path)
     if missing:
-        raise DataError(f"--exclude {str(file)!r} names {len(missing)} file(s) that do not exist, e.g. "
+        raise DataError(f"{option} {str(file)!r} names {len(missing)} file(s) that do not exist, e.g. "
                         f"{str(missing[0])!r}; fix the paths (relative ones are read from here or from the file's "
                         "folder)")
     return found
+
+
+def exclusions(file: str | os.PathLike) -> list[Path]:
+    """``--exclude FILE``: its paths (an audit CSV's path column, or one per line), each of which must exist."""
+    from ..auditing.outputs import read_exclusions
+
+    listed = read_exclusions(file)
+    if not listed:
+        raise DataError(f"--exclude {str(file)!r} names no files; give an audit CSV or one path per line")
+    return _existing(listed, file, "--exclude")
+
+
+def relabels(file: str | os.PathLike) -> dict[Path, str]:
+    """``--relabel FILE``: each listed file (which must exist) and its new label, one label per file."""
+    from ..auditing.outputs import read_relabels
+
+    pairs = read_relabels(file)
+    if not pairs:
+        raise DataError(f"--relabel {str(file)!r} changes no label; give rows of path,label (or audit rows whose "
+                        "action reads relabel)")
+    found = _existing([path for path, _ in pairs], file, "--relabel")
+    labels: dict[Path, str] = {}
+    for path, (_, label) in zip(found, pairs):
+        key = path.resolve()
+        if labels.get(key, label) != label:
+            raise DataError(f"--relabel {str(file)!r} gives {str(path)!r} two labels ({labels[key]}, {label}); "
+                            "keep one")
+        labels[key] = label
+    return labels
+
+
+def relabelled(splits, labels: dict[Path, str], file: str):
+    """``splits`` with the listed images given their new labels: every label a class of the data, every file one of
+    its images, and no class left without a training image."""
+    names = splits.train.class_names
+    unknown = sorted({label for label in labels.values() if label not in names})
+    if unknown:
+        raise DataError(f"--relabel {file!r} names label(s) that are not classes of the data: {', '.join(unknown)}; "
+                        f"the classes are {', '.join(names)}")
+    known = {p.resolve() for images in (splits.train, splits.val) if images is not None for p in images.paths}
+    outside = [path for path in labels if path not in known]
+    if outside:
+        raise DataError(f"--relabel {file!r} names {len(outside)} file(s) that are not among the images to fit, e.g. "
+                        f"{str(outside[0])!r}; list files of the data folder")
+    kept = splits.relabel({path: names.index(label) for path, label in labels.items()})
+    empty = [name for name, n in kept.train.counts().items() if n == 0]
+    if empty:
+        raise DataError(f"--relabel {file!r} leaves no training image in class(es) {', '.join(empty)}; keep some")
+    return kept
 
 
 def without(splits, paths: list[Path], file: str):

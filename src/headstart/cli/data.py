@@ -21,7 +21,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
     checks.weights(args.weights)
     checks.precision(args.precision, args.engine)
     train = find_data(args).train
-    from ..auto.networks import named_networks
+    from ..codes.joint import named_networks
 
     models = named_networks(args.model, not args.weights)
     if len(models) > 1 and train.multilabel:  # as `fit` does: the networks ranked, the chosen one advised

@@ -23,7 +23,7 @@ def _default_out(data: Path) -> Path:
 
 #: fit's options that do not shape the run; every other one is saved for --resume
 NOT_RESUMED = ("command", "run", "started", "resume", "resume_hint", "out", "overwrite", "report", "json", "quiet",
-               "verbose", "cache_dir", "engine", "exclude_paths")
+               "verbose", "cache_dir", "engine", "exclude_paths", "relabel_labels")
 
 
 def fraction(value: float | None) -> float:
@@ -126,12 +126,16 @@ def _check_fit(args: argparse.Namespace) -> Path:
         parse_layers(args.layer)
     if args.exclude:
         args.exclude_paths = checks.exclusions(args.exclude)
+    if args.relabel:
+        if args.labels:
+            raise HeadstartError("--relabel gives images one class each; with --labels, edit the label file instead")
+        args.relabel_labels = checks.relabels(args.relabel)
     out = Path(args.out or args.resume) if (args.out or args.resume) else _default_out(Path(args.data))
     check_replaceable(out, args.overwrite or bool(args.resume))  # a user's own folder is never replaced
     check_writable(out)
     from ..artifact import estimated_model_bytes
-    from ..auto.networks import named_networks
     from ..codes.backbones import check_model_name
+    from ..codes.joint import named_networks
     from ..disk import cache_folder, space_for
 
     names = named_networks(args.model, args.strategy == "auto" and not args.weights and args.layer is None)
@@ -158,6 +162,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     splits = find_data(args)
     if args.exclude:
         splits = checks.without(splits, args.exclude_paths, args.exclude)
+    if args.relabel:
+        splits = checks.relabelled(splits, args.relabel_labels, args.relabel)
     args.resume_hint = f"headstart fit --resume {out}"
     may_train = args.strategy in ("auto", "fine-tune", "scratch")  # a network may train: keep what resumes it
     workdir = training_dir(out) if may_train else None
@@ -217,6 +223,9 @@ def _fit_text(clf, result: dict[str, Any], split: str, network: bool) -> str:
     lines.append(time_line(result["seconds"], result["n_codes_computed"], network))
     if result.get("excluded"):
         lines.append("excluded (--exclude): " + ", ".join(f"{n} {k}" for k, n in result["excluded"].items()))
+    if "relabelled" in result:
+        lines.append("labels changed (--relabel): " + (", ".join(f"{n} {k}" for k, n in result["relabelled"].items())
+                                                       or "none (every listed label was already the file's own)"))
     if result.get("leaks"):
         from ..auditing.leakcheck import leak_line
 
@@ -287,6 +296,9 @@ def add_fit(sub, common: argparse.ArgumentParser) -> None:
     _add_fine_tune_options(fit)
     fit.add_argument("--exclude", metavar="FILE", help="leave these images out: an audit CSV (its path column: "
                                                        "edit it to the rows you agree with) or one path per line")
+    fit.add_argument("--relabel", metavar="FILE", help="give these images other labels without moving any file: a CSV "
+                                                       "of path,label (`audit --suggest` writes one to edit), or an "
+                                                       "audit CSV whose action cells read 'relabel' or 'relabel CLASS'")
     fit.add_argument("--out", help="model folder to write (default runs/<data name>)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     fit.add_argument("--no-report", dest="report", action="store_false", help="skip OUT/report.html")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from ..defaults import AUTO_MODELS, DEFAULT_MODEL
 from ..errors import ModelError
-from .backbones import PENULTIMATE, Backbone, candidate_layers
+from .backbones import PENULTIMATE, Backbone, candidate_layers, embedded_weights_path
 
 if TYPE_CHECKING:
     import torch
@@ -141,3 +142,22 @@ def layers_text(layers: list[str]) -> str:
         network, _, own = layer.rpartition(SEPARATOR)
         networks.setdefault(network, []).append(own)
     return "; ".join(f"{network} {'+'.join(own)}" for network, own in networks.items())
+
+
+def model_names(model: str) -> list[str]:
+    """The networks a ``model`` option names: one, or several joined by commas (in the user's order), each once."""
+    names = [name.strip() for name in str(model).split(",") if name.strip()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ModelError(f"the model {', '.join(twice)} is named twice in {model!r}; name each network once")
+    return names
+
+
+def named_networks(model: str | None, auto: bool) -> list[str]:
+    """The networks to use: those ``model`` names, or when it names none, the ones auto compares (AUTO_MODELS) if
+    ``auto`` (the strategy auto, with no weights file and no layer given), else DEFAULT_MODEL. A default network
+    whose embedded weights are not installed is left out (offline, the hub would be tried and fail mid-run)."""
+    if model is None:
+        return [name for name in AUTO_MODELS if name == DEFAULT_MODEL or embedded_weights_path(name) is not None
+                ] if auto else [DEFAULT_MODEL]
+    return model_names(model)

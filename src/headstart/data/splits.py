@@ -21,6 +21,7 @@ class Splits:
     how: str
     notes: list[str] = field(default_factory=list)
     excluded: dict[str, int] = field(default_factory=dict)  # images left out by ``without``, per split
+    relabelled: dict[str, int] | None = None  # labels changed by ``relabel``, per split (None: never relabelled)
 
     def without(self, paths: list[Path]) -> Splits:
         """The same splits less the images at ``paths`` (compared as resolved paths)."""
@@ -33,7 +34,20 @@ class Splits:
             parts[name] = images.subset(np.flatnonzero(keep))
             if (~keep).any():
                 excluded[name] = excluded.get(name, 0) + int((~keep).sum())
-        return Splits(parts["train"], parts.get("val"), self.how, self.notes, excluded)
+        return Splits(parts["train"], parts.get("val"), self.how, self.notes, excluded, self.relabelled)
+
+    def relabel(self, labels: dict[Path, int]) -> Splits:
+        """The same splits with the images at the keys of ``labels`` (resolved paths) given those class indices;
+        the files stay where they are. Counts the labels that changed, per split."""
+        parts, changed = {}, dict(self.relabelled or {})
+        for name, images in (("train", self.train), ("val", self.val)):
+            if images is None:
+                continue
+            new = np.array([labels.get(p.resolve(), old) for p, old in zip(images.paths, images.labels)], np.int64)
+            parts[name] = ImageSet(images.paths, new, images.class_names, images.root, images.targets)
+            if (new != images.labels).any():
+                changed[name] = changed.get(name, 0) + int((new != images.labels).sum())
+        return Splits(parts["train"], parts.get("val"), self.how, self.notes, self.excluded, changed)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

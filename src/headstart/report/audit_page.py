@@ -14,6 +14,7 @@ from .parts import IMAGES_LOADED, STYLE, thumbnail
 
 PAGE_MARKER = "<meta name=generator content=headstart-audit>"  # marks a page `headstart audit --out` may replace
 SHOWN = 40  # findings shown per issue on the page (all are in the CSV and JSON)
+SET_SHOWN = 12  # members pictured per duplicate set (all are named in the JSON)
 TITLES = {
     "exact_duplicate": "Exact duplicates (identical pixels)", "near_duplicate": "Near duplicates",
     "leak": "Leaks: validation images that repeat a training image",
@@ -50,6 +51,23 @@ def _finding_html(f: Finding) -> str:
             f"<b>{f['score']:.3f}</b>: {html.escape(f['action'])}</p></div>")
 
 
+def _set_html(found: dict) -> str:
+    """One duplicate set, every member pictured (up to SET_SHOWN): which to keep, which are identical copies."""
+    exact_of = found.get("exact_copy_of", {})
+    figures = []
+    for path, label in list(zip(found["paths"], found["labels"]))[:SET_SHOWN]:
+        role = ("keep" if path == found["keep"] else f"identical to {Path(exact_of[path]).name}" if path in exact_of
+                else "near copy")
+        figures.append(_figure(path, f"{Path(path).name} ({label}): {role}"))
+    more = len(found["paths"]) - SET_SHOWN
+    identical = len(exact_of)
+    words = (f"{found['split']}: {len(found['paths'])} images, {identical} of them identical copies"
+             + (", labels disagree" if found["conflicting_labels"] else "")
+             + (f"; {more} more in the JSON" if more > 0 else ""))
+    return (f"<div class=finding data-issue=duplicate_set><p>{html.escape(words)}</p><div class=pics>"
+            f"{''.join(figures)}</div></div>")
+
+
 def build_page(result: AuditResult, title: str = "headstart audit") -> str:
     """The audit as one self-contained HTML page (thumbnails embedded; nothing fetched)."""
     counts = result["counts"]
@@ -72,7 +90,13 @@ def build_page(result: AuditResult, title: str = "headstart audit") -> str:
         more = f" (the first {SHOWN}; all in the CSV)" if len(shown) > SHOWN else ""
         parts.append(f"<h2 id={issue}>{html.escape(TITLES[issue])}: {len(shown)}{more}</h2>")
         parts.extend(_finding_html(f) for f in shown[:SHOWN])
-    style = STYLE + (".finding{border-bottom:1px solid #ddd;padding:.5rem 0} .pics{display:flex;gap:.6rem}"
+    sets = result.get("duplicate_sets") or []
+    if sets:
+        more = f" (the first {SHOWN}; all in the JSON)" if len(sets) > SHOWN else ""
+        parts.append(f"<h2 id=duplicate_sets>Duplicate sets, whole: {len(sets)}{more}</h2>")
+        parts.extend(_set_html(found) for found in sets[:SHOWN])
+    style = STYLE + (".finding{border-bottom:1px solid #ddd;padding:.5rem 0}"
+                     " .pics{display:flex;flex-wrap:wrap;gap:.6rem}"
                      " figure{width:260px} .none{width:128px;height:128px;background:#eee}")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"{PAGE_MARKER}<style>{style}</style></head><body>{''.join(parts)}{IMAGES_LOADED}</body></html>")

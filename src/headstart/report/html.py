@@ -173,6 +173,10 @@ def _about(clf: Any, config: dict[str, Any]) -> list[list[Any]]:
         about += [["training data", f"{data.get('path')} ({data.get('split')})"],
                   ["training images", (config.get("fit") or {}).get("n_train_images") if data.get("multilabel")
                    else sum((data.get("train_counts") or {}).values())]]
+    relabelled = config.get("relabelled")
+    if relabelled is not None:
+        about.append(["labels changed (--relabel)", ", ".join(f"{n} {split}" for split, n in relabelled.items())
+                      or "none"])
     leaks = config.get("leaks")
     if leaks:
         from ..auditing.leakcheck import leak_line
