@@ -543,10 +543,13 @@ def main() -> None:
     parser.add_argument("parts", nargs="*", choices=(*parts, "relabel", "shared", "million", "crossover"),
                         default=list(parts))
     parser.add_argument("--previous", help="src/ of another checkout, for fitcost's comparison")
+    parser.add_argument("--sets", nargs="+", default=["cats_vs_dogs", "cifar10:10000"],
+                        help="cost's collections: a name, or name:n for a fixed-seed sample of n training images")
     args = parser.parse_args()
     for part in args.parts:
         print(f"\n## {part}", flush=True)
-        globals()[part](args.previous) if part == "fitcost" else globals()[part]()
+        arguments = {"fitcost": (args.previous,), "cost": (tuple(args.sets),)}.get(part, ())
+        globals()[part](*arguments)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ however few images a class has: a flipped label is a random wrong class, which a
 (on 136 handwritten characters with 14 images each, 10% flipped: median rank 68 of 136, against 0 for the rest).
 Confident learning (Northcutt, Jiang and Chuang 2021, as cleanlab computes it: per-class thresholds, the calibrated
 confident joint, pruning by noise rate) estimates those thresholds from each class's own images; with 14 a class it
-flagged 2.2 images for each flipped one (F1 0.50 against 0.89 below chance; 0.72-0.79 against 0.79-0.86 on dtd10 and
-cifar10, bench/audit.py labels). With two classes, where chance is the decision boundary itself, its pruning is
-kept on top (0.5 point better on cats_vs_dogs); its confident joint also names the classes most often confused.
+flagged 2.2 images for each flipped one (F1 0.50 against 0.89 below chance, on the same probabilities; 0.70-0.80
+against 0.79-0.86 on dtd10 and a cifar10 sample; the final figures: bench/audit.py labels). With two classes, where
+chance is the decision boundary itself, its pruning is kept on top (0.5 point better on cats_vs_dogs); its confident
+joint also names the classes most often confused.
 Ranked by self-confidence: one minus the out-of-fold probability of the given label.
 """
 
