@@ -87,7 +87,7 @@ def auroc(score: np.ndarray, truth: np.ndarray) -> float:
 
 def label_sets() -> dict[str, ImageSet]:
     """Training images of the label study: omniglot5 as 136 classes (alphabet and character: 14 images each), a
-    10,000-image fixed-seed sample of cifar10, cats_vs_dogs and dtd10."""
+    10,000-image fixed-seed sample of cifar10, and every other single-label shared collection's training images."""
     paths = sorted((SHARED / "omniglot5" / "train").rglob("*.png"))
     classes = [f"{p.parent.name}/{p.name.split('_')[0]}" for p in paths]
     names = sorted(set(classes))
@@ -96,7 +96,10 @@ def label_sets() -> dict[str, ImageSet]:
     return {"omniglot136": ImageSet(paths, np.array([names.index(c) for c in classes]), names),
             "cifar10 (10k)": cifar.subset(pick),
             "cats_vs_dogs": read_class_folders(SHARED / "cats_vs_dogs" / "train"),
-            "dtd10": read_class_folders(SHARED / "dtd10" / "train")}
+            "dtd10": read_class_folders(SHARED / "dtd10" / "train"),
+            **{name: read_class_folders(SHARED / name / "train")
+               for name in ("pneumoniamnist", "sign_digits", "retinamnist", "omniglot5")},
+            "flowers": read_class_folders(SHARED / "flowers")}
 
 
 def cleanlab_flags(codes: np.ndarray, labels: np.ndarray) -> dict[float, np.ndarray]:
@@ -116,9 +119,10 @@ def cleanlab_flags(codes: np.ndarray, labels: np.ndarray) -> dict[float, np.ndar
     return flags
 
 
-def labels() -> None:
+def labels(names: tuple[str, ...] | None = None) -> None:
     """Flipped labels found by the audit's check (its networks and layers), by the previous release's check
-    (confident learning on Lite0's penultimate codes) and by cleanlab on the same Lite0 codes, in one run."""
+    (confident learning on Lite0's penultimate codes) and by cleanlab on the same Lite0 codes, in one run; ``names``:
+    some of the collections of :func:`label_sets`."""
     from headstart.auditing.duplicates import find_pairs, groups_of
     from headstart.auditing.labels import find_label_issues, prune_by_noise_rate
     from headstart.auditing.neighbours import nearest, unit_rows
@@ -137,6 +141,8 @@ def labels() -> None:
           "cleanlab 2.9 F1 (C 1 / 0.1 / 0.01) | ours - best cleanlab |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, train in label_sets().items():
+        if names and name not in names:
+            continue
         started = time.perf_counter()
         coded = code_images(extractor, train, label_layers)
         clean_images = coded.images
@@ -543,12 +549,13 @@ def main() -> None:
     parser.add_argument("parts", nargs="*", choices=(*parts, "relabel", "shared", "million", "crossover"),
                         default=list(parts))
     parser.add_argument("--previous", help="src/ of another checkout, for fitcost's comparison")
-    parser.add_argument("--sets", nargs="+", default=["cats_vs_dogs", "cifar10:10000"],
-                        help="cost's collections: a name, or name:n for a fixed-seed sample of n training images")
+    parser.add_argument("--sets", nargs="+", help="labels' collections (default: all), or cost's: a name, or name:n "
+                                                  "for a fixed-seed sample (default: cats_vs_dogs cifar10:10000)")
     args = parser.parse_args()
     for part in args.parts:
         print(f"\n## {part}", flush=True)
-        arguments = {"fitcost": (args.previous,), "cost": (tuple(args.sets),)}.get(part, ())
+        sets = (tuple(args.sets),) if args.sets else ()
+        arguments = {"fitcost": (args.previous,), "cost": sets, "labels": sets}.get(part, ())
         globals()[part](*arguments)
 
 

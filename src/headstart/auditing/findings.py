@@ -74,6 +74,7 @@ def duplicate_findings(coded: Any, pairs: Pairs, split: str) -> tuple[list[Findi
     groups = groups_of(len(coded.codes), pairs)
     pixels = coded.stats.column("width") * coded.stats.column("height")
     digests = coded.stats.digest
+    path = [str(p) for p in coded.images.paths]
     best_cosine: dict[int, float] = {}
     for q, r, c, e in zip(pairs.query, pairs.reference, pairs.cosine, pairs.exact):
         for i in (int(q), int(r)):
@@ -87,7 +88,6 @@ def duplicate_findings(coded: Any, pairs: Pairs, split: str) -> tuple[list[Findi
         twin_of = _exact_twins(members, digests, keep)
         labels = sorted({_name(coded.images, i) for i in members})
         conflicting = len(labels) > 1
-        path = [str(p) for p in coded.images.paths]
         sets.append({"split": split, "kind": "exact" if len(twin_of) == len(members) - 1 else "near",
                      "paths": [path[i] for i in members], "labels": [_name(coded.images, i) for i in members],
                      "keep": path[keep], "conflicting_labels": conflicting,
